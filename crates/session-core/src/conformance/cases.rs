@@ -1,0 +1,666 @@
+//! One function per behaviour of [`SessionStore`]. Each panics, naming the behaviour, when the
+//! store under test breaks it.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Fixture;
+use crate::error::{Error, Result};
+use crate::id::{SessionId, SessionKey};
+use crate::record::Record;
+use crate::store::SessionStore;
+use crate::time::Timestamp;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn fresh_key() -> SessionKey {
+    SessionId::generate().key()
+}
+
+fn live(data: impl Into<Bytes>) -> Record {
+    Record::new(fresh_key(), data, Timestamp::now() + HOUR)
+}
+
+fn expired(data: impl Into<Bytes>) -> Record {
+    let mut r = Record::new(fresh_key(), data, Timestamp::now() - Duration::from_secs(5));
+    r.created_at = Timestamp::now() - HOUR;
+    r
+}
+
+async fn must<T>(what: &str, op: impl Future<Output = Result<T>>) -> T {
+    match op.await {
+        Ok(v) => v,
+        Err(e) => panic!("{what} failed unexpectedly: {e:?}"),
+    }
+}
+
+async fn must_fail<T: Debug>(what: &str, op: impl Future<Output = Result<T>>) -> Error {
+    match op.await {
+        Ok(v) => panic!("{what} should have failed but returned {v:?}"),
+        Err(e) => e,
+    }
+}
+
+async fn load(store: &dyn SessionStore, key: &SessionKey) -> Option<Record> {
+    must("load", store.load(key)).await
+}
+
+async fn create(store: &dyn SessionStore, record: &Record) {
+    must("create", store.create(record)).await;
+}
+
+async fn round_trip(store: &dyn SessionStore, record: Record) {
+    create(store, &record).await;
+    let back = load(store, &record.key).await;
+    assert_eq!(back.as_ref(), Some(&record), "a created record must load back exactly");
+}
+
+/// Every byte value survives a round trip.
+pub async fn round_trip_binary(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    round_trip(store, live(data)).await;
+}
+
+/// Unicode data and a unicode owner survive a round trip.
+pub async fn round_trip_unicode(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let text = "Grüße, 世界! 🦀 \u{0} zero-width:\u{200b} rtl:\u{202e}";
+    round_trip(store, live(text.as_bytes().to_vec()).with_owner("Zoë 👩‍💻")).await;
+}
+
+/// An empty payload is kept as empty, not as absent.
+pub async fn round_trip_empty_data(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    round_trip(store, live(Vec::new())).await;
+}
+
+/// Created and expiry times come back to the millisecond, and version as given.
+pub async fn timestamps_are_exact(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let mut r = live(&b"t"[..]);
+    r.created_at = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 12_345);
+    r.expires_at = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 7_654_321);
+    r.version = 41;
+    round_trip(store, r).await;
+}
+
+/// Loading a key never stored gives `None`.
+pub async fn missing_is_none(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    assert_eq!(load(store, &fresh_key()).await, None, "an unknown key must load as None");
+    assert!(!must("exists", store.exists(&fresh_key())).await);
+}
+
+/// Loading unknown keys stores nothing (Django CVE-2015-5143).
+pub async fn loading_unknown_creates_nothing(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    for _ in 0..10 {
+        let key = fresh_key();
+        let _ = load(store, &key).await;
+        assert!(!must("exists", store.exists(&key)).await);
+    }
+    assert_eq!(must("count", store.count()).await, 0, "loads must not create sessions");
+    assert_eq!(must("count_expired", store.count_expired()).await, 0);
+    assert!(must("list", store.list()).await.is_empty());
+}
+
+/// An expired record loads as `None` and is not counted live.
+pub async fn expired_is_none(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = expired(&b"old"[..]);
+    create(store, &r).await;
+    assert_eq!(load(store, &r.key).await, None, "an expired record must load as None");
+    assert!(!must("exists", store.exists(&r.key)).await);
+    assert_eq!(must("count", store.count()).await, 0, "expired records are not live");
+}
+
+/// `create` on a live key fails with `AlreadyExists` and keeps the first record.
+pub async fn create_on_taken_key_fails_without_overwriting(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let first = live(&b"first"[..]);
+    create(store, &first).await;
+    let mut second = first.clone();
+    second.data = Bytes::from_static(b"second");
+    let err = must_fail("create on a taken key", store.create(&second)).await;
+    assert!(matches!(err, Error::AlreadyExists), "expected AlreadyExists, got {err:?}");
+    assert_eq!(load(store, &first.key).await, Some(first), "the first record must survive");
+}
+
+/// `create` may reuse the key of an expired record.
+pub async fn create_over_expired_key_succeeds(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let old = expired(&b"old"[..]);
+    create(store, &old).await;
+    let mut new = live(&b"new"[..]);
+    new.key = old.key;
+    create(store, &new).await;
+    assert_eq!(load(store, &new.key).await, Some(new));
+}
+
+/// Of many concurrent creates on one key (on parallel tasks), exactly one wins and its data
+/// is stored.
+pub async fn concurrent_creates_one_winner(store: Arc<dyn SessionStore>) {
+    let key = fresh_key();
+    let expires = Timestamp::now() + HOUR;
+    let results = on_tasks(&store, 0..16u8, move |store, i| async move {
+        let r = Record::new(key, vec![i; 64], expires);
+        (i, store.create(&r).await)
+    })
+    .await;
+    let winners: Vec<u8> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
+    assert_eq!(winners.len(), 1, "exactly one concurrent create must win: {results:?}");
+    for (_, r) in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::AlreadyExists), "losers must get AlreadyExists, got {e:?}");
+        }
+    }
+    let stored = load(&*store, &key).await.map(|r| r.data);
+    assert_eq!(stored, Some(Bytes::from(vec![winners[0]; 64])));
+}
+
+/// `save` with the loaded version replaces data, expiry and owner.
+pub async fn save_overwrites(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"before"[..]);
+    create(store, &r).await;
+    let mut changed = r.clone();
+    changed.data = Bytes::from_static(b"after");
+    changed.expires_at = r.expires_at + HOUR;
+    changed.owner = Some("ann".into());
+    let v = must("save", store.save(&changed)).await;
+    assert_eq!(v, r.version + 1, "save must return the bumped version");
+    let back = load(store, &r.key).await;
+    let expected = Record { version: v, ..changed };
+    assert_eq!(back, Some(expected));
+}
+
+/// Each save bumps the version by one, and the next save names the new version.
+pub async fn save_bumps_version(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let mut r = live(&b"0"[..]);
+    create(store, &r).await;
+    for i in 1..=5u64 {
+        r.data = Bytes::from(i.to_string());
+        r.version = must("save", store.save(&r)).await;
+        assert_eq!(r.version, 1 + i);
+    }
+    assert_eq!(load(store, &r.key).await, Some(r));
+}
+
+/// A save keeps the stored `created_at`, whatever the caller passes.
+pub async fn save_keeps_created_at(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let mut r = live(&b"x"[..]);
+    r.created_at = Timestamp::now() - HOUR;
+    create(store, &r).await;
+    let mut changed = r.clone();
+    changed.created_at = Timestamp::now();
+    must("save", store.save(&changed)).await;
+    let back = load(store, &r.key).await.map(|b| b.created_at);
+    assert_eq!(back, Some(r.created_at), "save must not move created_at");
+}
+
+/// A save naming a stale version gets `Conflict` and changes nothing.
+pub async fn stale_save_conflicts_and_changes_nothing(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"v1"[..]);
+    create(store, &r).await;
+    let mut a = r.clone();
+    a.data = Bytes::from_static(b"from a");
+    let v2 = must("first save", store.save(&a)).await;
+    let mut b = r.clone();
+    b.data = Bytes::from_static(b"from b");
+    b.expires_at = r.expires_at + HOUR;
+    let err = must_fail("save with a stale version", store.save(&b)).await;
+    assert!(matches!(err, Error::Conflict), "expected Conflict, got {err:?}");
+    let back = load(store, &r.key).await;
+    assert_eq!(back, Some(Record { version: v2, ..a }), "a refused save must change nothing");
+}
+
+/// A save of a record deleted after it was loaded fails and does not bring it back
+/// (Rack CVE-2025-46336, gorilla/sessions #10, Spring Session gh-1031).
+pub async fn save_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"logged in"[..]);
+    create(store, &r).await;
+    let loaded = load(store, &r.key).await;
+    assert!(must("delete", store.delete(&r.key)).await);
+    let mut stale = loaded.unwrap_or(r.clone());
+    stale.data = Bytes::from_static(b"written after logout");
+    let err = must_fail("save after delete", store.save(&stale)).await;
+    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    assert_eq!(load(store, &r.key).await, None, "a deleted session must stay deleted");
+    assert_eq!(must("count", store.count()).await, 0);
+}
+
+/// A save to the old key of a record moved by `change_id` fails and revives nothing.
+pub async fn save_after_change_id_does_not_resurrect(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"data"[..]);
+    create(store, &r).await;
+    let new_key = fresh_key();
+    must("change_id", store.change_id(&r.key, &new_key)).await;
+    let mut stale = r.clone();
+    stale.data = Bytes::from_static(b"stale writer");
+    let err = must_fail("save to a moved key", store.save(&stale)).await;
+    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    assert_eq!(load(store, &r.key).await, None, "the old key must stay gone");
+    let moved = load(store, &new_key).await.map(|m| m.data);
+    assert_eq!(moved, Some(r.data), "the moved record must keep its data");
+}
+
+/// A save of a record that has expired fails with `NotFound` and does not revive it.
+pub async fn save_of_expired_is_not_found(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = expired(&b"old"[..]);
+    create(store, &r).await;
+    let mut revived = r.clone();
+    revived.expires_at = Timestamp::now() + HOUR;
+    let err = must_fail("save of an expired record", store.save(&revived)).await;
+    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    assert_eq!(load(store, &r.key).await, None);
+}
+
+/// `touch` moves the deadline and leaves data and version alone.
+pub async fn touch_extends_without_changing_data(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"keep me"[..]);
+    create(store, &r).await;
+    let later = r.expires_at + HOUR;
+    must("touch", store.touch(&r.key, later)).await;
+    let back = load(store, &r.key).await;
+    assert_eq!(back, Some(Record { expires_at: later, ..r }));
+}
+
+/// A touch of a deleted record fails with `NotFound` and creates nothing.
+pub async fn touch_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"x"[..]);
+    create(store, &r).await;
+    must("delete", store.delete(&r.key)).await;
+    let err = must_fail("touch after delete", store.touch(&r.key, Timestamp::now() + HOUR)).await;
+    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    assert_eq!(load(store, &r.key).await, None);
+    let err = must_fail("touch of an unknown key", store.touch(&fresh_key(), Timestamp::now() + HOUR)).await;
+    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    assert_eq!(must("count", store.count()).await, 0);
+}
+
+/// A touch of an expired record does not revive it.
+pub async fn touch_of_expired_does_not_revive(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = expired(&b"x"[..]);
+    create(store, &r).await;
+    let err = must_fail("touch of an expired record", store.touch(&r.key, Timestamp::now() + HOUR)).await;
+    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    assert_eq!(load(store, &r.key).await, None);
+}
+
+/// `delete` removes a live record and reports it.
+pub async fn delete_removes(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"x"[..]);
+    let other = live(&b"y"[..]);
+    create(store, &r).await;
+    create(store, &other).await;
+    assert!(must("delete", store.delete(&r.key)).await, "delete of a live record returns true");
+    assert_eq!(load(store, &r.key).await, None);
+    assert_eq!(load(store, &other.key).await, Some(other), "delete must touch one record");
+}
+
+/// Deleting a missing key succeeds with `false`.
+pub async fn delete_missing_is_false(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    assert!(!must("delete of a missing key", store.delete(&fresh_key())).await);
+    let r = live(&b"x"[..]);
+    create(store, &r).await;
+    assert!(must("delete", store.delete(&r.key)).await);
+    assert!(!must("second delete", store.delete(&r.key)).await);
+}
+
+/// `delete_many` removes exactly the listed live keys and counts them.
+pub async fn delete_many_removes_listed_only(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let records: Vec<Record> = (0..6u8).map(|i| live(vec![i])).collect();
+    for r in &records {
+        create(store, r).await;
+    }
+    let doomed = [records[0].key, records[2].key, records[4].key, fresh_key()];
+    assert_eq!(must("delete_many", store.delete_many(&doomed)).await, 3);
+    for (i, r) in records.iter().enumerate() {
+        let present = load(store, &r.key).await.is_some();
+        assert_eq!(present, i % 2 == 1, "record {i} present={present}");
+    }
+}
+
+/// `delete_many` with no keys does nothing.
+pub async fn delete_many_empty_is_noop(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"x"[..]);
+    create(store, &r).await;
+    assert_eq!(must("delete_many([])", store.delete_many(&[])).await, 0);
+    assert_eq!(must("count", store.count()).await, 1);
+}
+
+/// `exists` is true for live records only.
+pub async fn exists_sees_live_only(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"x"[..]);
+    let e = expired(&b"y"[..]);
+    create(store, &r).await;
+    create(store, &e).await;
+    assert!(must("exists", store.exists(&r.key)).await);
+    assert!(!must("exists", store.exists(&e.key)).await);
+    assert!(!must("exists", store.exists(&fresh_key())).await);
+}
+
+/// `change_id` keeps data, times, version and owner; the old key is gone at once.
+pub async fn change_id_keeps_everything(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let mut r = live(&b"payload"[..]).with_owner("ann");
+    create(store, &r).await;
+    r.version = must("save", store.save(&r)).await;
+    let new_key = fresh_key();
+    must("change_id", store.change_id(&r.key, &new_key)).await;
+    assert_eq!(load(store, &r.key).await, None, "the old key must be gone");
+    assert!(!must("exists", store.exists(&r.key)).await);
+    let moved = load(store, &new_key).await;
+    assert_eq!(moved, Some(Record { key: new_key, ..r }));
+    assert_eq!(must("count", store.count()).await, 1, "change_id must not copy");
+}
+
+/// `change_id` onto a live key fails with `AlreadyExists` and changes neither record.
+pub async fn change_id_to_taken_key_fails(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let a = live(&b"a"[..]);
+    let b = live(&b"b"[..]);
+    create(store, &a).await;
+    create(store, &b).await;
+    let err = must_fail("change_id onto a taken key", store.change_id(&a.key, &b.key)).await;
+    assert!(matches!(err, Error::AlreadyExists), "expected AlreadyExists, got {err:?}");
+    assert_eq!(load(store, &a.key).await, Some(a));
+    assert_eq!(load(store, &b.key).await, Some(b));
+}
+
+/// `change_id` of a missing or expired key fails with `NotFound` and creates nothing.
+pub async fn change_id_of_missing_fails(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let target = fresh_key();
+    let err = must_fail("change_id of a missing key", store.change_id(&fresh_key(), &target)).await;
+    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    let e = expired(&b"e"[..]);
+    create(store, &e).await;
+    let err = must_fail("change_id of an expired key", store.change_id(&e.key, &target)).await;
+    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    assert_eq!(load(store, &target).await, None);
+}
+
+/// `count`, `count_expired` and `delete_expired` agree, and a sweep spares live records.
+pub async fn counts_and_sweep_agree(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let lives: Vec<Record> = (0..4u8).map(|i| live(vec![i])).collect();
+    let deads: Vec<Record> = (0..3u8).map(|i| expired(vec![i])).collect();
+    for r in lives.iter().chain(&deads) {
+        create(store, r).await;
+    }
+    assert_eq!(must("count", store.count()).await, 4);
+    let expired_now = must("count_expired", store.count_expired()).await;
+    if store.expiry_is_native() {
+        assert!(expired_now <= 3, "count_expired saw {expired_now} of 3");
+    } else {
+        assert_eq!(expired_now, 3, "count_expired must see every expired record");
+    }
+    let swept = must("delete_expired", store.delete_expired()).await;
+    assert_eq!(swept, expired_now, "delete_expired must remove what count_expired counted");
+    assert_eq!(must("count_expired", store.count_expired()).await, 0);
+    assert_eq!(must("count", store.count()).await, 4, "a sweep must spare live records");
+    for r in &lives {
+        assert_eq!(load(store, &r.key).await.as_ref(), Some(r));
+    }
+    assert_eq!(must("second sweep", store.delete_expired()).await, 0);
+}
+
+/// `list` returns every live key and no expired or deleted one.
+pub async fn list_shows_only_live(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let lives: Vec<Record> = (0..5u8).map(|i| live(vec![i])).collect();
+    for r in &lives {
+        create(store, r).await;
+    }
+    create(store, &expired(&b"gone"[..])).await;
+    must("delete", store.delete(&lives[0].key)).await;
+    let listed: HashSet<SessionKey> = must("list", store.list()).await.into_iter().collect();
+    let expected: HashSet<SessionKey> = lives[1..].iter().map(|r| r.key).collect();
+    assert_eq!(listed, expected);
+}
+
+/// 64 concurrent tasks on distinct sessions lose nothing.
+pub async fn concurrent_distinct_sessions_lose_nothing(store: Arc<dyn SessionStore>) {
+    let results = on_tasks(&store, 0..64u32, |store, i| async move {
+        let mut r = live(format!("task {i} v1").into_bytes());
+        store.create(&r).await?;
+        r.data = Bytes::from(format!("task {i} v2"));
+        r.version = store.save(&r).await?;
+        let back = store.load(&r.key).await?;
+        Ok::<_, Error>((r, back))
+    })
+    .await;
+    for result in results {
+        let (written, back) = match result {
+            Ok(pair) => pair,
+            Err(e) => panic!("a concurrent operation failed: {e:?}"),
+        };
+        assert_eq!(back, Some(written), "a concurrent write was lost");
+    }
+    assert_eq!(must("count", store.count()).await, 64);
+}
+
+/// Concurrent conditional saves to one session leave one whole value, never a mix, and the
+/// version counts exactly the saves that succeeded.
+pub async fn concurrent_saves_leave_one_whole_value(store: Arc<dyn SessionStore>) {
+    let base = live(vec![0u8; 1000]);
+    create(&*store, &base).await;
+    let key = base.key;
+    let results = on_tasks(&store, 1..=16u8, move |store, i| async move {
+        let mut wins = 0u64;
+        for _ in 0..4 {
+            let Some(mut r) = store.load(&key).await? else {
+                return Err(Error::NotFound);
+            };
+            r.data = Bytes::from(vec![i; 1000 + usize::from(i)]);
+            match store.save(&r).await {
+                Ok(_) => wins += 1,
+                Err(Error::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(wins)
+    })
+    .await;
+    let mut total = 0;
+    for result in results {
+        match result {
+            Ok(w) => total += w,
+            Err(e) => panic!("a concurrent save failed with something other than Conflict: {e:?}"),
+        }
+    }
+    assert!(total >= 1, "at least one save must succeed");
+    let Some(last) = load(&*store, &key).await else {
+        panic!("the session vanished under concurrent saves")
+    };
+    let fill = last.data[0];
+    assert!(
+        last.data.len() == 1000 + usize::from(fill) && last.data.iter().all(|b| *b == fill),
+        "the stored value is a mix of concurrent writes"
+    );
+    assert_eq!(last.version, 1 + total, "every successful save bumps the version once");
+}
+
+async fn owned_population(store: &dyn SessionStore) -> (Vec<Record>, Vec<Record>, Record) {
+    let ann: Vec<Record> = (0..3u8).map(|i| live(vec![i]).with_owner("ann")).collect();
+    let bob: Vec<Record> = (0..2u8).map(|i| live(vec![i]).with_owner("bob")).collect();
+    let anon = live(&b"anon"[..]);
+    for r in ann.iter().chain(&bob).chain([&anon]) {
+        create(store, r).await;
+    }
+    // An expired session of ann's, and one of a prefix-sharing name, must never be listed.
+    create(store, &expired(&b"old"[..]).with_owner("ann")).await;
+    create(store, &live(&b"lookalike"[..]).with_owner("anna")).await;
+    (ann, bob, anon)
+}
+
+fn keys_of(records: &[Record]) -> HashSet<SessionKey> {
+    records.iter().map(|r| r.key).collect()
+}
+
+/// Listing by owner returns exactly that owner's live sessions.
+pub async fn owner_listing_is_exact(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let (ann, bob, _) = owned_population(store).await;
+    let listed = must("list_by_owner", store.list_by_owner("ann")).await;
+    assert_eq!(keys_of(&listed), keys_of(&ann));
+    for r in &listed {
+        assert!(ann.contains(r), "listed records must be whole and current");
+    }
+    assert_eq!(keys_of(&must("list_by_owner", store.list_by_owner("bob")).await), keys_of(&bob));
+    assert!(must("list_by_owner", store.list_by_owner("nobody")).await.is_empty());
+}
+
+/// Deleting by owner removes exactly that owner's live sessions.
+pub async fn owner_deletion_is_exact(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let (ann, bob, anon) = owned_population(store).await;
+    assert_eq!(must("delete_by_owner", store.delete_by_owner("ann")).await, 3);
+    for r in &ann {
+        assert_eq!(load(store, &r.key).await, None);
+    }
+    for r in bob.iter().chain([&anon]) {
+        assert_eq!(load(store, &r.key).await.as_ref(), Some(r), "other sessions must survive");
+    }
+    assert_eq!(must("list_by_owner", store.list_by_owner("anna")).await.len(), 1);
+    assert!(must("list_by_owner", store.list_by_owner("ann")).await.is_empty());
+    assert_eq!(must("delete_by_owner", store.delete_by_owner("ann")).await, 0);
+}
+
+/// A save that changes or clears the owner moves the session between owner listings.
+pub async fn owner_moves_with_save(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let mut r = live(&b"x"[..]).with_owner("ann");
+    create(store, &r).await;
+    r.owner = Some("bob".into());
+    r.version = must("save", store.save(&r)).await;
+    assert!(must("list_by_owner", store.list_by_owner("ann")).await.is_empty());
+    assert_eq!(keys_of(&must("list_by_owner", store.list_by_owner("bob")).await), keys_of(&[r.clone()]));
+    r.owner = None;
+    must("save", store.save(&r)).await;
+    assert!(must("list_by_owner", store.list_by_owner("bob")).await.is_empty());
+    assert_eq!(must("delete_by_owner", store.delete_by_owner("bob")).await, 0);
+    assert!(load(store, &r.key).await.is_some());
+}
+
+/// After `change_id`, owner listing and deletion see the new key and not the old one.
+pub async fn owner_follows_change_id(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"x"[..]).with_owner("ann");
+    create(store, &r).await;
+    let new_key = fresh_key();
+    must("change_id", store.change_id(&r.key, &new_key)).await;
+    let listed = must("list_by_owner", store.list_by_owner("ann")).await;
+    assert_eq!(keys_of(&listed), HashSet::from([new_key]));
+    assert_eq!(must("delete_by_owner", store.delete_by_owner("ann")).await, 1);
+    assert_eq!(load(store, &new_key).await, None);
+}
+
+/// The largest allowed record round-trips; one byte more is refused with `TooLarge` by both
+/// `create` and `save`, writing nothing. Unlimited stores round-trip 1 MiB.
+pub async fn size_limit_is_exact(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let Some(limit) = store.max_data_len() else {
+        round_trip(store, live(vec![7u8; 1 << 20])).await;
+        return;
+    };
+    let fits = live(vec![1u8; limit]);
+    round_trip(store, fits.clone()).await;
+    let big = live(vec![2u8; limit + 1]);
+    let err = must_fail("create one byte over the limit", store.create(&big)).await;
+    assert!(matches!(err, Error::TooLarge { size, limit: l } if size == limit + 1 && l == limit), "expected TooLarge, got {err:?}");
+    assert_eq!(load(store, &big.key).await, None, "a refused create must write nothing");
+    let mut grown = fits.clone();
+    grown.data = Bytes::from(vec![3u8; limit + 1]);
+    let err = must_fail("save one byte over the limit", store.save(&grown)).await;
+    assert!(matches!(err, Error::TooLarge { .. }), "expected TooLarge, got {err:?}");
+    assert_eq!(load(store, &fits.key).await, Some(fits), "a refused save must change nothing");
+}
+
+/// A deleted key can be created again, starting from the new record.
+pub async fn delete_then_create_again(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"first life"[..]).with_owner("ann");
+    create(store, &r).await;
+    must("delete", store.delete(&r.key)).await;
+    let mut again = live(&b"second life"[..]);
+    again.key = r.key;
+    create(store, &again).await;
+    assert_eq!(load(store, &r.key).await, Some(again));
+    assert!(must("list_by_owner", store.list_by_owner("ann")).await.is_empty());
+}
+
+/// A durable store, dropped and opened again on the same data, still has every live record
+/// with its version and owner, and still forgets deleted ones.
+pub async fn survives_reopen(mut fixture: Fixture) {
+    let kept = live(&b"kept"[..]).with_owner("ann");
+    let mut saved = live(&b"v1"[..]);
+    let deleted = live(&b"deleted"[..]);
+    let moved = live(&b"moved"[..]);
+    let new_key = fresh_key();
+    {
+        let store = fixture.store();
+        let store = &*store;
+        create(store, &kept).await;
+        create(store, &saved).await;
+        saved.data = Bytes::from_static(b"v2");
+        saved.version = must("save", store.save(&saved)).await;
+        create(store, &deleted).await;
+        must("delete", store.delete(&deleted.key)).await;
+        create(store, &moved).await;
+        must("change_id", store.change_id(&moved.key, &new_key)).await;
+    }
+    let store = fixture.take_store();
+    drop(store);
+    let Some(store) = fixture.open_again().await else {
+        panic!("`durable` was given but the fixture has no reopen function")
+    };
+    assert_eq!(load(&*store, &kept.key).await, Some(kept));
+    assert_eq!(load(&*store, &saved.key).await, Some(saved));
+    assert_eq!(load(&*store, &deleted.key).await, None);
+    assert_eq!(load(&*store, &moved.key).await, None);
+    assert_eq!(load(&*store, &new_key).await.map(|r| r.data), Some(moved.data));
+    assert_eq!(keys_of(&must("list_by_owner", store.list_by_owner("ann")).await).len(), 1);
+}
+
+/// Runs `work` for each input on its own Tokio task, in parallel, and returns the outputs in
+/// input order. A panicking task fails the case with its message.
+async fn on_tasks<I, T, F, Fut>(store: &Arc<dyn SessionStore>, inputs: impl IntoIterator<Item = I>, work: F) -> Vec<T>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Arc<dyn SessionStore>, I) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let handles: Vec<_> = inputs.into_iter().map(|i| tokio::spawn(work(store.clone(), i))).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        match handle.await {
+            Ok(v) => out.push(v),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    out
+}

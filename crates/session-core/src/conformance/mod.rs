@@ -1,0 +1,209 @@
+//! The behaviour every [`SessionStore`] must show, as plain async functions, plus the
+//! [`conformance_tests!`](crate::conformance_tests) macro that turns them into one `#[test]`
+//! each for a store factory.
+//!
+//! Every backend of this project runs exactly this suite. To run it against your own store,
+//! enable the feature in your dev-dependencies:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! session-core = { version = "0.1", features = ["conformance"] }
+//! ```
+//!
+//! then write, in a test file, an async factory that returns a *fresh, empty, isolated* store
+//! (a new table, prefix or directory per call, because the cases run in parallel) and hand it
+//! to the macro:
+//!
+//! ```text
+//! async fn fresh_store() -> MyStore {
+//!     MyStore::connect(&format!("prefix-{}", uuid())).await.unwrap()
+//! }
+//! session_core::conformance_tests!(fresh_store);
+//! ```
+//!
+//! A durable store (one whose data outlives the process) returns a [`Fixture`] that knows how
+//! to open the same data again, and adds `durable` so the reopen case runs too:
+//!
+//! ```text
+//! async fn fresh_fixture() -> Fixture {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let path = dir.path().to_owned();
+//!     Fixture::new(MyFileStore::open(&path).unwrap())
+//!         .reopen(move || { let path = path.clone(); async move { MyFileStore::open(&path).unwrap() } })
+//!         .guard(dir)
+//! }
+//! session_core::conformance_tests!(fresh_fixture, durable);
+//! ```
+//!
+//! Each case is also callable directly (`session_core::conformance::round_trip_binary(&store)`),
+//! which is how the suite's own tests show that it catches broken stores. A case fails by
+//! panicking with a message that names the broken behaviour.
+//!
+//! Stores that expire data by themselves ([`SessionStore::expiry_is_native`]) are held to the
+//! same cases, with `count_expired`/`delete_expired` allowed to see nothing.
+
+mod cases;
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cases::*;
+
+use crate::store::SessionStore;
+
+/// How long one case may run before it is failed as hung.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+type ReopenFn =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn SessionStore>> + Send>> + Send + Sync>;
+
+/// A store under test, with what the suite needs around it.
+pub struct Fixture {
+    store: Option<Arc<dyn SessionStore>>,
+    reopen: Option<ReopenFn>,
+    guards: Vec<Box<dyn Any + Send>>,
+}
+
+impl std::fmt::Debug for Fixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixture")
+            .field("store", &self.store)
+            .field("reopen", &self.reopen.is_some())
+            .field("guards", &self.guards.len())
+            .finish()
+    }
+}
+
+impl Fixture {
+    /// A fixture around a fresh, empty store.
+    pub fn new(store: impl SessionStore) -> Self {
+        Self {
+            store: Some(Arc::new(store)),
+            reopen: None,
+            guards: Vec::new(),
+        }
+    }
+
+    /// How to open the same data again after the store was dropped (durable stores only).
+    pub fn reopen<S, F, Fut>(mut self, reopen: F) -> Self
+    where
+        S: SessionStore,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = S> + Send + 'static,
+    {
+        self.reopen = Some(Box::new(move || {
+            let fut = reopen();
+            Box::pin(async move { Arc::new(fut.await) as Arc<dyn SessionStore> })
+        }));
+        self
+    }
+
+    /// Keeps `guard` alive as long as the fixture (a temp dir, a table dropper, a server).
+    pub fn guard(mut self, guard: impl Any + Send) -> Self {
+        self.guards.push(Box::new(guard));
+        self
+    }
+
+    /// The store under test.
+    ///
+    /// # Panics
+    /// After [`take_store`](Self::take_store).
+    pub fn store(&self) -> Arc<dyn SessionStore> {
+        match &self.store {
+            Some(store) => Arc::clone(store),
+            None => panic!("the fixture's store was taken"),
+        }
+    }
+
+    /// Takes the store out, so it can be dropped before reopening.
+    pub fn take_store(&mut self) -> Option<Arc<dyn SessionStore>> {
+        self.store.take()
+    }
+
+    /// Opens the same data again, if this fixture knows how.
+    pub async fn open_again(&self) -> Option<Arc<dyn SessionStore>> {
+        match &self.reopen {
+            Some(reopen) => Some(reopen().await),
+            None => None,
+        }
+    }
+}
+
+impl<S: SessionStore> From<S> for Fixture {
+    fn from(store: S) -> Self {
+        Self::new(store)
+    }
+}
+
+/// Runs one case on a fresh multi-threaded Tokio runtime, failing it after [`CASE_TIMEOUT`].
+///
+/// Used by [`conformance_tests!`](crate::conformance_tests); the runtime is the suite's own, so
+/// a user's crate needs no Tokio features for it.
+pub fn run<F: Future<Output = ()>>(case: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => panic!("could not build a Tokio runtime for the conformance case: {e}"),
+    };
+    runtime.block_on(async {
+        if tokio::time::timeout(CASE_TIMEOUT, case).await.is_err() {
+            panic!("conformance case hung for {CASE_TIMEOUT:?}");
+        }
+    });
+}
+
+/// Expands to one `#[test]` per conformance case, each on a fresh store from `$factory`.
+///
+/// `$factory` is the path of an async function returning a store or a
+/// [`Fixture`](crate::conformance::Fixture). Add `, durable` when the fixture can reopen its
+/// data, to also run [`survives_reopen`](crate::conformance::survives_reopen). See the
+/// [module docs](crate::conformance).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:path) => {
+        $crate::conformance_tests!(@cases $factory;
+            round_trip_binary, round_trip_unicode, round_trip_empty_data, timestamps_are_exact,
+            missing_is_none, loading_unknown_creates_nothing, expired_is_none,
+            create_on_taken_key_fails_without_overwriting, create_over_expired_key_succeeds,
+            concurrent_creates_one_winner, save_overwrites, save_bumps_version,
+            save_keeps_created_at, stale_save_conflicts_and_changes_nothing,
+            save_after_delete_does_not_resurrect, save_after_change_id_does_not_resurrect,
+            save_of_expired_is_not_found, touch_extends_without_changing_data,
+            touch_after_delete_does_not_resurrect, touch_of_expired_does_not_revive,
+            delete_removes, delete_missing_is_false, delete_many_removes_listed_only,
+            delete_many_empty_is_noop, exists_sees_live_only, change_id_keeps_everything,
+            change_id_to_taken_key_fails, change_id_of_missing_fails,
+            counts_and_sweep_agree, list_shows_only_live,
+            concurrent_distinct_sessions_lose_nothing, concurrent_saves_leave_one_whole_value,
+            owner_listing_is_exact, owner_deletion_is_exact, owner_moves_with_save,
+            owner_follows_change_id, size_limit_is_exact, delete_then_create_again,
+        );
+    };
+    ($factory:path, durable) => {
+        $crate::conformance_tests!($factory);
+        #[test]
+        fn survives_reopen() {
+            $crate::conformance::run(async {
+                let fixture: $crate::conformance::Fixture = $factory().await.into();
+                $crate::conformance::survives_reopen(fixture).await;
+            });
+        }
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::run(async {
+                    let fixture: $crate::conformance::Fixture = $factory().await.into();
+                    $crate::conformance::$case(fixture.store()).await;
+                });
+            }
+        )*
+    };
+}

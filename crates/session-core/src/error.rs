@@ -1,0 +1,104 @@
+//! The one error type of the session layer.
+
+use crate::id::InvalidId;
+
+/// A boxed error kept as the source of an [`Error`], so nothing is lost to a string.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result with the session layer's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the session layer, by what a caller can do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A session id from outside failed strict parsing. Start a fresh session.
+    #[error("invalid session id: {0}")]
+    InvalidId(#[from] InvalidId),
+
+    /// `create` or `change_id` found the key taken. The manager retries with a fresh id.
+    #[error("a session with this key already exists")]
+    AlreadyExists,
+
+    /// The session does not exist (never did, expired, deleted, or moved by `change_id`).
+    /// A save or touch that meets this must not bring the session back.
+    #[error("session not found")]
+    NotFound,
+
+    /// A conditional save found another version than the one the caller loaded: someone else
+    /// saved in between. Reload and re-apply, or give up.
+    #[error("session was changed concurrently (version conflict)")]
+    Conflict,
+
+    /// The encoded session is larger than the store or manager allows. Nothing was written.
+    #[error("session data is {size} bytes, above the limit of {limit}")]
+    TooLarge {
+        /// Size of the refused data, in bytes.
+        size: usize,
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+
+    /// Stored data failed an integrity check or could not be decoded. It is treated as absent.
+    #[error("session data is corrupt")]
+    Corrupt(#[source] BoxError),
+
+    /// A value could not be encoded by the codec (a bug in the value's `Serialize`, or a type
+    /// the format cannot express). Nothing was written.
+    #[error("session value could not be encoded")]
+    Encode(#[source] BoxError),
+
+    /// The backend did not answer: connection refused or lost, pool exhausted, timed out.
+    /// Usually transient; retrying later may succeed.
+    #[error("session store `{store}` is unavailable")]
+    Unavailable {
+        /// Which backend (e.g. `"postgres"`).
+        store: &'static str,
+        /// What the driver said.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The backend answered with an error that retrying will not fix (a full disk, a
+    /// permission problem, a schema mismatch).
+    #[error("session store `{store}` failed")]
+    Backend {
+        /// Which backend (e.g. `"files"`).
+        store: &'static str,
+        /// What the driver or the operating system said.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A configuration was refused when it was built. Fix the configuration.
+    #[error("invalid configuration: {0}")]
+    Config(std::borrow::Cow<'static, str>),
+}
+
+impl Error {
+    /// Wraps a driver error for a backend that did not answer.
+    pub fn unavailable(store: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            store,
+            source: source.into(),
+        }
+    }
+
+    /// Wraps a driver error that retrying will not fix.
+    pub fn backend(store: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            store,
+            source: source.into(),
+        }
+    }
+
+    /// Wraps a description of corrupt data.
+    pub fn corrupt(source: impl Into<BoxError>) -> Self {
+        Self::Corrupt(source.into())
+    }
+
+    /// Whether trying the same call again later might succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Conflict)
+    }
+}

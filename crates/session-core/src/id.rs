@@ -1,0 +1,219 @@
+//! Session ids (the secret the client holds) and session keys (what stores see).
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+/// Number of random bytes in a [`SessionId`]: 192 bits, well above OWASP's 64-bit floor.
+pub const ID_BYTES: usize = 24;
+/// Length of a [`SessionId`] as text: base64url without padding of [`ID_BYTES`] bytes.
+pub const ID_TEXT_LEN: usize = 32;
+
+/// Why a text could not be parsed as a [`SessionId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidId {
+    /// The text is not exactly [`ID_TEXT_LEN`] bytes long.
+    #[error("session id must be {ID_TEXT_LEN} characters, got {0} bytes")]
+    Length(usize),
+    /// The text holds a byte outside the base64url alphabet.
+    #[error("session id holds a character outside the base64url alphabet")]
+    Alphabet,
+}
+
+/// A session id: [`ID_BYTES`] bytes from the operating system's CSPRNG.
+///
+/// It is the bearer secret that travels in the cookie. Its [`Debug`] and [`Display`] show only
+/// the first four characters, so ids never reach logs whole; [`SessionId::expose`] gives the full
+/// text for the one place that needs it (writing the cookie). Stores never see it: they see its
+/// [`SessionKey`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    text: [u8; ID_TEXT_LEN],
+}
+
+impl SessionId {
+    /// Draws a fresh id from the operating system's CSPRNG.
+    ///
+    /// # Panics
+    /// Panics only if the operating system cannot supply randomness, in which case no secure id
+    /// can exist and continuing would be worse.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; ID_BYTES];
+        #[expect(clippy::expect_used, reason = "no safe fallback exists without OS randomness")]
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        Self::from_bytes(&bytes)
+    }
+
+    fn from_bytes(bytes: &[u8; ID_BYTES]) -> Self {
+        let mut text = [0u8; ID_TEXT_LEN];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut text)
+            .unwrap_or_default();
+        debug_assert_eq!(written, ID_TEXT_LEN);
+        Self { text }
+    }
+
+    /// The whole id as text. Only the cookie writer should call this: anything printed or
+    /// logged should use the masked [`Display`] instead.
+    pub fn expose(&self) -> &str {
+        // The text is base64url output, hence ASCII.
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
+
+    /// The one-way hash of this id that stores key records by.
+    pub fn key(&self) -> SessionKey {
+        SessionKey(Sha256::digest(self.text).into())
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = InvalidId;
+
+    /// Parses strictly: exactly [`ID_TEXT_LEN`] characters of the base64url alphabet that decode
+    /// canonically. Nothing else is accepted, so garbage never reaches a store.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let raw = s.as_bytes();
+        if raw.len() != ID_TEXT_LEN {
+            return Err(InvalidId::Length(raw.len()));
+        }
+        if !raw
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return Err(InvalidId::Alphabet);
+        }
+        let mut text = [0u8; ID_TEXT_LEN];
+        text.copy_from_slice(raw);
+        Ok(Self { text })
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}…", &self.expose()[..4])
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+/// What stores key records by: the SHA-256 of a [`SessionId`].
+///
+/// A leaked table, dump or directory of keys yields no cookie that works, because the hash
+/// cannot be inverted. Keys are not secret, so they print whole (as hex).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey([u8; 32]);
+
+impl SessionKey {
+    /// Builds a key from its 32 raw bytes (as a store reads them back).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hex, 64 characters: a name safe for files and Redis keys.
+    pub fn to_hex(&self) -> String {
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        out
+    }
+
+    /// Parses the 64-character lowercase hex form made by [`SessionKey::to_hex`].
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let raw = s.as_bytes();
+        if raw.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in raw.chunks_exact(2).enumerate() {
+            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Self(out))
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey({}…)", &self.to_hex()[..12])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_back_and_differ() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), ID_TEXT_LEN);
+        assert_eq!(a.expose().parse::<SessionId>(), Ok(a.clone()));
+        assert_eq!(a.key(), a.expose().parse::<SessionId>().map(|i| i.key()).unwrap_or(b.key()));
+    }
+
+    #[test]
+    fn parsing_is_strict() {
+        assert_eq!("".parse::<SessionId>(), Err(InvalidId::Length(0)));
+        assert_eq!("a".repeat(33).parse::<SessionId>(), Err(InvalidId::Length(33)));
+        assert_eq!("a".repeat(31).parse::<SessionId>(), Err(InvalidId::Length(31)));
+        let mut bad = "a".repeat(31);
+        bad.push('=');
+        assert_eq!(bad.parse::<SessionId>(), Err(InvalidId::Alphabet));
+        let mut plus = "a".repeat(31);
+        plus.push('+');
+        assert_eq!(plus.parse::<SessionId>(), Err(InvalidId::Alphabet));
+        // Multi-byte characters count as bytes and never panic on slicing.
+        assert!("é".repeat(16).parse::<SessionId>().is_err());
+        assert!("a".repeat(32).parse::<SessionId>().is_ok());
+    }
+
+    #[test]
+    fn printing_masks_the_id() {
+        let id = SessionId::generate();
+        let shown = format!("{id} {id:?}");
+        assert!(!shown.contains(id.expose()));
+        assert!(shown.contains(&id.expose()[..4]));
+    }
+
+    #[test]
+    fn key_is_a_stable_hash_and_hex_round_trips() {
+        let id: SessionId = "abcdefghijklmnopqrstuvwxyz012345".parse().unwrap_or_else(|_| SessionId::generate());
+        let key = id.key();
+        assert_eq!(key, id.key());
+        assert_ne!(key, SessionId::generate().key());
+        assert_eq!(SessionKey::from_hex(&key.to_hex()), Some(key));
+        assert_eq!(SessionKey::from_hex("zz"), None);
+        assert!(!key.to_hex().contains(id.expose()));
+    }
+}

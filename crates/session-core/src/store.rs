@@ -1,0 +1,175 @@
+//! The storage contract every backend implements.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::id::SessionKey;
+use crate::record::Record;
+use crate::time::Timestamp;
+
+/// A place that keeps session [`Record`]s by [`SessionKey`].
+///
+/// Stores know nothing of HTTP, cookies or codecs: they keep opaque bytes with an expiry, a
+/// version and an optional owner. Every behaviour listed on a method is checked by a case of
+/// the [conformance suite](crate::conformance) (feature `conformance`).
+///
+/// The trait is object safe: the manager holds an `Arc<dyn SessionStore>`.
+///
+/// "Live" below means present and `expires_at > now`. An expired record behaves exactly like an
+/// absent one for every method except [`count_expired`](Self::count_expired) and
+/// [`delete_expired`](Self::delete_expired).
+#[async_trait]
+pub trait SessionStore: Debug + Send + Sync + 'static {
+    /// Inserts `record` exactly as given if no live record has its key.
+    ///
+    /// - A live record under the key is left untouched and the call fails with
+    ///   [`Error::AlreadyExists`](crate::Error::AlreadyExists).
+    /// - Data longer than [`max_data_len`](Self::max_data_len) fails with
+    ///   [`Error::TooLarge`](crate::Error::TooLarge) and writes nothing.
+    async fn create(&self, record: &Record) -> Result<()>;
+
+    /// Returns the live record under `key`, or `None`.
+    ///
+    /// - Expired records are `None`.
+    /// - Loading an unknown key creates nothing.
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
+
+    /// Conditionally replaces the live record under `record.key`.
+    ///
+    /// `record.version` is the version the caller loaded. The store writes `record` with
+    /// version `record.version + 1` and returns that new version, but only if the stored version
+    /// is still `record.version`.
+    /// - Another version stored: [`Error::Conflict`](crate::Error::Conflict), nothing changes.
+    /// - No live record (deleted, expired, moved by `change_id`):
+    ///   [`Error::NotFound`](crate::Error::NotFound), and the record is *not* brought back.
+    /// - Too large: [`Error::TooLarge`](crate::Error::TooLarge), nothing changes.
+    /// - `created_at` is kept from the stored record.
+    async fn save(&self, record: &Record) -> Result<u64>;
+
+    /// Removes the record under `key`; returns whether a live one was there.
+    ///
+    /// - Deleting a missing key succeeds with `false`.
+    async fn delete(&self, key: &SessionKey) -> Result<bool>;
+
+    /// Removes every record whose key is listed; returns how many live ones were removed.
+    ///
+    /// - Missing keys are skipped; an empty list is a no-op returning 0.
+    async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64>;
+
+    /// Whether a live record is stored under `key`.
+    async fn exists(&self, key: &SessionKey) -> Result<bool>;
+
+    /// Atomically moves the live record under `old` to `new`, keeping data, timestamps,
+    /// version and owner. No reader ever sees both keys live, or neither.
+    ///
+    /// - `old` not live: [`Error::NotFound`](crate::Error::NotFound), nothing changes.
+    /// - `new` live: [`Error::AlreadyExists`](crate::Error::AlreadyExists), nothing changes.
+    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()>;
+
+    /// Sets a new deadline on the live record under `key` without rewriting its data or
+    /// changing its version.
+    ///
+    /// - No live record: [`Error::NotFound`](crate::Error::NotFound), and nothing is created.
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()>;
+
+    /// Number of live records.
+    async fn count(&self) -> Result<u64>;
+
+    /// Number of expired records still held. Stores whose backend drops expired data by itself
+    /// ([`expiry_is_native`](Self::expiry_is_native)) hold none and return 0.
+    async fn count_expired(&self) -> Result<u64>;
+
+    /// Removes expired records; returns how many. Live records are never touched.
+    async fn delete_expired(&self) -> Result<u64>;
+
+    /// Keys of all live records, in no particular order.
+    async fn list(&self) -> Result<Vec<SessionKey>>;
+
+    /// Live records whose owner is `owner`, in no particular order.
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>>;
+
+    /// Removes every live record whose owner is `owner`; returns how many.
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64>;
+
+    /// The largest `data` this store accepts, in bytes; `None` when unlimited.
+    fn max_data_len(&self) -> Option<usize>;
+
+    /// Whether the backend removes expired records by itself (Redis TTLs), so that
+    /// [`count_expired`](Self::count_expired) and [`delete_expired`](Self::delete_expired)
+    /// always see none.
+    fn expiry_is_native(&self) -> bool {
+        false
+    }
+}
+
+macro_rules! forward_store {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: SessionStore + ?Sized> SessionStore for $ty {
+            async fn create(&self, record: &Record) -> Result<()> {
+                (**self).create(record).await
+            }
+            async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+                (**self).load(key).await
+            }
+            async fn save(&self, record: &Record) -> Result<u64> {
+                (**self).save(record).await
+            }
+            async fn delete(&self, key: &SessionKey) -> Result<bool> {
+                (**self).delete(key).await
+            }
+            async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
+                (**self).delete_many(keys).await
+            }
+            async fn exists(&self, key: &SessionKey) -> Result<bool> {
+                (**self).exists(key).await
+            }
+            async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+                (**self).change_id(old, new).await
+            }
+            async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+                (**self).touch(key, expires_at).await
+            }
+            async fn count(&self) -> Result<u64> {
+                (**self).count().await
+            }
+            async fn count_expired(&self) -> Result<u64> {
+                (**self).count_expired().await
+            }
+            async fn delete_expired(&self) -> Result<u64> {
+                (**self).delete_expired().await
+            }
+            async fn list(&self) -> Result<Vec<SessionKey>> {
+                (**self).list().await
+            }
+            async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
+                (**self).list_by_owner(owner).await
+            }
+            async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+                (**self).delete_by_owner(owner).await
+            }
+            fn max_data_len(&self) -> Option<usize> {
+                (**self).max_data_len()
+            }
+            fn expiry_is_native(&self) -> bool {
+                (**self).expiry_is_native()
+            }
+        }
+    };
+}
+
+forward_store!(Arc<T>);
+forward_store!(Box<T>);
+
+/// Refuses `len` bytes of data when a limit is set and `len` is above it.
+///
+/// Stores call this before any I/O so an oversized record costs nothing.
+pub fn check_data_len(limit: Option<usize>, len: usize) -> Result<()> {
+    match limit {
+        Some(limit) if len > limit => Err(crate::Error::TooLarge { size: len, limit }),
+        _ => Ok(()),
+    }
+}

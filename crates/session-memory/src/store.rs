@@ -1,0 +1,689 @@
+//! The sharded in-memory store.
+//!
+//! Why not `dashmap`, `scc` or `papaya`: `change_id` must move a record between two keys with
+//! no reader ever seeing both or neither, and the expiry index must change under the same lock
+//! as the record it indexes, or a racing save and sweep can leave a record that is never swept.
+//! Both need two shards locked at once and a second structure inside each shard, which those
+//! crates only expose through unsafe raw-table APIs. A fixed array of `RwLock`ed shards is the
+//! same design they use, with those two needs met in safe code.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use session_core::{
+    Bytes, CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
+    check_data_len,
+};
+
+/// Default largest session payload: 1 MiB.
+pub const DEFAULT_MAX_DATA_LEN: usize = 1 << 20;
+
+const SHARDS: usize = 64;
+const OWNER_SHARDS: usize = 16;
+const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Hashes a [`SessionKey`] by taking eight of its bytes. The key is a SHA-256 output, so its
+/// bytes are already uniform, and since ids are made by the server (unknown ids are never
+/// stored) no client can choose keys to collide.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match bytes.first_chunk::<8>() {
+            Some(head) => self.0 ^= u64::from_ne_bytes(*head),
+            None => {
+                for b in bytes {
+                    self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+                }
+            }
+        }
+    }
+}
+
+type KeyMap<V> = HashMap<SessionKey, V, BuildHasherDefault<KeyHasher>>;
+type KeySet = HashSet<SessionKey, BuildHasherDefault<KeyHasher>>;
+
+struct Entry {
+    data: Bytes,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    version: u64,
+    owner: Option<Arc<str>>,
+}
+
+impl Entry {
+    fn record(&self, key: SessionKey) -> Record {
+        Record {
+            key,
+            data: self.data.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            version: self.version,
+            owner: self.owner.as_deref().map(str::to_owned),
+        }
+    }
+
+    fn live(&self, now: Timestamp) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// One shard: its records and the expiry index of exactly those records, under one lock.
+#[derive(Default)]
+struct Shard {
+    records: KeyMap<Entry>,
+    by_expiry: BTreeSet<(Timestamp, SessionKey)>,
+}
+
+impl Shard {
+    fn expired_count(&self, now: Timestamp) -> usize {
+        self.by_expiry.range(..=(now, SessionKey::from_bytes([u8::MAX; 32]))).count()
+    }
+}
+
+/// A change to the store, reported to a [`ChangeObserver`] while the record's shard is still
+/// locked, so the observed order of changes to one key is the order they were applied in.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Change<'a> {
+    /// A record was created or saved; this is its whole new state.
+    Put {
+        /// The record's key.
+        key: &'a SessionKey,
+        /// Its data.
+        data: &'a Bytes,
+        /// When it was created.
+        created_at: Timestamp,
+        /// Its new deadline.
+        expires_at: Timestamp,
+        /// Its new version.
+        version: u64,
+        /// Its owner.
+        owner: Option<&'a str>,
+    },
+    /// A record got a new deadline and nothing else.
+    Touch {
+        /// The record's key.
+        key: &'a SessionKey,
+        /// The new deadline.
+        expires_at: Timestamp,
+    },
+    /// A record was removed (deleted, swept, or replaced after expiring).
+    Delete {
+        /// The removed key.
+        key: &'a SessionKey,
+    },
+    /// A record moved from one key to another, unchanged.
+    Move {
+        /// Where it was.
+        old: &'a SessionKey,
+        /// Where it is now.
+        new: &'a SessionKey,
+    },
+}
+
+/// Sees every change to a [`MemoryStore`] in the order it was applied per key; the hook a
+/// persistence layer (`session-hybrid`) uses to journal the store.
+///
+/// Called with a shard lock held: keep it short and never call back into the store.
+pub trait ChangeObserver: fmt::Debug + Send + Sync + 'static {
+    /// Reports one applied change.
+    fn observe(&self, change: Change<'_>);
+}
+
+struct Shared {
+    shards: Box<[RwLock<Shard>]>,
+    owners: Box<[Mutex<HashMap<Arc<str>, KeySet>>]>,
+    owner_hasher: RandomState,
+    max_data_len: Option<usize>,
+    observer: Option<Arc<dyn ChangeObserver>>,
+}
+
+/// An in-memory [`SessionStore`]. Cloning gives another handle to the same sessions.
+///
+/// The background sweep stops when [`stop_cleanup`](Self::stop_cleanup) is called or the last
+/// handle is dropped.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+    cleanup: Arc<Mutex<Option<CleanupTask>>>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max_data_len", &self.shared.max_data_len)
+            .field("observer", &self.shared.observer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`MemoryStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    cleanup_interval: Duration,
+    max_data_len: Option<usize>,
+    observer: Option<Arc<dyn ChangeObserver>>,
+}
+
+impl Default for MemoryStoreBuilder {
+    fn default() -> Self {
+        Self {
+            cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+            max_data_len: Some(DEFAULT_MAX_DATA_LEN),
+            observer: None,
+        }
+    }
+}
+
+impl MemoryStoreBuilder {
+    /// How often the background task sweeps expired sessions (default 60 s). Zero disables
+    /// the task; expired sessions are still never returned, only kept until a sweep.
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.cleanup_interval = interval;
+        self
+    }
+
+    /// The largest payload accepted, in bytes (default [`DEFAULT_MAX_DATA_LEN`]); `None` for
+    /// no limit.
+    pub fn max_data_len(mut self, limit: Option<usize>) -> Self {
+        self.max_data_len = limit;
+        self
+    }
+
+    /// Reports every change to `observer` (see [`ChangeObserver`]).
+    pub fn observer(mut self, observer: Arc<dyn ChangeObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Builds the store and starts its cleanup task.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the cleanup interval is not zero and there is no Tokio runtime.
+    pub fn build(self) -> Result<MemoryStore> {
+        let shared = Arc::new(Shared {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            owners: (0..OWNER_SHARDS).map(|_| Mutex::default()).collect(),
+            owner_hasher: RandomState::new(),
+            max_data_len: self.max_data_len,
+            observer: self.observer,
+        });
+        let cleanup = CleanupTask::spawn(
+            "memory",
+            self.cleanup_interval,
+            Arc::downgrade(&shared),
+            |shared: Arc<Shared>| async move { Ok(shared.sweep(Timestamp::now())) },
+        )?;
+        Ok(MemoryStore {
+            shared,
+            cleanup: Arc::new(Mutex::new(cleanup)),
+        })
+    }
+}
+
+impl MemoryStore {
+    /// A store with default settings. Inside a Tokio runtime it sweeps every 60 s; outside one
+    /// it has no background task (call [`sweep`](Self::sweep) or use the builder).
+    pub fn new() -> Self {
+        let builder = MemoryStoreBuilder::default();
+        let builder = if tokio::runtime::Handle::try_current().is_ok() {
+            builder
+        } else {
+            builder.cleanup_interval(Duration::ZERO)
+        };
+        match builder.build() {
+            Ok(store) => store,
+            // Unreachable: the only failure is a missing runtime with a non-zero interval.
+            Err(_) => unreachable_store(),
+        }
+    }
+
+    /// Starts configuring a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    /// Stops the background cleanup task and waits for it to end. Idempotent.
+    pub async fn stop_cleanup(&self) {
+        let task = lock(&self.cleanup).take();
+        if let Some(task) = task {
+            task.stop().await;
+        }
+    }
+
+    /// Removes every record expired at `now`, returning how many. Costs O(expired records).
+    pub fn sweep(&self, now: Timestamp) -> u64 {
+        self.shared.sweep(now)
+    }
+
+    /// Calls `f` with every live record, one shard at a time (a shard is read-locked while
+    /// its records are visited, so keep `f` short).
+    pub fn for_each_live(&self, mut f: impl FnMut(Record)) {
+        let now = Timestamp::now();
+        for shard in self.shared.shards.iter() {
+            let shard = read(shard);
+            for (key, entry) in &shard.records {
+                if entry.live(now) {
+                    f(entry.record(*key));
+                }
+            }
+        }
+    }
+
+    /// Inserts or replaces `record` as it is, without checks and without telling the
+    /// observer: for restoring a store from a snapshot or journal.
+    pub fn restore(&self, record: Record) {
+        let shared = &self.shared;
+        let mut shard = shared.write_shard(&record.key);
+        let shard = &mut *shard;
+        if let Some(old) = shard.records.remove(&record.key) {
+            shared.unindex(shard, &record.key, &old);
+        }
+        let entry = Entry {
+            data: record.data,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            version: record.version,
+            owner: record.owner.map(Arc::from),
+        };
+        shared.index(shard, &record.key, &entry);
+        shard.records.insert(record.key, entry);
+    }
+}
+
+#[cold]
+fn unreachable_store() -> MemoryStore {
+    let shared = Arc::new(Shared {
+        shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        owners: (0..OWNER_SHARDS).map(|_| Mutex::default()).collect(),
+        owner_hasher: RandomState::new(),
+        max_data_len: Some(DEFAULT_MAX_DATA_LEN),
+        observer: None,
+    });
+    MemoryStore {
+        shared,
+        cleanup: Arc::new(Mutex::new(None)),
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read(l: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(l: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn shard_of(key: &SessionKey) -> usize {
+    usize::from(key.as_bytes()[31]) % SHARDS
+}
+
+/// Copies `data` into its own exact allocation, so a record never pins a caller's larger
+/// buffer (a slice of a network read) in memory for its whole life.
+fn own(data: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(data)
+}
+
+impl Shared {
+    fn read_shard(&self, key: &SessionKey) -> RwLockReadGuard<'_, Shard> {
+        read(&self.shards[shard_of(key)])
+    }
+
+    fn write_shard(&self, key: &SessionKey) -> RwLockWriteGuard<'_, Shard> {
+        write(&self.shards[shard_of(key)])
+    }
+
+    fn owner_shard(&self, owner: &str) -> MutexGuard<'_, HashMap<Arc<str>, KeySet>> {
+        let h = self.owner_hasher.hash_one(owner);
+        lock(&self.owners[(h as usize) % OWNER_SHARDS])
+    }
+
+    fn owner_add(&self, owner: &Arc<str>, key: SessionKey) {
+        self.owner_shard(owner).entry(Arc::clone(owner)).or_default().insert(key);
+    }
+
+    fn owner_remove(&self, owner: &str, key: &SessionKey) {
+        let mut shard = self.owner_shard(owner);
+        if let Some(keys) = shard.get_mut(owner) {
+            keys.remove(key);
+            if keys.is_empty() {
+                shard.remove(owner);
+            }
+        }
+    }
+
+    /// Adds `entry` to the indexes. Called with the key's shard write-locked.
+    fn index(&self, shard: &mut Shard, key: &SessionKey, entry: &Entry) {
+        shard.by_expiry.insert((entry.expires_at, *key));
+        if let Some(owner) = &entry.owner {
+            self.owner_add(owner, *key);
+        }
+    }
+
+    /// Removes `entry` from the indexes. Called with the key's shard write-locked.
+    fn unindex(&self, shard: &mut Shard, key: &SessionKey, entry: &Entry) {
+        shard.by_expiry.remove(&(entry.expires_at, *key));
+        if let Some(owner) = &entry.owner {
+            self.owner_remove(owner, key);
+        }
+    }
+
+    fn observe<'a>(&self, change: impl FnOnce() -> Change<'a>) {
+        if let Some(observer) = &self.observer {
+            observer.observe(change());
+        }
+    }
+
+    fn observe_put(&self, key: &SessionKey, e: &Entry) {
+        self.observe(|| Change::Put {
+            key,
+            data: &e.data,
+            created_at: e.created_at,
+            expires_at: e.expires_at,
+            version: e.version,
+            owner: e.owner.as_deref(),
+        });
+    }
+
+    fn remove_locked(&self, shard: &mut Shard, key: &SessionKey) -> Option<Entry> {
+        let entry = shard.records.remove(key)?;
+        self.unindex(shard, key, &entry);
+        self.observe(|| Change::Delete { key });
+        Some(entry)
+    }
+
+    fn sweep(&self, now: Timestamp) -> u64 {
+        let mut removed = 0u64;
+        let split = (now + Duration::from_millis(1), SessionKey::from_bytes([0; 32]));
+        for shard in self.shards.iter() {
+            let mut shard = write(shard);
+            let shard = &mut *shard;
+            if shard.by_expiry.first().is_none_or(|first| first.0 > now) {
+                continue;
+            }
+            let live = shard.by_expiry.split_off(&split);
+            let expired = std::mem::replace(&mut shard.by_expiry, live);
+            for (_, key) in expired {
+                if let Some(entry) = shard.records.remove(&key) {
+                    if let Some(owner) = &entry.owner {
+                        self.owner_remove(owner, &key);
+                    }
+                    self.observe(|| Change::Delete { key: &key });
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    fn delete(&self, key: &SessionKey, now: Timestamp) -> bool {
+        let mut shard = self.write_shard(key);
+        self.remove_locked(&mut shard, key).is_some_and(|e| e.live(now))
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(&self, record: &Record) -> Result<()> {
+        check_data_len(self.shared.max_data_len, record.data.len())?;
+        let now = Timestamp::now();
+        let shared = &*self.shared;
+        let mut shard = shared.write_shard(&record.key);
+        let shard = &mut *shard;
+        if let Some(old) = shard.records.get(&record.key) {
+            if old.live(now) {
+                return Err(Error::AlreadyExists);
+            }
+            shared.remove_locked(shard, &record.key);
+        }
+        let entry = Entry {
+            data: own(&record.data),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            version: record.version,
+            owner: record.owner.as_deref().map(Arc::from),
+        };
+        shared.index(shard, &record.key, &entry);
+        shared.observe_put(&record.key, &entry);
+        shard.records.insert(record.key, entry);
+        Ok(())
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let now = Timestamp::now();
+        let shard = self.shared.read_shard(key);
+        Ok(shard
+            .records
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.record(*key)))
+    }
+
+    async fn save(&self, record: &Record) -> Result<u64> {
+        check_data_len(self.shared.max_data_len, record.data.len())?;
+        let now = Timestamp::now();
+        let shared = &*self.shared;
+        let mut shard = shared.write_shard(&record.key);
+        let shard = &mut *shard;
+        let Some(entry) = shard.records.get_mut(&record.key) else {
+            return Err(Error::NotFound);
+        };
+        if !entry.live(now) {
+            return Err(Error::NotFound);
+        }
+        if entry.version != record.version {
+            return Err(Error::Conflict);
+        }
+        if entry.expires_at != record.expires_at {
+            shard.by_expiry.remove(&(entry.expires_at, record.key));
+            shard.by_expiry.insert((record.expires_at, record.key));
+            entry.expires_at = record.expires_at;
+        }
+        if entry.owner.as_deref() != record.owner.as_deref() {
+            if let Some(old) = &entry.owner {
+                shared.owner_remove(old, &record.key);
+            }
+            entry.owner = record.owner.as_deref().map(Arc::from);
+            if let Some(new) = &entry.owner {
+                shared.owner_add(new, record.key);
+            }
+        }
+        entry.data = own(&record.data);
+        entry.version = record.version + 1;
+        shared.observe_put(&record.key, entry);
+        Ok(entry.version)
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        Ok(self.shared.delete(key, Timestamp::now()))
+    }
+
+    async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
+        let now = Timestamp::now();
+        Ok(keys.iter().filter(|k| self.shared.delete(k, now)).count() as u64)
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        let now = Timestamp::now();
+        let shard = self.shared.read_shard(key);
+        Ok(shard.records.get(key).is_some_and(|e| e.live(now)))
+    }
+
+    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+        let now = Timestamp::now();
+        let shared = &*self.shared;
+        let (a, b) = (shard_of(old), shard_of(new));
+        // Lock both shards, lower index first, so the move is atomic and cannot deadlock.
+        let mut first = write(&shared.shards[a.min(b)]);
+        let mut second = (a != b).then(|| write(&shared.shards[a.max(b)]));
+        let (from, to): (&mut Shard, &mut Shard) = match second.as_deref_mut() {
+            None => {
+                let only = &mut *first;
+                return move_within(shared, only, old, new, now);
+            }
+            Some(other) if a < b => (&mut *first, other),
+            Some(other) => (other, &mut *first),
+        };
+        if !from.records.get(old).is_some_and(|e| e.live(now)) {
+            return Err(Error::NotFound);
+        }
+        if to.records.get(new).is_some_and(|e| e.live(now)) {
+            return Err(Error::AlreadyExists);
+        }
+        if let Some(stale) = to.records.remove(new) {
+            shared.unindex(to, new, &stale);
+        }
+        let Some(entry) = from.records.remove(old) else {
+            return Err(Error::NotFound);
+        };
+        shared.unindex(from, old, &entry);
+        shared.index(to, new, &entry);
+        shared.observe(|| Change::Move { old, new });
+        to.records.insert(*new, entry);
+        Ok(())
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        let now = Timestamp::now();
+        let shared = &*self.shared;
+        let mut shard = shared.write_shard(key);
+        let shard = &mut *shard;
+        let Some(entry) = shard.records.get_mut(key).filter(|e| e.live(now)) else {
+            return Err(Error::NotFound);
+        };
+        if entry.expires_at != expires_at {
+            shard.by_expiry.remove(&(entry.expires_at, *key));
+            shard.by_expiry.insert((expires_at, *key));
+            entry.expires_at = expires_at;
+        }
+        shared.observe(|| Change::Touch { key, expires_at });
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let now = Timestamp::now();
+        let live: usize = self
+            .shared
+            .shards
+            .iter()
+            .map(|s| {
+                let s = read(s);
+                s.records.len() - s.expired_count(now)
+            })
+            .sum();
+        Ok(live as u64)
+    }
+
+    async fn count_expired(&self) -> Result<u64> {
+        let now = Timestamp::now();
+        let expired: usize = self.shared.shards.iter().map(|s| read(s).expired_count(now)).sum();
+        Ok(expired as u64)
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        Ok(self.shared.sweep(Timestamp::now()))
+    }
+
+    async fn list(&self) -> Result<Vec<SessionKey>> {
+        let now = Timestamp::now();
+        let mut keys = Vec::new();
+        for shard in self.shared.shards.iter() {
+            let shard = read(shard);
+            keys.extend(shard.records.iter().filter(|(_, e)| e.live(now)).map(|(k, _)| *k));
+        }
+        Ok(keys)
+    }
+
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
+        let now = Timestamp::now();
+        let keys: Vec<SessionKey> = match self.shared.owner_shard(owner).get(owner) {
+            Some(keys) => keys.iter().copied().collect(),
+            None => return Ok(Vec::new()),
+        };
+        Ok(keys
+            .iter()
+            .filter_map(|key| {
+                let shard = self.shared.read_shard(key);
+                shard
+                    .records
+                    .get(key)
+                    .filter(|e| e.live(now) && e.owner.as_deref() == Some(owner))
+                    .map(|e| e.record(*key))
+            })
+            .collect())
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        let now = Timestamp::now();
+        let keys: Vec<SessionKey> = match self.shared.owner_shard(owner).get(owner) {
+            Some(keys) => keys.iter().copied().collect(),
+            None => return Ok(0),
+        };
+        let mut removed = 0;
+        for key in keys {
+            let mut shard = self.shared.write_shard(&key);
+            let owned = shard
+                .records
+                .get(&key)
+                .is_some_and(|e| e.owner.as_deref() == Some(owner));
+            if owned && self.shared.remove_locked(&mut shard, &key).is_some_and(|e| e.live(now)) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn max_data_len(&self) -> Option<usize> {
+        self.shared.max_data_len
+    }
+}
+
+fn move_within(
+    shared: &Shared,
+    shard: &mut Shard,
+    old: &SessionKey,
+    new: &SessionKey,
+    now: Timestamp,
+) -> Result<()> {
+    if !shard.records.get(old).is_some_and(|e| e.live(now)) {
+        return Err(Error::NotFound);
+    }
+    if shard.records.get(new).is_some_and(|e| e.live(now)) {
+        return Err(Error::AlreadyExists);
+    }
+    if old == new {
+        return Ok(());
+    }
+    if let Some(stale) = shard.records.remove(new) {
+        shared.unindex(shard, new, &stale);
+    }
+    let Some(entry) = shard.records.remove(old) else {
+        return Err(Error::NotFound);
+    };
+    shared.unindex(shard, old, &entry);
+    shared.index(shard, new, &entry);
+    shared.observe(|| Change::Move { old, new });
+    shard.records.insert(*new, entry);
+    Ok(())
+}
