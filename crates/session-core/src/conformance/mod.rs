@@ -62,6 +62,7 @@ type ReopenFn =
 
 /// A store under test, with what the suite needs around it.
 pub struct Fixture {
+    skipped: Option<String>,
     store: Option<Arc<dyn SessionStore>>,
     reopen: Option<ReopenFn>,
     guards: Vec<Box<dyn Any + Send>>,
@@ -70,6 +71,7 @@ pub struct Fixture {
 impl std::fmt::Debug for Fixture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fixture")
+            .field("skipped", &self.skipped)
             .field("store", &self.store)
             .field("reopen", &self.reopen.is_some())
             .field("guards", &self.guards.len())
@@ -81,10 +83,30 @@ impl Fixture {
     /// A fixture around a fresh, empty store.
     pub fn new(store: impl SessionStore) -> Self {
         Self {
+            skipped: None,
             store: Some(Arc::new(store)),
             reopen: None,
             guards: Vec::new(),
         }
+    }
+
+    /// A fixture for a store whose service is not reachable here: every case prints
+    /// `reason` as a skip notice and passes. Build it only through [`service_url`] returning
+    /// `None`, which already refuses to skip when `SESSION_REQUIRE_SERVICES=1`.
+    pub fn skipped(reason: impl Into<String>) -> Self {
+        Self {
+            skipped: Some(reason.into()),
+            store: None,
+            reopen: None,
+            guards: Vec::new(),
+        }
+    }
+
+    /// Why the cases skip, if they do. Prints the notice.
+    pub fn skip_notice(&self) -> Option<&str> {
+        let reason = self.skipped.as_deref()?;
+        eprintln!("SKIPPED (service not available): {reason}");
+        Some(reason)
     }
 
     /// How to open the same data again after the store was dropped (durable stores only).
@@ -138,6 +160,29 @@ impl<S: SessionStore> From<S> for Fixture {
     }
 }
 
+/// The environment variable that turns a missing service from a skip into a failure. CI sets
+/// it to `1`.
+pub const REQUIRE_SERVICES_VAR: &str = "SESSION_REQUIRE_SERVICES";
+
+/// Reads a service address (e.g. `DATABASE_URL`, `REDIS_URL`) for a backend test.
+///
+/// - Set and non-empty: returns it.
+/// - Unset while `SESSION_REQUIRE_SERVICES=1`: panics, so CI can never pass by skipping.
+/// - Unset otherwise: prints a skip notice naming the variable and returns `None`.
+pub fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            let required = std::env::var(REQUIRE_SERVICES_VAR).is_ok_and(|v| v == "1");
+            if required {
+                panic!("{var} is not set but {REQUIRE_SERVICES_VAR}=1: this backend test must run here");
+            }
+            eprintln!("SKIPPED: {var} is not set, so this backend test cannot reach its server (set {var}, or {REQUIRE_SERVICES_VAR}=1 to make this a failure)");
+            None
+        }
+    }
+}
+
 /// Runs one case on a fresh multi-threaded Tokio runtime, failing it after [`CASE_TIMEOUT`].
 ///
 /// Used by [`conformance_tests!`](crate::conformance_tests); the runtime is the suite's own, so
@@ -161,7 +206,8 @@ pub fn run<F: Future<Output = ()>>(case: F) {
 /// Expands to one `#[test]` per conformance case, each on a fresh store from `$factory`.
 ///
 /// `$factory` is the path of an async function returning a store or a
-/// [`Fixture`](crate::conformance::Fixture). Add `, durable` when the fixture can reopen its
+/// [`Fixture`](crate::conformance::Fixture); a server-backed store returns
+/// `Fixture::skipped(..)` when [`service_url`](crate::conformance::service_url) finds no server. Add `, durable` when the fixture can reopen its
 /// data, to also run [`survives_reopen`](crate::conformance::survives_reopen). See the
 /// [module docs](crate::conformance).
 #[macro_export]
@@ -191,6 +237,9 @@ macro_rules! conformance_tests {
         fn survives_reopen() {
             $crate::conformance::run(async {
                 let fixture: $crate::conformance::Fixture = $factory().await.into();
+                if fixture.skip_notice().is_some() {
+                    return;
+                }
                 $crate::conformance::survives_reopen(fixture).await;
             });
         }
@@ -201,6 +250,9 @@ macro_rules! conformance_tests {
             fn $case() {
                 $crate::conformance::run(async {
                     let fixture: $crate::conformance::Fixture = $factory().await.into();
+                    if fixture.skip_notice().is_some() {
+                        return;
+                    }
                     $crate::conformance::$case(fixture.store()).await;
                 });
             }
