@@ -461,10 +461,16 @@ pub async fn concurrent_distinct_sessions_lose_nothing(store: Arc<dyn SessionSto
     assert_eq!(must("count", store.count()).await, 64);
 }
 
-/// Concurrent conditional saves to one session leave one whole value, never a mix, and the
-/// version counts exactly the saves that succeeded.
+/// Concurrent read-modify-write saves to one session leave one whole value, never a mix; no
+/// increment is lost; and the version counts exactly the saves that succeeded.
 pub async fn concurrent_saves_leave_one_whole_value(store: Arc<dyn SessionStore>) {
-    let base = live(vec![0u8; 1000]);
+    // Layout: an 8-byte big-endian counter, then `1000 + writer` copies of the writer's byte.
+    fn payload(counter: u64, fill: u8) -> Bytes {
+        let mut data = counter.to_be_bytes().to_vec();
+        data.extend(std::iter::repeat_n(fill, 1000 + usize::from(fill)));
+        Bytes::from(data)
+    }
+    let base = live(payload(0, 0));
     create(&*store, &base).await;
     let key = base.key;
     let results = on_tasks(&store, 1..=16u8, move |store, i| async move {
@@ -473,13 +479,15 @@ pub async fn concurrent_saves_leave_one_whole_value(store: Arc<dyn SessionStore>
             let Some(mut r) = store.load(&key).await? else {
                 return Err(Error::NotFound);
             };
-            r.data = Bytes::from(vec![i; 1000 + usize::from(i)]);
+            let mut counter = [0u8; 8];
+            counter.copy_from_slice(&r.data[..8]);
+            r.data = payload(u64::from_be_bytes(counter) + 1, i);
+            tokio::task::yield_now().await;
             match store.save(&r).await {
                 Ok(_) => wins += 1,
                 Err(Error::Conflict) => {}
                 Err(e) => return Err(e),
             }
-            tokio::task::yield_now().await;
         }
         Ok(wins)
     })
@@ -495,11 +503,15 @@ pub async fn concurrent_saves_leave_one_whole_value(store: Arc<dyn SessionStore>
     let Some(last) = load(&*store, &key).await else {
         panic!("the session vanished under concurrent saves")
     };
-    let fill = last.data[0];
+    assert!(last.data.len() > 8, "the stored value was truncated");
+    let fill = last.data[8];
     assert!(
-        last.data.len() == 1000 + usize::from(fill) && last.data.iter().all(|b| *b == fill),
+        last.data.len() == 8 + 1000 + usize::from(fill) && last.data[8..].iter().all(|b| *b == fill),
         "the stored value is a mix of concurrent writes"
     );
+    let mut counter = [0u8; 8];
+    counter.copy_from_slice(&last.data[..8]);
+    assert_eq!(u64::from_be_bytes(counter), total, "an increment was lost: saves overwrote each other");
     assert_eq!(last.version, 1 + total, "every successful save bumps the version once");
 }
 
