@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+
+mod codec;
+mod scripts;
+mod store;
+
+pub use deadpool_redis;
+pub use deadpool_redis::redis;
+pub use store::{
+    DEFAULT_MAX_DATA_LEN, DEFAULT_PREFIX, DEFAULT_SCAN_COUNT, RedisStore, RedisStoreBuilder,
+};

@@ -1,0 +1,180 @@
+//! The Lua scripts that make each multi-step operation atomic and one round trip.
+//!
+//! Every script reads the record's 30-byte header (see `codec.rs`) with `GETRANGE`, so a
+//! save, touch or move never copies the session data into Lua just to look at its version or
+//! owner. Keys the scripts derive themselves (the owner index of a stored owner) share the
+//! store's prefix, which in cluster mode is the hash tag, so they live in the declared keys' slot.
+
+use deadpool_redis::redis::Script;
+
+/// Helpers prepended to every script.
+///
+/// - `owner_of(key, header)`: the owner stored in a record, or nil.
+/// - `expires_of(header)`: the deadline in the header, as a Lua number (exact below 2^53 ms).
+/// - `index_add(zset, score, member)`: adds a member to an owner index and lets the index
+///   expire with its longest-lived member, so an index nobody reads again still goes away.
+const PRELUDE: &str = r"
+local function be32(s, i)
+  return ((string.byte(s, i) * 256 + string.byte(s, i + 1)) * 256 + string.byte(s, i + 2)) * 256 + string.byte(s, i + 3)
+end
+local function owner_of(key, h)
+  if string.byte(h, 26) ~= 1 then return nil end
+  local n = be32(h, 27)
+  if n == 0 then return '' end
+  return redis.call('GETRANGE', key, 30, 29 + n)
+end
+local function expires_of(h)
+  local n = 0
+  for i = 18, 25 do n = n * 256 + string.byte(h, i) end
+  return n
+end
+local function index_add(z, score, member)
+  redis.call('ZADD', z, score, member)
+  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', z, top[2])
+end
+local function header(key)
+  local h = redis.call('GETRANGE', key, 0, 29)
+  if h == '' then return nil end
+  if string.len(h) < 30 or string.byte(h, 1) ~= 1 then
+    return redis.error_reply('ERR session-redis: value under ' .. key .. ' is not a session record')
+  end
+  return h
+end
+";
+
+/// `create` of an owned record: `SET NX` plus the owner index.
+///
+/// KEYS: record, owner index. ARGV: value, PXAT, score, member. Returns 1 when created, 0 when
+/// a live record holds the key.
+const CREATE: &str = r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2]) then return 0 end
+index_add(KEYS[2], ARGV[3], ARGV[4])
+return 1
+";
+
+/// Conditional `save`.
+///
+/// KEYS: record, new owner's index (only when the new record has an owner). ARGV: expected
+/// version (8 bytes), new value (its `created_at` is replaced by the stored one), PXAT, score,
+/// prefix, member. Returns 1 saved, 0 no live record, -1 other version stored.
+const SAVE: &str = r"
+local h = header(KEYS[1])
+if not h then return 0 end
+if type(h) == 'table' then return h end
+if string.sub(h, 2, 9) ~= ARGV[1] then return -1 end
+local v = ARGV[2]
+local old_owner = owner_of(KEYS[1], h)
+redis.call('SET', KEYS[1], string.sub(v, 1, 9) .. string.sub(h, 10, 17) .. string.sub(v, 18), 'PXAT', ARGV[3])
+local has_owner = string.byte(v, 26) == 1
+if old_owner and (not has_owner or old_owner ~= string.sub(v, 31, 30 + be32(v, 27))) then
+  redis.call('ZREM', ARGV[5] .. 'owner:' .. old_owner, ARGV[6])
+end
+if has_owner then index_add(KEYS[2], ARGV[4], ARGV[6]) end
+return 1
+";
+
+/// `touch`: a new deadline in the header, on the key, and in the owner index.
+///
+/// KEYS: record. ARGV: PXAT, score, deadline (8 bytes), prefix, member. Returns 1 or 0 (no
+/// live record).
+const TOUCH: &str = r"
+local h = header(KEYS[1])
+if not h then return 0 end
+if type(h) == 'table' then return h end
+redis.call('SETRANGE', KEYS[1], 17, ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+local o = owner_of(KEYS[1], h)
+if o then index_add(ARGV[4] .. 'owner:' .. o, ARGV[2], ARGV[5]) end
+return 1
+";
+
+/// `change_id`: `RENAME` (which keeps the key's expiry) guarded by both existence checks.
+///
+/// KEYS: old record, new record. ARGV: prefix, old member, new member. Returns 1 moved, 0 old
+/// not live, -1 new taken.
+const CHANGE_ID: &str = r"
+local h = header(KEYS[1])
+if not h then return 0 end
+if type(h) == 'table' then return h end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+local o = owner_of(KEYS[2], h)
+if o then
+  local z = ARGV[1] .. 'owner:' .. o
+  redis.call('ZREM', z, ARGV[2])
+  index_add(z, string.format('%.0f', expires_of(h)), ARGV[3])
+end
+return 1
+";
+
+/// Trims an owner index of expired members by the server's clock, the clock that expires
+/// the records.
+const TRIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+";
+
+/// `list_by_owner`: the owner's live records, dropping index members whose record is gone or
+/// now belongs to someone else.
+///
+/// KEYS: owner index. ARGV: prefix, owner. Returns `[member, value, member, value, ...]`.
+const LIST_BY_OWNER: &str = r"
+local out = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local k = ARGV[1] .. m
+  local h = header(k)
+  if type(h) == 'table' then return h end
+  if h and owner_of(k, h) == ARGV[2] then
+    out[#out + 1] = m
+    out[#out + 1] = redis.call('GET', k)
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+return out
+";
+
+/// `delete_by_owner`: deletes the owner's live records, then the index itself.
+///
+/// KEYS: owner index. ARGV: prefix, owner. Returns how many records were deleted.
+const DELETE_BY_OWNER: &str = r"
+local n = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local k = ARGV[1] .. m
+  local h = header(k)
+  if type(h) == 'table' then return h end
+  if h and owner_of(k, h) == ARGV[2] then
+    redis.call('DEL', k)
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return n
+";
+
+/// The compiled scripts (their SHA1s are computed once, here).
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub(crate) create: Script,
+    pub(crate) save: Script,
+    pub(crate) touch: Script,
+    pub(crate) change_id: Script,
+    pub(crate) list_by_owner: Script,
+    pub(crate) delete_by_owner: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Self {
+            create: script(CREATE),
+            save: script(SAVE),
+            touch: script(TOUCH),
+            change_id: script(CHANGE_ID),
+            list_by_owner: script(&format!("{TRIM}{LIST_BY_OWNER}")),
+            delete_by_owner: script(&format!("{TRIM}{DELETE_BY_OWNER}")),
+        }
+    }
+}

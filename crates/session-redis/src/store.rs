@@ -1,0 +1,677 @@
+//! The Redis store: key layout, configuration and the trait implementation.
+//!
+//! Keys, for a prefix `P` (default `session:`):
+//! - `P<64 hex chars of the SessionKey>`: one string per session (layout in `codec.rs`), with
+//!   a server-side expiry;
+//! - `Powner:<owner>`: a sorted set per owner of the hex keys of that owner's sessions, scored by
+//!   their deadlines (unix ms), trimmed of expired members when read and expiring with its
+//!   longest-lived member.
+//!
+//! A record's key expires (`PXAT`) one millisecond before its `expires_at`: Redis keeps a key
+//! through the millisecond of its deadline, the contract drops a record at it, and this makes
+//! the two agree without a clock check on every read.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands, RedisError};
+use deadpool_redis::{Config, Connection, Pool, PoolConfig, PoolError, Runtime, Timeouts};
+use session_core::{
+    Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait, check_data_len,
+};
+
+use crate::codec::{self, HEADER_LEN};
+use crate::scripts::Scripts;
+
+const STORE: &str = "redis";
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "session:";
+
+/// Default largest session payload: 64 KiB.
+///
+/// Redis serves every client from one thread and keeps everything in RAM, so a session should
+/// be small; 64 KiB is far above a typical session (a few hundred bytes) and still cheap to
+/// copy. Raise it with [`RedisStoreBuilder::max_data_len`].
+pub const DEFAULT_MAX_DATA_LEN: usize = 64 * 1024;
+
+/// Default number of keys Redis is asked to look at per `SCAN` call.
+pub const DEFAULT_SCAN_COUNT: usize = 1000;
+
+const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_PREFIX_LEN: usize = 256;
+
+/// A [`SessionStore`] on Redis, through a [`deadpool_redis::Pool`]. Cloning gives another
+/// handle to the same store.
+///
+/// Expiry is native: Redis drops a session at its deadline, so there is nothing to sweep,
+/// [`count_expired`](SessionStore::count_expired) and
+/// [`delete_expired`](SessionStore::delete_expired) always return 0, and
+/// [`expiry_is_native`](SessionStore::expiry_is_native) is `true`.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    prefix: String,
+    /// `prefix` with glob metacharacters escaped, followed by 64 hex character classes: the
+    /// `SCAN` pattern that matches session keys and never an owner index.
+    scan_pattern: String,
+    max_data_len: Option<usize>,
+    command_timeout: Option<Duration>,
+    scan_count: usize,
+    scripts: Scripts,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("RedisStore")
+            .field("prefix", &inner.prefix)
+            .field("max_data_len", &inner.max_data_len)
+            .field("command_timeout", &inner.command_timeout)
+            .field("pool", &inner.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Source {
+    Url(String),
+    Pool(Pool),
+}
+
+/// Configures a [`RedisStore`]: where to connect (a URL or your own pool), the key prefix, the
+/// size limit and the timeouts.
+#[must_use]
+pub struct RedisStoreBuilder {
+    source: Option<Source>,
+    prefix: String,
+    max_data_len: Option<usize>,
+    pool_size: Option<usize>,
+    wait_timeout: Duration,
+    connect_timeout: Duration,
+    command_timeout: Option<Duration>,
+    scan_count: usize,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    // The URL may carry a password: say only which kind of source is set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.source {
+            None => "none",
+            Some(Source::Url(_)) => "url (hidden)",
+            Some(Source::Pool(_)) => "pool",
+        };
+        f.debug_struct("RedisStoreBuilder")
+            .field("source", &source)
+            .field("prefix", &self.prefix)
+            .field("max_data_len", &self.max_data_len)
+            .field("pool_size", &self.pool_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("scan_count", &self.scan_count)
+            .finish()
+    }
+}
+
+impl Default for RedisStoreBuilder {
+    fn default() -> Self {
+        Self {
+            source: None,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            max_data_len: Some(DEFAULT_MAX_DATA_LEN),
+            pool_size: None,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: Some(DEFAULT_COMMAND_TIMEOUT),
+            scan_count: DEFAULT_SCAN_COUNT,
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// Connect to this server (`redis://[user:password@]host:port[/db]`, `rediss://`, ...).
+    /// The store builds its own pool, with the size and timeouts set on this builder.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.source = Some(Source::Url(url.into()));
+        self
+    }
+
+    /// Use this pool. Its size and timeouts are yours: build it with a wait timeout and the
+    /// Tokio runtime (`Config::create_pool(Some(Runtime::Tokio1))`), or an exhausted pool makes
+    /// callers wait until the command timeout instead of failing fast.
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.source = Some(Source::Pool(pool));
+        self
+    }
+
+    /// The prefix of every key the store writes (default [`DEFAULT_PREFIX`]). Stores with
+    /// different prefixes on one server are fully separate.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The largest payload accepted, in bytes (default [`DEFAULT_MAX_DATA_LEN`]); `None` for
+    /// no limit. Checked before any I/O.
+    pub fn max_data_len(mut self, limit: Option<usize>) -> Self {
+        self.max_data_len = limit;
+        self
+    }
+
+    /// Connections in the pool built from a URL (default: deadpool's, 4 × CPUs).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = Some(size);
+        self
+    }
+
+    /// How long an operation waits for a free pooled connection before failing with
+    /// [`Error::Unavailable`] (default 2 s; pool built from a URL only).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// How long opening (and health-checking) a pooled connection may take (default 2 s;
+    /// pool built from a URL only).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one operation (checkout plus its round trip) may take before it fails with
+    /// [`Error::Unavailable`] (default 5 s); `None` waits forever. Redis connections have no
+    /// response timeout of their own, so this is what turns a hung server into an error.
+    pub fn command_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How many keys each `SCAN` call asks Redis to look at, for `count` and `list`
+    /// (default [`DEFAULT_SCAN_COUNT`]). Smaller batches mean shorter pauses for other clients.
+    pub fn scan_count(mut self, count: usize) -> Self {
+        self.scan_count = count.max(1);
+        self
+    }
+
+    /// Builds the store. Connections are opened on first use.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no URL or pool was given, the URL does not parse, or the prefix
+    /// is empty or longer than 256 bytes.
+    pub fn build(self) -> Result<RedisStore> {
+        if self.prefix.is_empty() || self.prefix.len() > MAX_PREFIX_LEN {
+            return Err(Error::Config(
+                "the Redis key prefix must be 1 to 256 bytes".into(),
+            ));
+        }
+        let pool = match self.source {
+            None => return Err(Error::Config("RedisStore needs a URL or a pool".into())),
+            Some(Source::Pool(pool)) => pool,
+            Some(Source::Url(url)) => {
+                let mut config = Config::from_url(url);
+                let mut pool = PoolConfig::default();
+                if let Some(size) = self.pool_size {
+                    pool.max_size = size.max(1);
+                }
+                pool.timeouts = Timeouts {
+                    wait: Some(self.wait_timeout),
+                    create: Some(self.connect_timeout),
+                    recycle: Some(self.connect_timeout),
+                };
+                config.pool = Some(pool);
+                config.create_pool(Some(Runtime::Tokio1)).map_err(|e| {
+                    // The error names the URL's problem, never the URL itself.
+                    Error::Config(format!("invalid Redis configuration: {e}").into())
+                })?
+            }
+        };
+        let scan_pattern = scan_pattern(&self.prefix);
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                pool,
+                prefix: self.prefix,
+                scan_pattern,
+                max_data_len: self.max_data_len,
+                command_timeout: self.command_timeout,
+                scan_count: self.scan_count,
+                scripts: Scripts::new(),
+            }),
+        })
+    }
+}
+
+fn scan_pattern(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() * 2 + 64 * 8);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    for _ in 0..64 {
+        pattern.push_str("[0-9a-f]");
+    }
+    pattern
+}
+
+impl RedisStore {
+    /// Starts configuring a store.
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    /// A store with default settings on its own pool to `url`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the URL does not parse.
+    pub fn from_url(url: impl Into<String>) -> Result<Self> {
+        Self::builder().url(url).build()
+    }
+
+    /// A store with default settings on `pool`.
+    pub fn from_pool(pool: Pool) -> Self {
+        match Self::builder().pool(pool).build() {
+            Ok(store) => store,
+            // Unreachable: the default prefix is valid and a pool was given.
+            Err(e) => unreachable!("default RedisStore configuration refused: {e}"),
+        }
+    }
+
+    /// The pool the store takes its connections from.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The prefix of every key the store writes.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    fn key(&self, key: &SessionKey) -> String {
+        let mut k = String::with_capacity(self.inner.prefix.len() + 64);
+        k.push_str(&self.inner.prefix);
+        k.push_str(&key.to_hex());
+        k
+    }
+
+    fn owner_key(&self, owner: &str) -> String {
+        format!("{}owner:{owner}", self.inner.prefix)
+    }
+
+    /// Runs one operation (checkout plus its commands) under the command timeout.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let work = async {
+            let conn = self.inner.pool.get().await.map_err(pool_error)?;
+            op(conn).await
+        };
+        match self.inner.command_timeout {
+            None => work.await,
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::unavailable(
+                    STORE,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer from Redis within {limit:?}"),
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// Every live session key, by `SCAN` in batches, deduplicated (a `SCAN` may return a key
+    /// twice while Redis resizes its table).
+    async fn scan(&self) -> Result<std::collections::HashSet<SessionKey>> {
+        let inner = &*self.inner;
+        let mut conn = inner.pool.get().await.map_err(pool_error)?;
+        let mut found = std::collections::HashSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&inner.scan_pattern)
+                .arg("COUNT")
+                .arg(inner.scan_count);
+            let step = cmd.query_async::<(u64, Vec<Vec<u8>>)>(&mut conn);
+            let (next, keys) = match inner.command_timeout {
+                None => step.await.map_err(redis_error)?,
+                Some(limit) => tokio::time::timeout(limit, step)
+                    .await
+                    .map_err(|_| {
+                        Error::unavailable(
+                            STORE,
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "SCAN timed out"),
+                        )
+                    })?
+                    .map_err(redis_error)?,
+            };
+            for k in keys {
+                let hex = k
+                    .get(inner.prefix.len()..)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                if let Some(key) = hex.and_then(SessionKey::from_hex) {
+                    found.insert(key);
+                }
+            }
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// The `PXAT` for a deadline: one millisecond early (see the module docs), and at least 1,
+/// since Redis refuses non-positive times (such a record is long expired anyway).
+fn pxat(expires_at: Timestamp) -> i64 {
+    expires_at.unix_millis().saturating_sub(1).max(1)
+}
+
+/// Whether a Redis error means the server could not be reached or could not serve right now.
+fn is_unavailable(e: &RedisError) -> bool {
+    use redis::ErrorKind as K;
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || matches!(
+            e.kind(),
+            K::BusyLoadingError
+                | K::TryAgain
+                | K::ClusterDown
+                | K::MasterDown
+                | K::ClusterConnectionNotFound
+                | K::ReadOnly
+        )
+}
+
+fn redis_error(e: RedisError) -> Error {
+    if is_unavailable(&e) {
+        Error::unavailable(STORE, e)
+    } else {
+        Error::backend(STORE, e)
+    }
+}
+
+fn pool_error(e: PoolError) -> Error {
+    match e {
+        PoolError::Backend(e) => redis_error(e),
+        PoolError::Timeout(_) | PoolError::Closed => Error::unavailable(STORE, e),
+        other => Error::backend(STORE, other),
+    }
+}
+
+/// Reads a script's status reply.
+fn status(code: i64) -> Result<()> {
+    match code {
+        1 => Ok(()),
+        0 => Err(Error::NotFound),
+        -1 => Err(Error::AlreadyExists),
+        other => Err(Error::backend(
+            STORE,
+            format!("unexpected script reply {other}"),
+        )),
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, record: &Record) -> Result<()> {
+        check_data_len(self.inner.max_data_len, record.data.len())?;
+        let value = codec::encode(record, record.version)?;
+        let key = self.key(&record.key);
+        let at = pxat(record.expires_at);
+        let created = match &record.owner {
+            // No owner, no index: a plain `SET NX` is the whole operation.
+            None => {
+                self.run(|mut conn| async move {
+                    let reply: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(value)
+                        .arg("NX")
+                        .arg("PXAT")
+                        .arg(at)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_error)?;
+                    Ok(reply.is_some())
+                })
+                .await?
+            }
+            Some(owner) => {
+                let zset = self.owner_key(owner);
+                let member = record.key.to_hex();
+                let score = record.expires_at.unix_millis();
+                self.run(|mut conn| async move {
+                    let reply: i64 = self
+                        .inner
+                        .scripts
+                        .create
+                        .key(&key)
+                        .key(&zset)
+                        .arg(value)
+                        .arg(at)
+                        .arg(score)
+                        .arg(member)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_error)?;
+                    Ok(reply == 1)
+                })
+                .await?
+            }
+        };
+        if created {
+            Ok(())
+        } else {
+            Err(Error::AlreadyExists)
+        }
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let redis_key = self.key(key);
+        let value: Option<Vec<u8>> = self
+            .run(|mut conn| async move { conn.get(&redis_key).await.map_err(redis_error) })
+            .await?;
+        match value {
+            None => Ok(None),
+            Some(value) => codec::decode(*key, &value).map(Some),
+        }
+    }
+
+    async fn save(&self, record: &Record) -> Result<u64> {
+        check_data_len(self.inner.max_data_len, record.data.len())?;
+        let version = record.version.checked_add(1).ok_or_else(|| {
+            Error::backend(STORE, "the session version cannot be bumped past u64::MAX")
+        })?;
+        let value = codec::encode(record, version)?;
+        let key = self.key(&record.key);
+        let zset = record.owner.as_deref().map(|o| self.owner_key(o));
+        let reply: i64 = self
+            .run(|mut conn| async move {
+                let inner = &*self.inner;
+                let mut call = inner.scripts.save.key(&key);
+                if let Some(zset) = &zset {
+                    call.key(zset);
+                }
+                call.arg(&record.version.to_be_bytes()[..])
+                    .arg(value)
+                    .arg(pxat(record.expires_at))
+                    .arg(record.expires_at.unix_millis())
+                    .arg(&inner.prefix)
+                    .arg(record.key.to_hex());
+                call.invoke_async(&mut conn).await.map_err(redis_error)
+            })
+            .await?;
+        match reply {
+            1 => Ok(version),
+            0 => Err(Error::NotFound),
+            -1 => Err(Error::Conflict),
+            other => Err(Error::backend(
+                STORE,
+                format!("unexpected save reply {other}"),
+            )),
+        }
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        // The owner index is not touched: a member whose record is gone is dropped when the
+        // index is next read, or when the index expires with its last member.
+        let redis_key = self.key(key);
+        let removed: u64 = self
+            .run(|mut conn| async move { conn.del(&redis_key).await.map_err(redis_error) })
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let redis_keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        self.run(|mut conn| async move { conn.del(&redis_keys).await.map_err(redis_error) })
+            .await
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        let redis_key = self.key(key);
+        self.run(|mut conn| async move { conn.exists(&redis_key).await.map_err(redis_error) })
+            .await
+    }
+
+    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+        let (old_key, new_key) = (self.key(old), self.key(new));
+        let reply: i64 = self
+            .run(|mut conn| async move {
+                let inner = &*self.inner;
+                inner
+                    .scripts
+                    .change_id
+                    .key(&old_key)
+                    .key(&new_key)
+                    .arg(&inner.prefix)
+                    .arg(old.to_hex())
+                    .arg(new.to_hex())
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await?;
+        status(reply)
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        let redis_key = self.key(key);
+        let reply: i64 = self
+            .run(|mut conn| async move {
+                let inner = &*self.inner;
+                inner
+                    .scripts
+                    .touch
+                    .key(&redis_key)
+                    .arg(pxat(expires_at))
+                    .arg(expires_at.unix_millis())
+                    .arg(&expires_at.unix_millis().to_be_bytes()[..])
+                    .arg(&inner.prefix)
+                    .arg(key.to_hex())
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await?;
+        status(reply)
+    }
+
+    async fn count(&self) -> Result<u64> {
+        Ok(self.scan().await?.len() as u64)
+    }
+
+    /// Always 0: Redis removes a session at its deadline, so no expired session is ever held.
+    async fn count_expired(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// Always 0 and no I/O: Redis already removed every expired session.
+    async fn delete_expired(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    async fn list(&self) -> Result<Vec<SessionKey>> {
+        Ok(self.scan().await?.into_iter().collect())
+    }
+
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
+        let zset = self.owner_key(owner);
+        let pairs: Vec<Vec<u8>> = self
+            .run(|mut conn| async move {
+                let inner = &*self.inner;
+                inner
+                    .scripts
+                    .list_by_owner
+                    .key(&zset)
+                    .arg(&inner.prefix)
+                    .arg(owner)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await?;
+        let mut records = Vec::with_capacity(pairs.len() / 2);
+        for pair in pairs.chunks_exact(2) {
+            let key = std::str::from_utf8(&pair[0])
+                .ok()
+                .and_then(SessionKey::from_hex)
+                .ok_or_else(|| Error::corrupt("an owner index member is not a session key"))?;
+            records.push(codec::decode(key, &pair[1])?);
+        }
+        Ok(records)
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        let zset = self.owner_key(owner);
+        self.run(|mut conn| async move {
+            let inner = &*self.inner;
+            inner
+                .scripts
+                .delete_by_owner
+                .key(&zset)
+                .arg(&inner.prefix)
+                .arg(owner)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)
+        })
+        .await
+    }
+
+    fn max_data_len(&self) -> Option<usize> {
+        self.inner.max_data_len
+    }
+
+    fn expiry_is_native(&self) -> bool {
+        true
+    }
+}
+
+// The header length is part of the scripts' offsets.
+const _: () = assert!(HEADER_LEN == 30);
+
+// Public types must be shareable across tasks.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RedisStore>();
+    assert_send_sync::<RedisStoreBuilder>();
+};

@@ -1,0 +1,66 @@
+//! The shared conformance suite against the Redis at `REDIS_URL`, each case under its own
+//! random prefix, removed when the case ends.
+
+use session_core::SessionId;
+use session_core::conformance::{Fixture, service_url};
+use session_redis::RedisStore;
+use session_redis::redis::{self, Commands};
+
+fn store(url: &str, prefix: &str) -> RedisStore {
+    let built = RedisStore::builder()
+        .url(url)
+        .prefix(prefix)
+        .max_data_len(Some(4096))
+        .build();
+    match built {
+        Ok(store) => store,
+        Err(e) => panic!("building the store failed: {e}"),
+    }
+}
+
+/// Deletes every key under the prefix when the case ends (on a thread of its own, since the
+/// case's runtime is gone by then).
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let pattern = format!("{}*", self.prefix);
+        let keys: Vec<Vec<u8>> = match conn.scan_match(&pattern) {
+            Ok(iter) => iter.collect(),
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<u64> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+async fn fresh_fixture() -> Fixture {
+    let Some(url) = service_url("REDIS_URL") else {
+        return Fixture::skipped("REDIS_URL is not set");
+    };
+    // Hex of a random session key: unique per case and free of glob metacharacters.
+    let prefix = format!(
+        "conformance:{}:",
+        &SessionId::generate().key().to_hex()[..16]
+    );
+    let reopen_url = url.clone();
+    let reopen_prefix = prefix.clone();
+    Fixture::new(store(&url, &prefix))
+        .reopen(move || {
+            let store = store(&reopen_url, &reopen_prefix);
+            async move { store }
+        })
+        .guard(Cleanup { url, prefix })
+}
+
+session_core::conformance_tests!(fresh_fixture, durable);
