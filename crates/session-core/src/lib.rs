@@ -18,12 +18,15 @@ mod cleanup;
 mod codec;
 mod error;
 mod id;
+mod manager;
 mod record;
 mod store;
 mod time;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "axum")]
+pub mod layer;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
@@ -31,6 +34,10 @@ pub use cleanup::CleanupTask;
 pub use codec::{Codec, Json, MessagePack, Values};
 pub use error::{BoxError, Error, Result};
 pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, SessionId, SessionKey};
+pub use manager::{
+    CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, Session, SessionEvent, SessionListener,
+    SessionManager, SessionManagerBuilder, Status,
+};
 pub use record::Record;
 pub use store::{SessionStore, check_data_len};
 pub use time::Timestamp;

@@ -1,0 +1,335 @@
+//! The session manager: lifetimes, rotation, conflict-free commits, events.
+//!
+//! The manager turns a store of opaque [`Record`]s into sessions with typed values. It knows
+//! nothing of HTTP: the tower layer (crate `session-axum`) reads the cookie, asks the manager
+//! for a [`Session`] handle, and calls [`Session::commit`] once before the response goes out.
+
+mod session;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use session::{CommitOutcome, Session, Status};
+
+use crate::codec::{Codec, MessagePack};
+use crate::error::{Error, Result};
+use crate::id::{SessionId, SessionKey};
+use crate::record::Record;
+use crate::store::SessionStore;
+use crate::time::Timestamp;
+
+/// Default absolute lifetime of a session: 24 hours.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Default number of times a commit re-applies its changes after a version conflict.
+pub const DEFAULT_CONFLICT_RETRIES: u32 = 32;
+
+/// Something that happened to a session. Events carry the store key, never the id, so they
+/// are safe to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// A new session was stored.
+    Created {
+        /// Its key.
+        key: SessionKey,
+    },
+    /// A session's values or owner were saved.
+    Updated {
+        /// Its key.
+        key: SessionKey,
+    },
+    /// A session moved to a new id, keeping its data.
+    Rotated {
+        /// The key it had.
+        old: SessionKey,
+        /// The key it has now.
+        new: SessionKey,
+    },
+    /// A session was ended on purpose (logout, sign out everywhere).
+    Destroyed {
+        /// Its key.
+        key: SessionKey,
+    },
+    /// A request presented a well-formed id whose session is no longer live: expired by
+    /// lifetime or idle timeout, ended, or never issued by this server.
+    Expired {
+        /// The key the id hashes to.
+        key: SessionKey,
+    },
+}
+
+/// Receives [`SessionEvent`]s. Called inline on the request path: keep it quick.
+pub trait SessionListener: Send + Sync + 'static {
+    /// Called once per event.
+    fn on_event(&self, event: &SessionEvent);
+}
+
+impl<F: Fn(&SessionEvent) + Send + Sync + 'static> SessionListener for F {
+    fn on_event(&self, event: &SessionEvent) {
+        self(event)
+    }
+}
+
+pub(crate) struct Config<C> {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) codec: C,
+    pub(crate) lifetime: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) rotation_threshold: Option<Duration>,
+    pub(crate) max_encoded_len: Option<usize>,
+    pub(crate) listener: Option<Arc<dyn SessionListener>>,
+    pub(crate) conflict_retries: u32,
+}
+
+impl<C: Codec> Config<C> {
+    /// The deadline a session created at `created_at` has when last used at `now`: the
+    /// earlier of its absolute end and its idle end.
+    pub(crate) fn deadline(&self, created_at: Timestamp, now: Timestamp) -> Timestamp {
+        let absolute = created_at + self.lifetime;
+        match self.idle_timeout {
+            Some(idle) => absolute.min(now + idle),
+            None => absolute,
+        }
+    }
+
+    /// How far the idle deadline must move before a request that changed nothing writes a
+    /// touch: a tenth of the idle timeout, so an active session costs one write per tenth.
+    pub(crate) fn touch_granularity(&self) -> Option<Duration> {
+        self.idle_timeout.map(|idle| idle / 10)
+    }
+
+    pub(crate) fn emit(&self, event: SessionEvent) {
+        if let Some(listener) = &self.listener {
+            listener.on_event(&event);
+        }
+    }
+}
+
+/// Hands out [`Session`] handles over one store. Cheap to clone.
+pub struct SessionManager<C: Codec = MessagePack> {
+    pub(crate) config: Arc<Config<C>>,
+}
+
+impl<C: Codec> Clone for SessionManager<C> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<C: Codec> fmt::Debug for SessionManager<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("SessionManager")
+            .field("store", &c.store)
+            .field("codec", &c.codec)
+            .field("lifetime", &c.lifetime)
+            .field("idle_timeout", &c.idle_timeout)
+            .field("rotation_threshold", &c.rotation_threshold)
+            .field("max_encoded_len", &c.max_encoded_len)
+            .field("conflict_retries", &c.conflict_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager<MessagePack> {
+    /// Starts configuring a manager over `store`, with the MessagePack codec.
+    pub fn builder(store: impl SessionStore) -> SessionManagerBuilder<MessagePack> {
+        SessionManagerBuilder::new(Arc::new(store), MessagePack)
+    }
+
+    /// Like [`builder`](Self::builder), for a store already behind an `Arc`.
+    pub fn builder_shared(store: Arc<dyn SessionStore>) -> SessionManagerBuilder<MessagePack> {
+        SessionManagerBuilder::new(store, MessagePack)
+    }
+}
+
+impl<C: Codec> SessionManager<C> {
+    /// A lazy handle for a request that presented `incoming` (the raw cookie value, if any).
+    ///
+    /// Nothing is read from the store until a value is asked for. A value that is not a
+    /// well-formed id is dropped here: it never reaches the store and is never adopted.
+    pub fn session(&self, incoming: Option<&str>) -> Session<C> {
+        let id = incoming.and_then(|raw| raw.parse::<SessionId>().ok());
+        Session::new(self.clone(), id)
+    }
+
+    /// A lazy handle for an already-parsed id.
+    pub fn session_for(&self, id: Option<SessionId>) -> Session<C> {
+        Session::new(self.clone(), id)
+    }
+
+    /// The store behind this manager.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.config.store
+    }
+
+    /// The codec values are encoded with.
+    pub fn codec(&self) -> &C {
+        &self.config.codec
+    }
+
+    /// Ends the session `id` at once. Returns whether it was live.
+    pub async fn destroy(&self, id: &SessionId) -> Result<bool> {
+        let key = id.key();
+        let removed = self.config.store.delete(&key).await?;
+        if removed {
+            self.config.emit(SessionEvent::Destroyed { key });
+        }
+        Ok(removed)
+    }
+
+    /// Ends every listed session; returns how many were live.
+    pub async fn destroy_many(&self, ids: &[SessionId]) -> Result<u64> {
+        let keys: Vec<SessionKey> = ids.iter().map(SessionId::key).collect();
+        self.config.store.delete_many(&keys).await
+    }
+
+    /// Ends every live session of `owner` ("sign out everywhere"); returns how many.
+    pub async fn destroy_owner(&self, owner: &str) -> Result<u64> {
+        self.config.store.delete_by_owner(owner).await
+    }
+
+    /// The live sessions of `owner` (their records: creation time, expiry, size), e.g. for a
+    /// "your devices" page.
+    pub async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>> {
+        self.config.store.list_by_owner(owner).await
+    }
+}
+
+/// Configures a [`SessionManager`]. Invalid settings are refused by [`build`](Self::build).
+#[must_use]
+pub struct SessionManagerBuilder<C: Codec> {
+    store: Arc<dyn SessionStore>,
+    codec: C,
+    lifetime: Duration,
+    idle_timeout: Option<Duration>,
+    rotation_threshold: Option<Duration>,
+    max_encoded_len: Option<usize>,
+    listener: Option<Arc<dyn SessionListener>>,
+    conflict_retries: u32,
+}
+
+impl<C: Codec> fmt::Debug for SessionManagerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("store", &self.store)
+            .field("lifetime", &self.lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Codec> SessionManagerBuilder<C> {
+    fn new(store: Arc<dyn SessionStore>, codec: C) -> Self {
+        Self {
+            store,
+            codec,
+            lifetime: DEFAULT_LIFETIME,
+            idle_timeout: None,
+            rotation_threshold: None,
+            max_encoded_len: None,
+            listener: None,
+            conflict_retries: DEFAULT_CONFLICT_RETRIES,
+        }
+    }
+
+    /// Uses another codec (e.g. [`Json`](crate::Json)).
+    pub fn codec<D: Codec>(self, codec: D) -> SessionManagerBuilder<D> {
+        SessionManagerBuilder {
+            store: self.store,
+            codec,
+            lifetime: self.lifetime,
+            idle_timeout: self.idle_timeout,
+            rotation_threshold: self.rotation_threshold,
+            max_encoded_len: self.max_encoded_len,
+            listener: self.listener,
+            conflict_retries: self.conflict_retries,
+        }
+    }
+
+    /// Absolute lifetime: a session ends this long after it was created, however active
+    /// (default 24 h). Never extended, not even by rotation.
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Idle timeout: a session also ends this long after its last use. Applies together with
+    /// the lifetime; whichever comes first ends the session.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
+    /// Flags a session ([`Status::ShouldRotate`]) when less than `threshold` of its absolute
+    /// lifetime is left, so the application can re-authenticate or renew it.
+    pub fn rotation_threshold(mut self, threshold: Duration) -> Self {
+        self.rotation_threshold = Some(threshold);
+        self
+    }
+
+    /// Largest encoded session accepted (default: the store's limit). A commit above it fails
+    /// with [`Error::TooLarge`] before any I/O.
+    pub fn max_encoded_len(mut self, limit: usize) -> Self {
+        self.max_encoded_len = Some(limit);
+        self
+    }
+
+    /// Receives every [`SessionEvent`].
+    pub fn listener(mut self, listener: impl SessionListener) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// How many times a commit reloads and re-applies its changes after a concurrent save
+    /// before giving up with [`Error::Conflict`] (default 32).
+    pub fn conflict_retries(mut self, retries: u32) -> Self {
+        self.conflict_retries = retries;
+        self
+    }
+
+    /// Checks the settings and builds the manager.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero lifetime or idle timeout, a rotation threshold not below
+    /// the lifetime, or a size limit above the store's.
+    pub fn build(self) -> Result<SessionManager<C>> {
+        if self.lifetime.is_zero() {
+            return Err(Error::Config("the session lifetime must be longer than zero".into()));
+        }
+        if self.idle_timeout.is_some_and(|i| i.is_zero()) {
+            return Err(Error::Config("the idle timeout must be longer than zero".into()));
+        }
+        if self.rotation_threshold.is_some_and(|t| t >= self.lifetime) {
+            return Err(Error::Config(
+                "the rotation threshold must be shorter than the lifetime".into(),
+            ));
+        }
+        let store_limit = self.store.max_data_len();
+        let max_encoded_len = match (self.max_encoded_len, store_limit) {
+            (Some(mine), Some(store)) if mine > store => {
+                return Err(Error::Config(
+                    format!("max_encoded_len {mine} is above the store's limit of {store} bytes")
+                        .into(),
+                ));
+            }
+            (Some(mine), _) => Some(mine),
+            (None, store) => store,
+        };
+        Ok(SessionManager {
+            config: Arc::new(Config {
+                store: self.store,
+                codec: self.codec,
+                lifetime: self.lifetime,
+                idle_timeout: self.idle_timeout,
+                rotation_threshold: self.rotation_threshold,
+                max_encoded_len,
+                listener: self.listener,
+                conflict_retries: self.conflict_retries,
+            }),
+        })
+    }
+}

@@ -1,0 +1,582 @@
+//! The per-request session handle.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{SessionEvent, SessionManager};
+use crate::codec::{Codec, MessagePack, Values};
+use crate::error::{Error, Result};
+use crate::id::{SessionId, SessionKey};
+use crate::record::Record;
+use crate::time::Timestamp;
+
+type UpdateFn = Arc<dyn Fn(Option<&[u8]>) -> Result<Vec<u8>> + Send + Sync>;
+
+/// One change a request made, kept so it can be re-applied on top of a concurrent writer's
+/// values after a version conflict.
+#[derive(Clone)]
+enum Op {
+    Insert(String, Vec<u8>),
+    Remove(String),
+    Clear,
+    Update(String, UpdateFn),
+    SetOwner(Option<String>),
+}
+
+#[derive(Clone, Copy)]
+struct Stored {
+    key: SessionKey,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    version: u64,
+}
+
+#[derive(Default)]
+struct State {
+    loaded: bool,
+    id: Option<SessionId>,
+    stored: Option<Stored>,
+    values: Values,
+    owner: Option<String>,
+    ops: Vec<Op>,
+    modified: bool,
+    id_changed: bool,
+    /// The session the request came with is gone (destroyed here, expired, or unknown): the
+    /// client's cookie should be removed unless a new session replaces it.
+    ended: bool,
+}
+
+impl State {
+    fn apply(values: &mut Values, owner: &mut Option<String>, op: &Op) -> Result<()> {
+        match op {
+            Op::Insert(k, v) => {
+                values.insert(k.clone(), v.clone());
+            }
+            Op::Remove(k) => {
+                values.remove(k);
+            }
+            Op::Clear => values.clear(),
+            Op::Update(k, f) => {
+                let new = f(values.get(k).map(Vec::as_slice))?;
+                values.insert(k.clone(), new);
+            }
+            Op::SetOwner(o) => owner.clone_from(o),
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, op: Op) -> Result<()> {
+        Self::apply(&mut self.values, &mut self.owner, &op)?;
+        self.ops.push(op);
+        self.modified = true;
+        Ok(())
+    }
+
+    /// Forgets the session's contents, keeping this request's changes to replay on a fresh one.
+    fn lose_session(&mut self) -> Result<()> {
+        self.stored = None;
+        self.id = None;
+        self.values.clear();
+        self.owner = None;
+        for op in &self.ops {
+            Self::apply(&mut self.values, &mut self.owner, op)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a session stands in this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Nothing changed; committing writes nothing (at most an idle-timeout touch).
+    Unchanged,
+    /// Values, owner or id changed; committing will write.
+    Changed,
+    /// Unchanged, but less than the rotation threshold of its lifetime is left.
+    ShouldRotate,
+    /// Destroyed in this request (and not replaced by new values).
+    Destroyed,
+}
+
+/// What a commit asks of the cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommitOutcome {
+    /// Send nothing: the client's cookie (if any) is still right.
+    Unchanged,
+    /// Send a cookie carrying `id`, valid until `expires_at` (the id is new or rotated, or
+    /// its deadline moved).
+    SetCookie {
+        /// The id to put in the cookie.
+        id: SessionId,
+        /// The session's deadline.
+        expires_at: Timestamp,
+    },
+    /// Send a removal cookie: the session the client holds has ended.
+    RemoveCookie,
+}
+
+struct Inner<C: Codec> {
+    manager: SessionManager<C>,
+    incoming: Option<SessionId>,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// A request's view of its session: typed values, lazily loaded, committed once.
+///
+/// Clones share one state, so concurrent handlers of one request see each other's changes.
+/// Nothing is read from the store until a method needs the session's contents, and a request
+/// that changes nothing writes nothing.
+pub struct Session<C: Codec = MessagePack> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C: Codec> Clone for Session<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: Codec> fmt::Debug for Session<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("incoming", &self.inner.incoming)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Codec> Session<C> {
+    pub(crate) fn new(manager: SessionManager<C>, incoming: Option<SessionId>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                manager,
+                incoming,
+                state: tokio::sync::Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The well-formed id the request came with, if any (not yet known to be live). Prints
+    /// masked.
+    pub fn incoming_id(&self) -> Option<&SessionId> {
+        self.inner.incoming.as_ref()
+    }
+
+    async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
+        let mut st = self.inner.state.lock().await;
+        if !st.loaded {
+            self.load_into(&mut st).await?;
+            st.loaded = true;
+        }
+        Ok(st)
+    }
+
+    async fn load_into(&self, st: &mut State) -> Result<()> {
+        let Some(id) = &self.inner.incoming else {
+            return Ok(());
+        };
+        let config = &self.inner.manager.config;
+        let key = id.key();
+        let Some(record) = config.store.load(&key).await? else {
+            st.ended = true;
+            config.emit(SessionEvent::Expired { key });
+            return Ok(());
+        };
+        let now = Timestamp::now();
+        // A lifetime shortened by configuration applies to sessions stored before the change.
+        if record.created_at + config.lifetime <= now {
+            st.ended = true;
+            let _ = config.store.delete(&key).await;
+            config.emit(SessionEvent::Expired { key });
+            return Ok(());
+        }
+        match config.codec.decode_map(&record.data) {
+            Ok(values) => {
+                st.values = values;
+                st.owner = record.owner;
+                st.id = Some(id.clone());
+                st.stored = Some(Stored {
+                    key,
+                    created_at: record.created_at,
+                    expires_at: record.expires_at,
+                    version: record.version,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(session = %id, %error, "session data failed to decode; treating it as corrupt and starting afresh");
+                st.ended = true;
+                let _ = config.store.delete(&key).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value under `key`, decoded as `T`.
+    ///
+    /// # Errors
+    /// Store errors while loading; [`Error::Corrupt`] if the stored value is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let st = self.loaded().await?;
+        let codec = &self.inner.manager.config.codec;
+        st.values.get(key).map(|bytes| codec.decode(bytes)).transpose()
+    }
+
+    /// The keys of every value, sorted.
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        Ok(self.loaded().await?.values.keys().cloned().collect())
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = self.inner.manager.config.codec.encode(value)?;
+        let mut st = self.loaded().await?;
+        st.record(Op::Insert(key.to_owned(), bytes))
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub async fn remove(&self, key: &str) -> Result<bool> {
+        let mut st = self.loaded().await?;
+        let present = st.values.contains_key(key);
+        if present {
+            st.record(Op::Remove(key.to_owned()))?;
+        }
+        Ok(present)
+    }
+
+    /// Removes every value (the session itself, its id and owner stay).
+    pub async fn clear(&self) -> Result<()> {
+        let mut st = self.loaded().await?;
+        st.record(Op::Clear)
+    }
+
+    /// Read-modify-write of one value: `f` gets the current value (or `None`) and returns the
+    /// new one, which is also returned.
+    ///
+    /// If a concurrent request saves this session first, the commit re-runs `f` on that
+    /// request's value instead of overwriting it, so increments and appends are never lost.
+    /// `f` may therefore run more than once: keep it free of side effects.
+    pub async fn update<T, F>(&self, key: &str, f: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: Fn(Option<T>) -> T + Send + Sync + 'static,
+    {
+        let codec = self.inner.manager.config.codec.clone();
+        let run = move |old: Option<&[u8]>| -> Result<(T, Vec<u8>)> {
+            let old = old.map(|b| codec.decode::<T>(b)).transpose()?;
+            let new = f(old);
+            let bytes = codec.encode(&new)?;
+            Ok((new, bytes))
+        };
+        let mut st = self.loaded().await?;
+        let (value, bytes) = run(st.values.get(key).map(Vec::as_slice))?;
+        st.values.insert(key.to_owned(), bytes);
+        st.ops.push(Op::Update(
+            key.to_owned(),
+            Arc::new(move |old| run(old).map(|(_, b)| b)),
+        ));
+        st.modified = true;
+        Ok(value)
+    }
+
+    /// Sets (or with `None`, clears) the session's owner, e.g. the signed-in user's id, for
+    /// [`SessionManager::destroy_owner`] and [`SessionManager::sessions_of`].
+    pub async fn set_owner(&self, owner: Option<String>) -> Result<()> {
+        let mut st = self.loaded().await?;
+        st.record(Op::SetOwner(owner))
+    }
+
+    /// The session's owner.
+    pub async fn owner(&self) -> Result<Option<String>> {
+        Ok(self.loaded().await?.owner.clone())
+    }
+
+    /// The session's current id (`None` before a new session's first commit). Prints masked.
+    pub async fn id(&self) -> Result<Option<SessionId>> {
+        Ok(self.loaded().await?.id.clone())
+    }
+
+    /// When the session ends if nothing else happens: the stored deadline, or for a session
+    /// not stored yet, the one it will get.
+    pub async fn expires_at(&self) -> Result<Option<Timestamp>> {
+        let st = self.loaded().await?;
+        let config = &self.inner.manager.config;
+        Ok(match &st.stored {
+            Some(s) => Some(s.expires_at),
+            None if st.modified => Some(config.deadline(Timestamp::now(), Timestamp::now())),
+            None => None,
+        })
+    }
+
+    /// When the session was created, if it is stored.
+    pub async fn created_at(&self) -> Result<Option<Timestamp>> {
+        Ok(self.loaded().await?.stored.map(|s| s.created_at))
+    }
+
+    /// Where the session stands in this request.
+    pub async fn status(&self) -> Result<Status> {
+        let st = self.loaded().await?;
+        let config = &self.inner.manager.config;
+        if st.modified || st.id_changed {
+            return Ok(Status::Changed);
+        }
+        if st.ended && st.stored.is_none() && self.inner.incoming.is_some() {
+            return Ok(Status::Destroyed);
+        }
+        if let (Some(threshold), Some(stored)) = (config.rotation_threshold, &st.stored) {
+            let end = stored.created_at + config.lifetime;
+            if Timestamp::now().until(end) < threshold {
+                return Ok(Status::ShouldRotate);
+            }
+        }
+        Ok(Status::Unchanged)
+    }
+
+    /// Gives the session a new id at once, keeping its data, owner and absolute deadline; the
+    /// old id stops working immediately. Call it on every privilege change (login) to defeat
+    /// session fixation.
+    pub async fn regenerate(&self) -> Result<()> {
+        let mut st = self.loaded().await?;
+        let config = &self.inner.manager.config;
+        let mut new_id = SessionId::generate();
+        if let Some(stored) = st.stored {
+            let mut attempts = 0;
+            loop {
+                match config.store.change_id(&stored.key, &new_id.key()).await {
+                    Ok(()) => {
+                        config.emit(SessionEvent::Rotated {
+                            old: stored.key,
+                            new: new_id.key(),
+                        });
+                        st.stored = Some(Stored {
+                            key: new_id.key(),
+                            ..stored
+                        });
+                        break;
+                    }
+                    Err(Error::AlreadyExists) if attempts < 3 => {
+                        attempts += 1;
+                        new_id = SessionId::generate();
+                    }
+                    // Ended concurrently (logout elsewhere): what remains is a fresh session
+                    // holding only this request's changes, never the old one's data.
+                    Err(Error::NotFound) => {
+                        st.lose_session()?;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        st.id = Some(new_id);
+        st.id_changed = true;
+        Ok(())
+    }
+
+    /// Ends the session at once: its record is deleted and the client's cookie will be
+    /// removed. Values set afterwards in this request start a fresh session with a new id.
+    pub async fn destroy(&self) -> Result<()> {
+        let mut st = self.loaded().await?;
+        let config = &self.inner.manager.config;
+        if let Some(stored) = st.stored.take() {
+            config.store.delete(&stored.key).await?;
+            config.emit(SessionEvent::Destroyed { key: stored.key });
+        }
+        let had_session = st.id.is_some() || self.inner.incoming.is_some();
+        *st = State {
+            loaded: true,
+            ended: had_session,
+            ..State::default()
+        };
+        Ok(())
+    }
+
+    /// Writes the session back if needed and says what the cookie should do. The tower layer
+    /// calls this exactly once per request; calling it again is harmless (it finds nothing
+    /// left to do).
+    ///
+    /// - Changed values are saved conditionally on the version loaded. On a conflict the
+    ///   fresh record is reloaded, this request's changes are re-applied on top of it
+    ///   (re-running [`update`](Self::update) closures), and the save is retried, up to the
+    ///   manager's retry limit, then [`Error::Conflict`].
+    /// - A session that was destroyed or rotated by a concurrent request is never written
+    ///   back: the commit drops this request's changes and leaves the cookie alone.
+    /// - A new session is created under a fresh id (never one the client sent).
+    /// - Unchanged sessions are written only to push an idle deadline forward (a touch).
+    pub async fn commit(&self) -> Result<CommitOutcome> {
+        let mut st = self.inner.state.lock().await;
+        if !st.loaded {
+            return Ok(CommitOutcome::Unchanged);
+        }
+        let config = Arc::clone(&self.inner.manager.config);
+        let now = Timestamp::now();
+        if st.modified {
+            let mut conflicts = 0u32;
+            loop {
+                let data = config.codec.encode_map(&st.values)?;
+                crate::check_data_len(config.max_encoded_len, data.len())?;
+                let Some(stored) = st.stored else {
+                    return self.create_new(&mut st, data, now).await;
+                };
+                let expires_at = config.deadline(stored.created_at, now);
+                let record = Record {
+                    key: stored.key,
+                    data: data.into(),
+                    created_at: stored.created_at,
+                    expires_at,
+                    version: stored.version,
+                    owner: st.owner.clone(),
+                };
+                match config.store.save(&record).await {
+                    Ok(version) => {
+                        config.emit(SessionEvent::Updated { key: stored.key });
+                        st.stored = Some(Stored {
+                            version,
+                            expires_at,
+                            ..stored
+                        });
+                        let moved = expires_at != stored.expires_at;
+                        return Ok(self.settle(&mut st, moved));
+                    }
+                    Err(Error::Conflict) if conflicts < config.conflict_retries => {
+                        conflicts += 1;
+                        backoff(conflicts).await;
+                        if !self.reload_and_replay(&mut st, stored.key).await? {
+                            return Ok(self.ended_concurrently(&mut st));
+                        }
+                    }
+                    Err(Error::NotFound) => return Ok(self.ended_concurrently(&mut st)),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if let Some(stored) = st.stored {
+            if let Some(granularity) = config.touch_granularity() {
+                let deadline = config.deadline(stored.created_at, now);
+                if deadline > stored.expires_at + granularity {
+                    match config.store.touch(&stored.key, deadline).await {
+                        Ok(()) => {
+                            st.stored = Some(Stored {
+                                expires_at: deadline,
+                                ..stored
+                            });
+                            return Ok(self.settle(&mut st, true));
+                        }
+                        Err(Error::NotFound) => return Ok(self.ended_concurrently(&mut st)),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            return Ok(self.settle(&mut st, false));
+        }
+        if st.ended {
+            st.ended = false;
+            return Ok(CommitOutcome::RemoveCookie);
+        }
+        Ok(CommitOutcome::Unchanged)
+    }
+
+    async fn create_new(
+        &self,
+        st: &mut State,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> Result<CommitOutcome> {
+        let config = &self.inner.manager.config;
+        let data = crate::Bytes::from(data);
+        let expires_at = config.deadline(now, now);
+        let mut id = st.id.take().unwrap_or_else(SessionId::generate);
+        for _ in 0..4 {
+            let record = Record {
+                key: id.key(),
+                data: data.clone(),
+                created_at: now,
+                expires_at,
+                version: 1,
+                owner: st.owner.clone(),
+            };
+            match config.store.create(&record).await {
+                Ok(()) => {
+                    config.emit(SessionEvent::Created { key: record.key });
+                    st.stored = Some(Stored {
+                        key: record.key,
+                        created_at: now,
+                        expires_at,
+                        version: 1,
+                    });
+                    st.id = Some(id);
+                    st.id_changed = true;
+                    st.ended = false;
+                    return Ok(self.settle(st, true));
+                }
+                Err(Error::AlreadyExists) => id = SessionId::generate(),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::AlreadyExists)
+    }
+
+    /// Reloads the record after a conflict and replays this request's changes on it. Returns
+    /// false if the session is gone.
+    async fn reload_and_replay(&self, st: &mut State, key: SessionKey) -> Result<bool> {
+        let config = &self.inner.manager.config;
+        let Some(fresh) = config.store.load(&key).await? else {
+            return Ok(false);
+        };
+        let Ok(mut values) = config.codec.decode_map(&fresh.data) else {
+            return Ok(false);
+        };
+        let mut owner = fresh.owner;
+        for op in &st.ops {
+            State::apply(&mut values, &mut owner, op)?;
+        }
+        st.values = values;
+        st.owner = owner;
+        st.stored = Some(Stored {
+            key,
+            created_at: fresh.created_at,
+            expires_at: fresh.expires_at,
+            version: fresh.version,
+        });
+        Ok(true)
+    }
+
+    fn ended_concurrently(&self, st: &mut State) -> CommitOutcome {
+        tracing::debug!(session = ?self.inner.incoming, "session ended by a concurrent request; this request's changes are dropped");
+        *st = State {
+            loaded: true,
+            ..State::default()
+        };
+        CommitOutcome::Unchanged
+    }
+
+    /// Marks the state clean after a write and says whether the cookie must be sent.
+    fn settle(&self, st: &mut State, deadline_moved: bool) -> CommitOutcome {
+        st.ops.clear();
+        st.modified = false;
+        let send = st.id_changed || deadline_moved;
+        st.id_changed = false;
+        match (&st.id, &st.stored) {
+            (Some(id), Some(stored)) if send => CommitOutcome::SetCookie {
+                id: id.clone(),
+                expires_at: stored.expires_at,
+            },
+            _ => CommitOutcome::Unchanged,
+        }
+    }
+}
+
+/// Waits a little, more after each conflict, with jitter so retrying writers spread out.
+async fn backoff(attempt: u32) {
+    let mut jitter = [0u8; 2];
+    let _ = getrandom::fill(&mut jitter);
+    let cap_us = 50u64 << attempt.min(7);
+    let us = u64::from(u16::from_le_bytes(jitter)) % cap_us.max(1);
+    tokio::time::sleep(Duration::from_micros(us)).await;
+}
