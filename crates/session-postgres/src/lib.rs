@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+mod codec;
+mod sql;
+mod store;
+
+pub use session_core::CleanupTask;
+pub use sqlx;
+pub use store::{
+    DEFAULT_CLEANUP_BATCH, DEFAULT_MAX_DATA_LEN, DEFAULT_SCHEMA, DEFAULT_TABLE, PostgresStore,
+    PostgresStoreBuilder,
+};

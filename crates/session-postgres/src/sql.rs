@@ -1,0 +1,233 @@
+//! The SQL of every operation, built once per store from its validated, quoted table name.
+//!
+//! Each trait operation is one statement, so one round trip; sqlx prepares each text once per
+//! connection and reuses the plan. "Live" is `expires_at > now()` with the server's clock, so
+//! every app server agrees on what has expired.
+
+use session_core::{Error, Result};
+
+/// The longest table name accepted: PostgreSQL truncates identifiers at 63 bytes, and the
+/// index names add up to 15 (`_expires_at_idx`). Without this, two long names could truncate
+/// to the same index name and `CREATE INDEX IF NOT EXISTS` would silently skip one.
+pub(crate) const MAX_TABLE_LEN: usize = 48;
+/// The longest schema name PostgreSQL keeps untruncated.
+pub(crate) const MAX_SCHEMA_LEN: usize = 63;
+
+/// Checks that `name` is a plain SQL identifier: an ASCII letter or `_`, then ASCII letters,
+/// digits or `_`, at most `max` bytes. Names are also double-quoted wherever they are used, so
+/// this is defence in depth, and it keeps names readable in `psql` and logs.
+pub(crate) fn validate_identifier(what: &str, name: &str, max: usize) -> Result<()> {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !first_ok || !rest_ok || name.len() > max {
+        return Err(Error::Config(
+            format!(
+                "{what} name {name:?} is not a plain identifier: use 1 to {max} ASCII letters, digits or underscores, not starting with a digit"
+            )
+            .into(),
+        ));
+    }
+    if what == "schema" && name.to_ascii_lowercase().starts_with("pg_") {
+        return Err(Error::Config(
+            format!("schema name {name:?} is reserved: PostgreSQL keeps names starting with pg_ for itself").into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Quotes a validated identifier. Validation already rules out `"`; quoting keeps reserved
+/// words (`user`, `order`) and mixed case usable.
+fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// The statements of one store.
+#[derive(Debug)]
+pub(crate) struct Queries {
+    pub(crate) qualified: String,
+    pub(crate) create_table: String,
+    pub(crate) create_expiry_index: String,
+    pub(crate) create_owner_index: String,
+    pub(crate) create_schema: String,
+    pub(crate) insert: String,
+    pub(crate) load: String,
+    pub(crate) save: String,
+    pub(crate) delete: String,
+    pub(crate) delete_many: String,
+    pub(crate) exists: String,
+    pub(crate) change_id: String,
+    pub(crate) touch: String,
+    pub(crate) count: String,
+    pub(crate) count_expired: String,
+    pub(crate) delete_expired_batch: String,
+    pub(crate) list: String,
+    pub(crate) list_by_owner: String,
+    pub(crate) delete_by_owner: String,
+}
+
+impl Queries {
+    pub(crate) fn new(schema: &str, table: &str) -> Self {
+        let t = format!("{}.{}", quote(schema), quote(table));
+        let cols = "key, data, created_at, expires_at, version, owner";
+        Self {
+            create_schema: format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)),
+            create_table: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                    key bytea PRIMARY KEY CHECK (octet_length(key) = 32),
+                    data bytea NOT NULL,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    expires_at timestamptz NOT NULL,
+                    version bigint NOT NULL,
+                    owner text
+                )"
+            ),
+            create_expiry_index: format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {t} (expires_at)",
+                quote(&format!("{table}_expires_at_idx"))
+            ),
+            create_owner_index: format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {t} (owner) WHERE owner IS NOT NULL",
+                quote(&format!("{table}_owner_idx"))
+            ),
+            // An expired row under the key is replaced in the same statement; a live one makes
+            // the `WHERE` false, so nothing is written and no row is reported.
+            insert: format!(
+                "INSERT INTO {t} AS s (key, data, created_at, updated_at, expires_at, version, owner)
+                 VALUES ($1, $2, $3, now(), $4, $5, $6)
+                 ON CONFLICT (key) DO UPDATE SET
+                    data = EXCLUDED.data, created_at = EXCLUDED.created_at,
+                    updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at,
+                    version = EXCLUDED.version, owner = EXCLUDED.owner
+                 WHERE s.expires_at <= now()"
+            ),
+            load: format!("SELECT {cols} FROM {t} WHERE key = $1 AND expires_at > now()"),
+            // `cur` reads the statement's snapshot; `upd` is the conditional write. When `upd`
+            // writes nothing, `cur` tells a stale version (Conflict) from a missing row
+            // (NotFound) without a second round trip.
+            save: format!(
+                "WITH cur AS (SELECT 1 FROM {t} WHERE key = $1 AND expires_at > now()),
+                 upd AS (
+                    UPDATE {t} SET data = $3, expires_at = $4, owner = $5,
+                        version = version + 1, updated_at = now()
+                    WHERE key = $1 AND version = $2 AND expires_at > now()
+                    RETURNING version
+                 )
+                 SELECT (SELECT version FROM upd), EXISTS (SELECT 1 FROM cur)"
+            ),
+            delete: format!("DELETE FROM {t} WHERE key = $1 RETURNING expires_at > now()"),
+            delete_many: format!(
+                "WITH d AS (DELETE FROM {t} WHERE key = ANY($1) RETURNING expires_at)
+                 SELECT count(*) FILTER (WHERE expires_at > now()) FROM d"
+            ),
+            exists: format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE key = $1 AND expires_at > now())"),
+            // An expired row at the new key would block the move with a unique violation, so
+            // `gone` removes it first, but only when the old key is live (otherwise nothing may
+            // change). The scalar subquery over `gone` in the UPDATE's WHERE forces the DELETE
+            // to run before any row is moved; PostgreSQL would otherwise order the two freely.
+            // A live row at the new key still violates the primary key: AlreadyExists.
+            change_id: format!(
+                "WITH gone AS (
+                    DELETE FROM {t} WHERE key = $2 AND expires_at <= now()
+                      AND EXISTS (SELECT 1 FROM {t} WHERE key = $1 AND expires_at > now())
+                    RETURNING 1
+                 )
+                 UPDATE {t} SET key = $2, updated_at = now()
+                 WHERE key = $1 AND expires_at > now() AND (SELECT count(*) FROM gone) >= 0"
+            ),
+            touch: format!(
+                "UPDATE {t} SET expires_at = $2, updated_at = now() WHERE key = $1 AND expires_at > now()"
+            ),
+            count: format!("SELECT count(*) FROM {t} WHERE expires_at > now()"),
+            count_expired: format!("SELECT count(*) FROM {t} WHERE expires_at <= now()"),
+            // Deleting by physical row id keeps each statement to one index range scan plus a
+            // TID scan, and `LIMIT` bounds how many row locks it holds. `SKIP LOCKED` steps over
+            // rows a request is touching right now; the outer `expires_at` check re-reads rows
+            // that changed meanwhile, so a session extended a moment ago is never deleted.
+            delete_expired_batch: format!(
+                "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
+                 )) AND expires_at <= now()"
+            ),
+            list: format!("SELECT key FROM {t} WHERE expires_at > now()"),
+            list_by_owner: format!(
+                "SELECT {cols} FROM {t} WHERE owner = $1 AND expires_at > now()"
+            ),
+            // Expired rows of the owner go too (they are garbage anyway); only live ones count.
+            delete_by_owner: format!(
+                "WITH d AS (DELETE FROM {t} WHERE owner = $1 RETURNING expires_at)
+                 SELECT count(*) FILTER (WHERE expires_at > now()) FROM d"
+            ),
+            qualified: t,
+        }
+    }
+}
+
+/// The advisory-lock key migrations of `schema` take: FNV-1a of a fixed prefix and the name,
+/// so every process computes the same key without asking the server.
+pub(crate) fn migration_lock_key(schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "session-postgres migrate ".bytes().chain(schema.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_strict() {
+        for ok in ["sessions", "_s", "S1_x", &"a".repeat(MAX_TABLE_LEN)] {
+            assert!(
+                validate_identifier("table", ok, MAX_TABLE_LEN).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a b",
+            "a\"b",
+            "a;drop table x",
+            "sessions\"; DROP TABLE users; --",
+            "é",
+            "a-b",
+            "a.b",
+            &"a".repeat(MAX_TABLE_LEN + 1),
+        ] {
+            assert!(
+                matches!(
+                    validate_identifier("table", bad, MAX_TABLE_LEN),
+                    Err(Error::Config(_))
+                ),
+                "{bad:?} must be refused"
+            );
+        }
+        assert!(validate_identifier("schema", "pg_catalog", MAX_SCHEMA_LEN).is_err());
+        assert!(validate_identifier("schema", "PG_x", MAX_SCHEMA_LEN).is_err());
+        assert!(validate_identifier("schema", "app", MAX_SCHEMA_LEN).is_ok());
+    }
+
+    #[test]
+    fn names_are_quoted_everywhere() {
+        let q = Queries::new("Auth", "user");
+        assert_eq!(q.qualified, "\"Auth\".\"user\"");
+        assert!(
+            q.create_expiry_index
+                .contains("\"user_expires_at_idx\" ON \"Auth\".\"user\"")
+        );
+        assert!(q.load.contains("FROM \"Auth\".\"user\" WHERE"));
+    }
+
+    #[test]
+    fn lock_key_is_stable_and_per_schema() {
+        assert_eq!(migration_lock_key("public"), migration_lock_key("public"));
+        assert_ne!(migration_lock_key("public"), migration_lock_key("app"));
+    }
+}

@@ -1,0 +1,538 @@
+//! The store, its builder, migrations and background cleanup.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{
+    Bytes, CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
+    check_data_len,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, Row as _};
+
+use crate::codec::{PgMillis, STORE, is_unique_violation, map_err, version_from_db, version_to_db};
+use crate::sql::{MAX_SCHEMA_LEN, MAX_TABLE_LEN, Queries, migration_lock_key, validate_identifier};
+
+/// Default largest session payload, in bytes: 4096, as Go's pgstore.
+pub const DEFAULT_MAX_DATA_LEN: usize = 4096;
+/// Default number of rows one cleanup statement deletes.
+pub const DEFAULT_CLEANUP_BATCH: usize = 1000;
+/// Default schema.
+pub const DEFAULT_SCHEMA: &str = "public";
+/// Default table.
+pub const DEFAULT_TABLE: &str = "sessions";
+
+const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const APPLICATION_NAME: &str = "session-postgres";
+
+struct Inner {
+    pool: PgPool,
+    schema: String,
+    table: String,
+    sql: Queries,
+    max_data_len: Option<usize>,
+    cleanup_batch: i64,
+}
+
+/// A [`SessionStore`] keeping one row per session in a PostgreSQL table.
+///
+/// Cloning gives another handle to the same pool and table. Create the table with
+/// [`migrate`](Self::migrate) and sweep expired rows with [`start_cleanup`](Self::start_cleanup)
+/// (expired rows are never returned either way; they only take space until swept).
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PostgresStore {
+    // The pool's connect options hold the password: show only what identifies the store.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.inner.sql.qualified)
+            .field("max_data_len", &self.inner.max_data_len)
+            .field("cleanup_batch", &self.inner.cleanup_batch)
+            .field("pool_size", &self.inner.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`PostgresStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PostgresStoreBuilder {
+    schema: String,
+    table: String,
+    max_data_len: usize,
+    cleanup_batch: usize,
+    max_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl Default for PostgresStoreBuilder {
+    fn default() -> Self {
+        Self {
+            schema: DEFAULT_SCHEMA.to_owned(),
+            table: DEFAULT_TABLE.to_owned(),
+            max_data_len: DEFAULT_MAX_DATA_LEN,
+            cleanup_batch: DEFAULT_CLEANUP_BATCH,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// The schema holding the table (default `public`). It must be a plain identifier (ASCII
+    /// letters, digits, `_`, not starting with a digit or `pg_`); it is used exactly as given,
+    /// quoted, so case matters.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The table (default `sessions`): a plain identifier of at most 48 bytes, so the index
+    /// names derived from it fit PostgreSQL's 63-byte limit. Used exactly as given, quoted.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// The largest session payload accepted, in bytes (default [`DEFAULT_MAX_DATA_LEN`]);
+    /// `0` for no limit. Larger payloads fail with [`Error::TooLarge`] before any query.
+    pub fn max_data_len(mut self, limit: usize) -> Self {
+        self.max_data_len = limit;
+        self
+    }
+
+    /// How many expired rows one cleanup statement deletes (default
+    /// [`DEFAULT_CLEANUP_BATCH`]): smaller batches hold fewer row locks for less time.
+    pub fn cleanup_batch(mut self, rows: usize) -> Self {
+        self.cleanup_batch = rows;
+        self
+    }
+
+    /// Pool size when the store builds its own pool with [`connect`](Self::connect)
+    /// (default 10).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// How long an operation waits for a pooled connection before failing with
+    /// [`Error::Unavailable`], when the store builds its own pool (default 5 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Builds the store over `pool`. Does not touch the database: call
+    /// [`PostgresStore::migrate`] to create the table.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a schema or table name that is not a plain identifier, or a
+    /// cleanup batch of zero.
+    pub fn build(self, pool: PgPool) -> Result<PostgresStore> {
+        validate_identifier("schema", &self.schema, MAX_SCHEMA_LEN)?;
+        validate_identifier("table", &self.table, MAX_TABLE_LEN)?;
+        let cleanup_batch = i64::try_from(self.cleanup_batch)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                Error::Config(
+                    format!(
+                        "cleanup batch must be 1 to {}, got {}",
+                        i64::MAX,
+                        self.cleanup_batch
+                    )
+                    .into(),
+                )
+            })?;
+        let sql = Queries::new(&self.schema, &self.table);
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                schema: self.schema,
+                table: self.table,
+                sql,
+                max_data_len: (self.max_data_len > 0).then_some(self.max_data_len),
+                cleanup_batch,
+            }),
+        })
+    }
+
+    /// Connects a new pool to `url` (`postgres://user:pass@host:port/db?...`) and builds the
+    /// store over it. The pool has [`max_connections`](Self::max_connections) connections
+    /// (opened on demand), checks each before handing it out, and names itself
+    /// `session-postgres` in `pg_stat_activity` unless the URL sets `application_name`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad URL or name, [`Error::Unavailable`] when the server cannot
+    /// be reached.
+    pub async fn connect(self, url: &str) -> Result<PostgresStore> {
+        let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            Error::Config(format!("invalid PostgreSQL URL: {e}").into())
+        })?;
+        if options.get_application_name().is_none() {
+            options = options.application_name(APPLICATION_NAME);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        self.build(pool)
+    }
+}
+
+impl PostgresStore {
+    /// A store over `pool` with default settings: table `public.sessions`, 4096-byte limit.
+    /// Call [`migrate`](Self::migrate) once to create the table.
+    pub fn new(pool: PgPool) -> Self {
+        let sql = Queries::new(DEFAULT_SCHEMA, DEFAULT_TABLE);
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema: DEFAULT_SCHEMA.to_owned(),
+                table: DEFAULT_TABLE.to_owned(),
+                sql,
+                max_data_len: Some(DEFAULT_MAX_DATA_LEN),
+                cleanup_batch: DEFAULT_CLEANUP_BATCH as i64,
+            }),
+        }
+    }
+
+    /// Connects to `url` with default settings (see [`PostgresStoreBuilder::connect`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad URL, [`Error::Unavailable`] when the server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        PostgresStoreBuilder::default().connect(url).await
+    }
+
+    /// Starts configuring a store.
+    pub fn builder() -> PostgresStoreBuilder {
+        PostgresStoreBuilder::default()
+    }
+
+    /// The pool this store runs on.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema of the table.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.inner.table
+    }
+
+    /// Creates the schema, table and indexes if they are missing. Idempotent, and safe when
+    /// many app servers call it at once: it runs in one transaction holding an advisory lock
+    /// on the schema, so concurrent callers wait for each other instead of racing on the
+    /// catalog.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server cannot be reached, [`Error::Backend`] when it
+    /// refuses (e.g. no `CREATE` privilege).
+    pub async fn migrate(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let mut conn = inner.pool.acquire().await.map_err(map_err)?;
+        let mut tx = conn.begin().await.map_err(map_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(migration_lock_key(&inner.schema))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        // `CREATE SCHEMA IF NOT EXISTS` needs the database's CREATE privilege even when the
+        // schema exists, so only ask for it when the schema is really missing.
+        let schema_exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&inner.schema)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        if !schema_exists {
+            sqlx::query(&inner.sql.create_schema)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        for ddl in [
+            &inner.sql.create_table,
+            &inner.sql.create_expiry_index,
+            &inner.sql.create_owner_index,
+        ] {
+            sqlx::query(ddl).execute(&mut *tx).await.map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    /// Starts deleting expired rows every `interval`, the first time one interval from now, in
+    /// batches of [`cleanup_batch`](PostgresStoreBuilder::cleanup_batch) rows per statement.
+    ///
+    /// A failed sweep is logged and tried again on the next tick. The task ends when the
+    /// returned handle is stopped ([`CleanupTask::stop`] waits for it) or dropped, or when the
+    /// last handle to this store is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero interval or when called outside a Tokio runtime.
+    pub fn start_cleanup(&self, interval: Duration) -> Result<CleanupTask> {
+        let task = CleanupTask::spawn(
+            STORE,
+            interval,
+            Arc::downgrade(&self.inner),
+            |inner: Arc<Inner>| async move { inner.delete_expired().await },
+        )?;
+        task.ok_or_else(|| Error::Config("the cleanup interval must be above zero".into()))
+    }
+}
+
+impl Inner {
+    async fn delete_expired(&self) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let deleted = sqlx::query(&self.sql.delete_expired_batch)
+                .bind(self.cleanup_batch)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+            total += deleted;
+            // A short batch means nothing expired is left (or the rest is locked by requests
+            // right now and will be swept next time).
+            if deleted < self.cleanup_batch.unsigned_abs() {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+fn key_from_db(bytes: &[u8]) -> Result<SessionKey> {
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| Error::corrupt(format!("stored key is {} bytes, not 32", bytes.len())))?;
+    Ok(SessionKey::from_bytes(bytes))
+}
+
+/// Reads a row of `key, data, created_at, expires_at, version, owner`.
+fn record_from_row(row: &PgRow) -> Result<Record> {
+    let key: &[u8] = row.try_get(0).map_err(map_err)?;
+    let data: Vec<u8> = row.try_get(1).map_err(map_err)?;
+    let created_at: PgMillis = row.try_get(2).map_err(map_err)?;
+    let expires_at: PgMillis = row.try_get(3).map_err(map_err)?;
+    let version: i64 = row.try_get(4).map_err(map_err)?;
+    let owner: Option<String> = row.try_get(5).map_err(map_err)?;
+    Ok(Record {
+        key: key_from_db(key)?,
+        data: Bytes::from(data),
+        created_at: created_at.0,
+        expires_at: expires_at.0,
+        version: version_from_db(version)?,
+        owner,
+    })
+}
+
+fn count_from_db(n: i64) -> u64 {
+    // `count(*)` is never negative.
+    n.unsigned_abs()
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn create(&self, record: &Record) -> Result<()> {
+        let inner = &*self.inner;
+        check_data_len(inner.max_data_len, record.data.len())?;
+        let inserted = sqlx::query(&inner.sql.insert)
+            .bind(record.key.as_bytes().as_slice())
+            .bind(&record.data[..])
+            .bind(PgMillis(record.created_at))
+            .bind(PgMillis(record.expires_at))
+            .bind(version_to_db(record.version)?)
+            .bind(record.owner.as_deref())
+            .execute(&inner.pool)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        if inserted == 0 {
+            Err(Error::AlreadyExists)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let inner = &*self.inner;
+        let row = sqlx::query(&inner.sql.load)
+            .bind(key.as_bytes().as_slice())
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn save(&self, record: &Record) -> Result<u64> {
+        let inner = &*self.inner;
+        check_data_len(inner.max_data_len, record.data.len())?;
+        let row = sqlx::query(&inner.sql.save)
+            .bind(record.key.as_bytes().as_slice())
+            .bind(version_to_db(record.version)?)
+            .bind(&record.data[..])
+            .bind(PgMillis(record.expires_at))
+            .bind(record.owner.as_deref())
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        let new_version: Option<i64> = row.try_get(0).map_err(map_err)?;
+        let was_live: bool = row.try_get(1).map_err(map_err)?;
+        match (new_version, was_live) {
+            (Some(v), _) => version_from_db(v),
+            (None, true) => Err(Error::Conflict),
+            (None, false) => Err(Error::NotFound),
+        }
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let inner = &*self.inner;
+        let live: Option<bool> = sqlx::query_scalar(&inner.sql.delete)
+            .bind(key.as_bytes().as_slice())
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(live.unwrap_or(false))
+    }
+
+    async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let inner = &*self.inner;
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes().as_slice()).collect();
+        let n: i64 = sqlx::query_scalar(&inner.sql.delete_many)
+            .bind(keys)
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(count_from_db(n))
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        let inner = &*self.inner;
+        sqlx::query_scalar(&inner.sql.exists)
+            .bind(key.as_bytes().as_slice())
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+        let inner = &*self.inner;
+        let moved = sqlx::query(&inner.sql.change_id)
+            .bind(old.as_bytes().as_slice())
+            .bind(new.as_bytes().as_slice())
+            .execute(&inner.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::AlreadyExists
+                } else {
+                    map_err(e)
+                }
+            })?
+            .rows_affected();
+        if moved == 0 {
+            Err(Error::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        let inner = &*self.inner;
+        let touched = sqlx::query(&inner.sql.touch)
+            .bind(key.as_bytes().as_slice())
+            .bind(PgMillis(expires_at))
+            .execute(&inner.pool)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        if touched == 0 {
+            Err(Error::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let inner = &*self.inner;
+        let n: i64 = sqlx::query_scalar(&inner.sql.count)
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(count_from_db(n))
+    }
+
+    async fn count_expired(&self) -> Result<u64> {
+        let inner = &*self.inner;
+        let n: i64 = sqlx::query_scalar(&inner.sql.count_expired)
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(count_from_db(n))
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        self.inner.delete_expired().await
+    }
+
+    async fn list(&self) -> Result<Vec<SessionKey>> {
+        let inner = &*self.inner;
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(&inner.sql.list)
+            .fetch_all(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(|k| key_from_db(k)).collect()
+    }
+
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
+        let inner = &*self.inner;
+        let rows = sqlx::query(&inner.sql.list_by_owner)
+            .bind(owner)
+            .fetch_all(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        let inner = &*self.inner;
+        let n: i64 = sqlx::query_scalar(&inner.sql.delete_by_owner)
+            .bind(owner)
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(count_from_db(n))
+    }
+
+    fn max_data_len(&self) -> Option<usize> {
+        self.inner.max_data_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        check::<PostgresStore>();
+        check::<PostgresStoreBuilder>();
+    }
+}
