@@ -1,0 +1,447 @@
+//! Failures a Redis store meets in production, each with a typed error and recovery without
+//! rebuilding the store: connections killed by the server, a server restart, a hung server
+//! and an exhausted pool.
+//!
+//! Tests that kill, pause or restart a server start their own `redis-server` on a free port
+//! and never touch the shared one at `REDIS_URL`; they run wherever `REDIS_URL` is set (the
+//! sign that Redis is installed here), under the usual skip rule.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use session_core::conformance::service_url;
+use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
+use session_redis::RedisStore;
+use session_redis::deadpool_redis::{Config, PoolConfig, Runtime, Timeouts};
+use session_redis::redis;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A `redis-server` of this test's own, killed when dropped.
+struct Server {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let port = match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(addr) => addr.port(),
+            Err(e) => panic!("no free port: {e}"),
+        };
+        let mut server = Self { port, child: None };
+        server.spawn();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        self.child = Some(match child {
+            Ok(child) => child,
+            Err(e) => panic!("could not start redis-server (is it installed?): {e}"),
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.admin().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not come up", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else {
+            panic!("server not running")
+        };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
+    }
+
+    /// A plain connection for commands from "the server side", if the server answers.
+    fn admin(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut conn).ok()?;
+        Some(conn)
+    }
+
+    fn run(&self, cmd: &mut redis::Cmd) -> redis::Value {
+        let Some(mut conn) = self.admin() else {
+            panic!("own redis-server is not answering")
+        };
+        match cmd.query(&mut conn) {
+            Ok(v) => v,
+            Err(e) => panic!("admin command failed: {e}"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn build(builder: session_redis::RedisStoreBuilder) -> RedisStore {
+    match builder.build() {
+        Ok(store) => store,
+        Err(e) => panic!("building the store failed: {e}"),
+    }
+}
+
+fn record() -> Record {
+    Record::new(
+        SessionId::generate().key(),
+        &b"payload"[..],
+        Timestamp::now() + HOUR,
+    )
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(what: &str, result: session_core::Result<T>) {
+    match result {
+        Err(Error::Unavailable { store: "redis", .. }) => {}
+        other => panic!("{what}: expected Error::Unavailable from redis, got {other:?}"),
+    }
+}
+
+async fn must<T>(what: &str, fut: impl Future<Output = session_core::Result<T>>) -> T {
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("{what} failed: {e:?}"),
+        Err(_) => panic!("{what} hung"),
+    }
+}
+
+/// Recovery after a failure: the pool replaces dead connections when they are next checked
+/// out, so the very next operations on the same store succeed.
+async fn works(store: &RedisStore) {
+    let r = record();
+    must("create after recovery", store.create(&r)).await;
+    let back = must("load after recovery", store.load(&r.key)).await;
+    assert_eq!(back, Some(r), "the store must work again after recovery");
+}
+
+/// A write held by the server (`CLIENT PAUSE WRITE`) whose connection the server then kills
+/// fails with `Unavailable`; the next operation gets a fresh connection and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_during_a_call_is_unavailable_then_recovers() {
+    if service_url("REDIS_URL").is_none() {
+        return;
+    }
+    let server = Server::start();
+    let store = build(RedisStore::builder().url(server.url()).pool_size(1));
+    let r = record();
+    must("create", store.create(&r)).await;
+
+    server.run(redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE"));
+    let touch = tokio::spawn({
+        let store = store.clone();
+        async move { store.touch(&r.key, Timestamp::now() + HOUR + HOUR).await }
+    });
+    // Wait until the touch script is parked on the server, then kill its connection.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let list = server.run(redis::cmd("CLIENT").arg("LIST"));
+        let list = match list {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            redis::Value::VerbatimString { text, .. } => text,
+            other => panic!("unexpected CLIENT LIST reply {other:?}"),
+        };
+        if list.contains("cmd=evalsha") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the touch never reached the server: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.run(
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes"),
+    );
+    let result = match tokio::time::timeout(Duration::from_secs(5), touch).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => panic!("touch task failed: {e}"),
+        Err(_) => panic!("the touch on a killed connection hung"),
+    };
+    assert_unavailable("touch on a connection killed by the server", result);
+    server.run(redis::cmd("CLIENT").arg("UNPAUSE"));
+
+    works(&store).await;
+    assert_eq!(
+        must("load", store.load(&r.key)).await.map(|x| x.data),
+        Some(r.data)
+    );
+}
+
+/// Loads and saves from many tasks while the server keeps killing every client connection:
+/// every failure is `Unavailable` (never a panic, a hang or a wrong answer), and once the
+/// killing stops the same store works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_under_load_gives_typed_errors_then_recovers() {
+    if service_url("REDIS_URL").is_none() {
+        return;
+    }
+    let server = Arc::new(Server::start());
+    let store = build(RedisStore::builder().url(server.url()).pool_size(4));
+    let r = record();
+    must("create", store.create(&r)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = std::thread::spawn({
+        let (server, stop) = (Arc::clone(&server), Arc::clone(&stop));
+        move || {
+            let mut kills = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(mut conn) = server.admin() {
+                    let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+                        .query(&mut conn);
+                    kills += killed.unwrap_or(0);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            kills
+        }
+    });
+
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, key) = (store.clone(), r.key);
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut successes = 0u32;
+            for _ in 0..300 {
+                match store.load(&key).await {
+                    Ok(Some(found)) => {
+                        assert_eq!(found.key, key, "a load must never return another record");
+                        successes += 1;
+                    }
+                    Ok(None) => {
+                        panic!("a live record loaded as None while connections were killed")
+                    }
+                    Err(e) => failures.push(e),
+                }
+            }
+            (successes, failures)
+        }));
+    }
+    let mut failures = Vec::new();
+    for task in tasks {
+        match tokio::time::timeout(Duration::from_secs(60), task).await {
+            Ok(Ok((_, f))) => failures.extend(f),
+            Ok(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => panic!("loads hung while connections were killed"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let kills = match killer.join() {
+        Ok(kills) => kills,
+        Err(e) => std::panic::resume_unwind(e),
+    };
+    assert!(
+        kills > 0,
+        "the server killed no connection, so this test tested nothing"
+    );
+    assert!(
+        !failures.is_empty(),
+        "{kills} kills and not one load failed: the kills missed every call"
+    );
+    for e in failures {
+        assert!(
+            matches!(e, Error::Unavailable { store: "redis", .. }),
+            "a killed connection must give Unavailable, got {e:?}"
+        );
+    }
+    works(&store).await;
+}
+
+/// While the server is down every call fails with `Unavailable`; when it is back on the same
+/// port the same store works again (its data is gone: this server keeps nothing on disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_is_unavailable_then_recovers() {
+    if service_url("REDIS_URL").is_none() {
+        return;
+    }
+    let mut server = Server::start();
+    let store = build(RedisStore::builder().url(server.url()).pool_size(2));
+    let r = record();
+    must("create", store.create(&r)).await;
+
+    server.stop();
+    let started = Instant::now();
+    assert_unavailable("load while down", store.load(&r.key).await);
+    assert_unavailable("create while down", store.create(&record()).await);
+    assert_unavailable("save while down", store.save(&r).await);
+    assert_unavailable("count while down", store.count().await);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a refused connection must fail fast"
+    );
+
+    server.restart();
+    works(&store).await;
+    assert_eq!(
+        must("load of a session from before", store.load(&r.key)).await,
+        None
+    );
+}
+
+/// A server that stops answering (SIGSTOP) makes calls fail with `Unavailable` after the
+/// command timeout instead of hanging; when it resumes, the store works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_times_out_then_recovers() {
+    if service_url("REDIS_URL").is_none() {
+        return;
+    }
+    let server = Server::start();
+    let store = build(
+        RedisStore::builder()
+            .url(server.url())
+            .pool_size(1)
+            .command_timeout(Some(Duration::from_millis(300))),
+    );
+    works(&store).await;
+
+    server.signal("-STOP");
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(5), store.load(&record().key)).await;
+    server.signal("-CONT");
+    match result {
+        Ok(result) => assert_unavailable("load from a stopped server", result),
+        Err(_) => panic!("a load from a stopped server hung past the command timeout"),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "timed out before the limit"
+    );
+    works(&store).await;
+}
+
+/// With every connection checked out, a call fails with `Unavailable` after the pool's wait
+/// timeout instead of waiting; once a connection is back, calls work. Checked for the pool the
+/// store builds and for a pool the user hands in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_is_unavailable_not_a_hang() {
+    let Some(url) = service_url("REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("failures:{}:", &SessionId::generate().key().to_hex()[..16]);
+    let own = build(
+        RedisStore::builder()
+            .url(&url)
+            .prefix(&prefix)
+            .pool_size(1)
+            .wait_timeout(Duration::from_millis(100)),
+    );
+    let mut config = Config::from_url(url);
+    let mut pool_config = PoolConfig::new(1);
+    pool_config.timeouts = Timeouts::wait_millis(100);
+    config.pool = Some(pool_config);
+    let pool = match config.create_pool(Some(Runtime::Tokio1)) {
+        Ok(pool) => pool,
+        Err(e) => panic!("building the pool failed: {e}"),
+    };
+    let theirs = build(RedisStore::builder().pool(pool).prefix(&prefix));
+
+    for store in [own, theirs] {
+        let r = record();
+        must("create", store.create(&r)).await;
+        let held = match store.pool().get().await {
+            Ok(conn) => conn,
+            Err(e) => panic!("checkout failed: {e}"),
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(3), store.load(&r.key)).await {
+            Ok(result) => assert_unavailable("load from an exhausted pool", result),
+            Err(_) => panic!("a load from an exhausted pool hung"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the wait timeout did not apply"
+        );
+        drop(held);
+        assert_eq!(
+            must("load", store.load(&r.key)).await.map(|x| x.version),
+            Some(1)
+        );
+        assert!(must("delete", store.delete(&r.key)).await);
+    }
+}
+
+/// A bad URL or prefix is refused when the store is built, before any I/O.
+#[test]
+fn bad_configuration_is_refused() {
+    for builder in [
+        RedisStore::builder(),
+        RedisStore::builder().url("not a url"),
+        RedisStore::builder().url("redis://127.0.0.1:1").prefix(""),
+    ] {
+        match builder.build() {
+            Err(Error::Config(_)) => {}
+            other => panic!("expected Error::Config, got {other:?}"),
+        }
+    }
+}
+
+/// Oversized data fails with `TooLarge` before any I/O: the server here does not exist.
+#[tokio::test]
+async fn too_large_is_checked_before_io() {
+    let store = build(
+        RedisStore::builder()
+            .url("redis://127.0.0.1:1")
+            .max_data_len(Some(8)),
+    );
+    let mut r = record();
+    r.data = vec![0; 9].into();
+    assert!(matches!(
+        store.create(&r).await,
+        Err(Error::TooLarge { size: 9, limit: 8 })
+    ));
+    assert!(matches!(
+        store.save(&r).await,
+        Err(Error::TooLarge { size: 9, limit: 8 })
+    ));
+    let debug = format!(
+        "{:?}",
+        RedisStore::builder().url("redis://user:hunter2@127.0.0.1:1")
+    );
+    assert!(
+        !debug.contains("hunter2"),
+        "the builder's Debug must hide the URL: {debug}"
+    );
+}
