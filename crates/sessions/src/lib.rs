@@ -4,6 +4,7 @@
 //! | feature | module | store |
 //! |---|---|---|
 //! | `memory` (default) | [`memory`] | sharded RAM, background cleanup |
+//! | `redis` | `redis` | Redis through a deadpool pool, server-side expiry, Lua scripts |
 //!
 //! ```
 //! use std::time::Duration;
@@ -28,4 +29,10 @@ pub use session_core::*;
 #[cfg(feature = "memory")]
 pub mod memory {
     pub use session_memory::*;
+}
+
+/// The Redis store (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use session_redis::*;
 }
