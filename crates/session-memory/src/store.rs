@@ -51,6 +51,7 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<SessionKey, V, BuildHasherDefault<KeyHasher>>;
 type KeySet = HashSet<SessionKey, BuildHasherDefault<KeyHasher>>;
+type OwnerMap = HashMap<Arc<str>, KeySet>;
 
 struct Entry {
     data: Bytes,
@@ -116,18 +117,34 @@ pub enum Change<'a> {
         key: &'a SessionKey,
         /// The new deadline.
         expires_at: Timestamp,
+        /// The touched record's version, unchanged by the touch.
+        version: u64,
+        /// The touched record's creation time, unchanged by the touch. With `version` it lets a
+        /// journal replay apply the touch only to the record it was made on.
+        created_at: Timestamp,
     },
     /// A record was removed (deleted, swept, or replaced after expiring).
     Delete {
         /// The removed key.
         key: &'a SessionKey,
     },
-    /// A record moved from one key to another, unchanged.
+    /// A record moved from one key to another, unchanged. The moved record's whole state comes
+    /// along, so a journal can replay the move without relying on what it holds for `old`.
     Move {
         /// Where it was.
         old: &'a SessionKey,
         /// Where it is now.
         new: &'a SessionKey,
+        /// Its data.
+        data: &'a Bytes,
+        /// When it was created.
+        created_at: Timestamp,
+        /// Its deadline.
+        expires_at: Timestamp,
+        /// Its version.
+        version: u64,
+        /// Its owner.
+        owner: Option<&'a str>,
     },
 }
 
@@ -142,7 +159,7 @@ pub trait ChangeObserver: fmt::Debug + Send + Sync + 'static {
 
 struct Shared {
     shards: Box<[RwLock<Shard>]>,
-    owners: Box<[Mutex<HashMap<Arc<str>, KeySet>>]>,
+    owners: Box<[Mutex<OwnerMap>]>,
     owner_hasher: RandomState,
     max_data_len: Option<usize>,
     observer: Option<Arc<dyn ChangeObserver>>,
@@ -354,7 +371,7 @@ impl Shared {
         write(&self.shards[shard_of(key)])
     }
 
-    fn owner_shard(&self, owner: &str) -> MutexGuard<'_, HashMap<Arc<str>, KeySet>> {
+    fn owner_shard(&self, owner: &str) -> MutexGuard<'_, OwnerMap> {
         let h = self.owner_hasher.hash_one(owner);
         lock(&self.owners[(h as usize) % OWNER_SHARDS])
     }
@@ -559,7 +576,15 @@ impl SessionStore for MemoryStore {
         };
         shared.unindex(from, old, &entry);
         shared.index(to, new, &entry);
-        shared.observe(|| Change::Move { old, new });
+        shared.observe(|| Change::Move {
+            old,
+            new,
+            data: &entry.data,
+            created_at: entry.created_at,
+            expires_at: entry.expires_at,
+            version: entry.version,
+            owner: entry.owner.as_deref(),
+        });
         to.records.insert(*new, entry);
         Ok(())
     }
@@ -577,7 +602,13 @@ impl SessionStore for MemoryStore {
             shard.by_expiry.insert((expires_at, *key));
             entry.expires_at = expires_at;
         }
-        shared.observe(|| Change::Touch { key, expires_at });
+        let (version, created_at) = (entry.version, entry.created_at);
+        shared.observe(|| Change::Touch {
+            key,
+            expires_at,
+            version,
+            created_at,
+        });
         Ok(())
     }
 
@@ -683,7 +714,15 @@ fn move_within(
     };
     shared.unindex(shard, old, &entry);
     shared.index(shard, new, &entry);
-    shared.observe(|| Change::Move { old, new });
+    shared.observe(|| Change::Move {
+        old,
+        new,
+        data: &entry.data,
+        created_at: entry.created_at,
+        expires_at: entry.expires_at,
+        version: entry.version,
+        owner: entry.owner.as_deref(),
+    });
     shard.records.insert(*new, entry);
     Ok(())
 }

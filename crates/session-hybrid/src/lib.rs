@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+
+mod codec;
+mod config;
+mod journal;
+mod replay;
+mod store;
+
+pub use config::{
+    DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_MIN_BYTES, DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL,
+    Durability, HybridStoreBuilder, ReplayReport,
+};
+pub use session_memory;
+pub use store::HybridStore;
+
+#[cfg(test)]
+mod send_sync {
+    fn check<T: Send + Sync>() {}
+    #[test]
+    fn public_types_are_send_and_sync() {
+        check::<super::HybridStore>();
+        check::<super::HybridStoreBuilder>();
+        check::<super::ReplayReport>();
+    }
+}

@@ -1,0 +1,297 @@
+//! Reading a directory back: the newest valid snapshot, then the log segments after it, cut at
+//! the first torn or corrupt entry.
+//!
+//! Layout: `snap-N.snap` holds every live session as of the moment the log moved on to
+//! segment `log-N.log`; replay is that snapshot followed by segments `N, N+1, …` in order.
+//! Changes made while a snapshot was being written may be in both the snapshot and segment `N`:
+//! replaying them again is harmless because a put or a move carries the whole record, a
+//! delete needs nothing, and a touch applies only to the record (version and creation time)
+//! it was made on.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+
+use session_core::{Record, SessionKey};
+
+use crate::codec::{self, Entry, FrameReader, Next};
+use crate::config::ReplayReport;
+
+pub(crate) fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("log-{n:020}.log"))
+}
+
+pub(crate) fn snapshot_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("snap-{n:020}.snap"))
+}
+
+pub(crate) fn snapshot_tmp_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("snap-{n:020}.tmp"))
+}
+
+/// The files of a store directory, by kind.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    pub(crate) snapshots: Vec<u64>,
+    pub(crate) segments: Vec<u64>,
+    pub(crate) temps: Vec<PathBuf>,
+}
+
+fn number(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub(crate) fn list(dir: &Path) -> io::Result<Listing> {
+    let mut listing = Listing::default();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = number(name, "snap-", ".snap") {
+            listing.snapshots.push(n);
+        } else if let Some(n) = number(name, "log-", ".log") {
+            listing.segments.push(n);
+        } else if number(name, "snap-", ".tmp").is_some() {
+            listing.temps.push(entry.path());
+        }
+    }
+    listing.snapshots.sort_unstable();
+    listing.segments.sort_unstable();
+    Ok(listing)
+}
+
+/// Makes renames and new files in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// What replay rebuilt, and where the log continues.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    pub(crate) records: HashMap<SessionKey, Record>,
+    pub(crate) report: ReplayReport,
+    /// The segment new changes are appended to, and its length.
+    pub(crate) segment: u64,
+    pub(crate) segment_len: u64,
+    /// The snapshot replay started from and its size.
+    pub(crate) base: Option<u64>,
+    pub(crate) base_bytes: u64,
+    /// Log bytes kept after that snapshot.
+    pub(crate) log_since_base: u64,
+}
+
+/// Reads snapshot `n` whole; `None` when any check fails (the caller sets it aside).
+fn load_snapshot(path: &Path, n: u64) -> io::Result<Option<(Vec<Record>, u64)>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len);
+    if !matches!(reader.next_frame()?, Next::Frame)
+        || codec::decode_snapshot_header(&reader.payload) != Some(n)
+    {
+        return Ok(None);
+    }
+    let mut records = Vec::new();
+    loop {
+        if !matches!(reader.next_frame()?, Next::Frame) {
+            return Ok(None);
+        }
+        if let Some(count) = codec::decode_snapshot_end(&reader.payload) {
+            let complete =
+                count == records.len() as u64 && matches!(reader.next_frame()?, Next::End);
+            return Ok(complete.then_some((records, len)));
+        }
+        match codec::decode_entry(&reader.payload) {
+            Some(Entry::Put(record)) => records.push(record),
+            _ => return Ok(None),
+        }
+    }
+}
+
+fn apply(records: &mut HashMap<SessionKey, Record>, entry: Entry) {
+    match entry {
+        Entry::Put(record) => {
+            records.insert(record.key, record);
+        }
+        Entry::Touch {
+            key,
+            expires_at,
+            version,
+            created_at,
+        } => {
+            if let Some(r) = records.get_mut(&key)
+                && r.version == version
+                && r.created_at == created_at
+            {
+                r.expires_at = expires_at;
+            }
+        }
+        Entry::Delete(key) => {
+            records.remove(&key);
+        }
+        Entry::Move { old, record } => {
+            records.remove(&old);
+            records.insert(record.key, record);
+        }
+    }
+}
+
+/// How replaying one segment ended.
+enum SegmentEnd {
+    Clean,
+    Cut { good: u64, len: u64 },
+}
+
+fn replay_segment(
+    path: &Path,
+    records: &mut HashMap<SessionKey, Record>,
+    report: &mut ReplayReport,
+) -> io::Result<SegmentEnd> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len);
+    loop {
+        match reader.next_frame()? {
+            Next::Frame => match codec::decode_entry(&reader.payload) {
+                Some(entry) => {
+                    apply(records, entry);
+                    report.entries_applied += 1;
+                }
+                None => {
+                    // A valid checksum over an undecodable payload: treat it like damage, and
+                    // cut before it.
+                    report.corrupt_entry = true;
+                    let good = reader.good - (codec::FRAME_HEADER + reader.payload.len()) as u64;
+                    return Ok(SegmentEnd::Cut { good, len });
+                }
+            },
+            Next::End => return Ok(SegmentEnd::Clean),
+            Next::Torn => {
+                report.torn_tail = true;
+                return Ok(SegmentEnd::Cut {
+                    good: reader.good,
+                    len,
+                });
+            }
+            Next::Corrupt => {
+                report.corrupt_entry = true;
+                return Ok(SegmentEnd::Cut {
+                    good: reader.good,
+                    len,
+                });
+            }
+        }
+    }
+}
+
+/// Replays `dir`, repairing it on the way: temp files removed, bad snapshots renamed aside,
+/// the log cut at its first bad entry and later segments removed. Only I/O failures are
+/// errors; damage is reported.
+pub(crate) fn replay(dir: &Path) -> io::Result<Replayed> {
+    let listing = list(dir)?;
+    for temp in &listing.temps {
+        fs::remove_file(temp)?;
+    }
+    let mut report = ReplayReport::default();
+    let mut records = HashMap::new();
+    let mut base = None;
+    let mut base_bytes = 0;
+    for &n in listing.snapshots.iter().rev() {
+        let path = snapshot_path(dir, n);
+        match load_snapshot(&path, n)? {
+            Some((loaded, bytes)) => {
+                report.snapshot = Some(n);
+                report.snapshot_records = loaded.len() as u64;
+                records.reserve(loaded.len());
+                records.extend(loaded.into_iter().map(|r| (r.key, r)));
+                base = Some(n);
+                base_bytes = bytes;
+                break;
+            }
+            None => {
+                tracing::warn!(path = %path.display(), "session snapshot failed its checks; set aside as .corrupt");
+                fs::rename(&path, path.with_extension("corrupt"))?;
+                report.snapshots_rejected += 1;
+            }
+        }
+    }
+    let segments: Vec<u64> = listing
+        .segments
+        .iter()
+        .copied()
+        .filter(|&k| base.is_none_or(|b| k >= b))
+        .collect();
+    let mut expected = base.or(segments.first().copied()).unwrap_or(0);
+    let mut current = None;
+    let mut log_since_base = 0;
+    let mut cut = false;
+    for &k in &segments {
+        let path = segment_path(dir, k);
+        if cut || k != expected {
+            // After a bad entry, or past a missing segment, later entries would be replayed
+            // over a state they were not made on.
+            report.bytes_dropped += fs::metadata(&path)?.len();
+            report.segments_dropped += 1;
+            fs::remove_file(&path)?;
+            cut = true;
+            continue;
+        }
+        report.segments_replayed += 1;
+        let kept = match replay_segment(&path, &mut records, &mut report)? {
+            SegmentEnd::Clean => fs::metadata(&path)?.len(),
+            SegmentEnd::Cut { good, len } => {
+                tracing::warn!(path = %path.display(), dropped = len - good, "session log cut at its first torn or corrupt entry");
+                report.bytes_dropped += len - good;
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(good)?;
+                file.sync_all()?;
+                cut = true;
+                good
+            }
+        };
+        log_since_base += kept;
+        current = Some((k, kept));
+        expected = k + 1;
+    }
+    if report.segments_dropped > 0 || !listing.temps.is_empty() || report.snapshots_rejected > 0 {
+        sync_dir(dir)?;
+    }
+    let (segment, segment_len) = current.unwrap_or((expected, 0));
+    Ok(Replayed {
+        records,
+        report,
+        segment,
+        segment_len,
+        base,
+        base_bytes,
+        log_since_base,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_strictly() {
+        assert_eq!(
+            number("log-00000000000000000042.log", "log-", ".log"),
+            Some(42)
+        );
+        assert_eq!(number("log-42.log", "log-", ".log"), None);
+        assert_eq!(number("log-0000000000000000004x.log", "log-", ".log"), None);
+        assert_eq!(
+            number("snap-00000000000000000007.corrupt", "snap-", ".snap"),
+            None
+        );
+        let dir = Path::new("/d");
+        assert_eq!(
+            snapshot_path(dir, 7).with_extension("corrupt"),
+            dir.join("snap-00000000000000000007.corrupt")
+        );
+    }
+}

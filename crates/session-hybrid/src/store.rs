@@ -1,0 +1,331 @@
+//! The store: a [`MemoryStore`] whose every change is journaled to disk.
+
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use session_core::{Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait};
+use session_memory::MemoryStore;
+
+use crate::config::{Durability, HybridStoreBuilder, ReplayReport};
+use crate::journal::{Compaction, Flusher, Journal};
+use crate::replay::{self, segment_path, sync_dir};
+
+const STORE: &str = "hybrid";
+const LOCK_FILE: &str = "LOCK";
+
+/// A [`SessionStore`] with the speed of [`MemoryStore`] (it *is* one) that keeps its sessions
+/// across restarts and crashes in a directory: an append-only log of every change, flushed in
+/// batches, plus snapshots that let the log be compacted.
+///
+/// One store owns its directory: a second open of the same directory, from this process or
+/// another, fails while this one is open. The store is not `Clone`; share it in an `Arc`.
+///
+/// Shut down with [`close`](Self::close). Dropping the store also writes and fsyncs what is
+/// buffered, blocking the dropping thread for that one fsync.
+pub struct HybridStore {
+    memory: MemoryStore,
+    journal: Arc<Journal>,
+    durability: Durability,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+    compactions: Arc<AtomicU64>,
+    report: ReplayReport,
+    dir: PathBuf,
+    // Last field: the directory stays locked until the flusher has finished with it.
+    lock: Mutex<Option<File>>,
+}
+
+impl fmt::Debug for HybridStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HybridStore")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("memory", &self.memory)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(error: std::io::Error) -> Error {
+    Error::backend(STORE, error)
+}
+
+impl HybridStore {
+    /// Opens `dir` with default settings; see [`HybridStoreBuilder::open`].
+    ///
+    /// # Errors
+    /// As [`HybridStoreBuilder::open`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::builder(dir).open()
+    }
+
+    /// Starts configuring a store kept in `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> HybridStoreBuilder {
+        HybridStoreBuilder::new(dir.as_ref())
+    }
+
+    pub(crate) fn open_with(config: HybridStoreBuilder) -> Result<Self> {
+        let dir = config.dir;
+        std::fs::create_dir_all(&dir).map_err(backend)?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(backend)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Config(
+                    format!(
+                        "session directory {} is in use by another open store",
+                        dir.display()
+                    )
+                    .into(),
+                ));
+            }
+            Err(TryLockError::Error(e)) => return Err(backend(e)),
+        }
+        let replayed = replay::replay(&dir).map_err(backend)?;
+        let mut report = replayed.report;
+        let journal = Arc::new(Journal::new(config.flush_bytes));
+        let memory = MemoryStore::builder()
+            .cleanup_interval(config.cleanup_interval)
+            .max_data_len(config.max_data_len)
+            .observer(Arc::clone(&journal) as _)
+            .build()?;
+        let now = Timestamp::now();
+        for record in replayed.records.into_values() {
+            if record.is_expired_at(now) {
+                report.expired_skipped += 1;
+            } else {
+                report.sessions_loaded += 1;
+                memory.restore(record);
+            }
+        }
+        let segment = segment_path(&dir, replayed.segment);
+        let created = !segment.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&segment)
+            .map_err(backend)?;
+        if created {
+            sync_dir(&dir).map_err(backend)?;
+        }
+        let compactions = Arc::new(AtomicU64::new(0));
+        let flusher = Flusher::new(
+            Arc::clone(&journal),
+            memory.clone(),
+            dir.clone(),
+            config.durability.interval(),
+            file,
+            replayed.segment,
+            replayed.segment_len,
+            Compaction {
+                factor: config.compact_factor,
+                min_bytes: config.compact_min_bytes,
+                base: replayed.base,
+                base_bytes: replayed.base_bytes,
+                log_since_base: replayed.log_since_base,
+            },
+            Arc::clone(&compactions),
+        );
+        let flusher = std::thread::Builder::new()
+            .name("session-hybrid-flush".into())
+            .spawn(move || flusher.run())
+            .map_err(backend)?;
+        if report.lost_anything() {
+            tracing::warn!(dir = %dir.display(), ?report, "session store opened with damaged files; the damage was cut off");
+        }
+        Ok(Self {
+            memory,
+            journal,
+            durability: config.durability,
+            flusher: Mutex::new(Some(flusher)),
+            closed: AtomicBool::new(false),
+            compactions,
+            report,
+            dir,
+            lock: Mutex::new(Some(lock)),
+        })
+    }
+
+    /// What opening the directory found: what was replayed, and what was dropped as torn or
+    /// corrupt.
+    pub fn replay_report(&self) -> &ReplayReport {
+        &self.report
+    }
+
+    /// The directory this store keeps its files in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How the store makes changes durable.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// How many compactions (snapshot + log cleanup) have completed since the store opened.
+    pub fn compactions(&self) -> u64 {
+        self.compactions.load(Ordering::Relaxed)
+    }
+
+    /// Writes and fsyncs every change made so far; returns once they are on disk.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when writing the log fails (the changes stay buffered and are
+    /// retried) or the store is closed.
+    pub async fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        let seq = self.journal.request_flush();
+        self.journal.wait(seq).await
+    }
+
+    /// Flushes every change, stops the background work, and releases the directory so it
+    /// can be opened again. Later calls on this store fail with [`Error::Backend`]. Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the last flush fails; what it held is lost.
+    pub async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.memory.stop_cleanup().await;
+        let seq = self.journal.stop();
+        let result = self.journal.wait(seq).await;
+        self.journal.stopped().await;
+        let handle = self
+            .flusher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            // It has published `stopped` as its last act, so this returns at once.
+            let _ = handle.join();
+        }
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        result
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::backend(STORE, "the store is closed"));
+        }
+        Ok(())
+    }
+
+    /// Under [`Durability::EveryWrite`], waits until the caller's change is on disk.
+    async fn durable<T>(&self, result: Result<T>) -> Result<T> {
+        let value = result?;
+        if self.durability == Durability::EveryWrite {
+            let seq = self.journal.request_flush();
+            self.journal.wait(seq).await?;
+        }
+        Ok(value)
+    }
+}
+
+impl Drop for HybridStore {
+    fn drop(&mut self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.journal.stop();
+        let handle = self
+            .flusher
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            // Best effort: the flusher writes and fsyncs what is buffered, then ends.
+            let _ = handle.join();
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for HybridStore {
+    async fn create(&self, record: &Record) -> Result<()> {
+        self.check_open()?;
+        self.durable(self.memory.create(record).await).await
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.check_open()?;
+        self.memory.load(key).await
+    }
+
+    async fn save(&self, record: &Record) -> Result<u64> {
+        self.check_open()?;
+        self.durable(self.memory.save(record).await).await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.check_open()?;
+        self.durable(self.memory.delete(key).await).await
+    }
+
+    async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
+        self.check_open()?;
+        self.durable(self.memory.delete_many(keys).await).await
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        self.check_open()?;
+        self.memory.exists(key).await
+    }
+
+    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+        self.check_open()?;
+        self.durable(self.memory.change_id(old, new).await).await
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        self.check_open()?;
+        self.durable(self.memory.touch(key, expires_at).await).await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        self.check_open()?;
+        self.memory.count().await
+    }
+
+    async fn count_expired(&self) -> Result<u64> {
+        self.check_open()?;
+        self.memory.count_expired().await
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        self.check_open()?;
+        self.durable(self.memory.delete_expired().await).await
+    }
+
+    async fn list(&self) -> Result<Vec<SessionKey>> {
+        self.check_open()?;
+        self.memory.list().await
+    }
+
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
+        self.check_open()?;
+        self.memory.list_by_owner(owner).await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        self.check_open()?;
+        self.durable(self.memory.delete_by_owner(owner).await).await
+    }
+
+    fn max_data_len(&self) -> Option<usize> {
+        self.memory.max_data_len()
+    }
+}
