@@ -103,14 +103,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sweeps_on_interval_survives_errors_and_stops() {
         let calls = Arc::new(AtomicU64::new(0));
-        let task = CleanupTask::spawn("test", Duration::from_secs(1), Arc::downgrade(&calls), |c: Arc<AtomicU64>| async move {
-            let n = c.fetch_add(1, Ordering::SeqCst);
-            if n == 1 { Err(Error::Conflict) } else { Ok(n) }
-        });
+        let task = CleanupTask::spawn(
+            "test",
+            Duration::from_secs(1),
+            Arc::downgrade(&calls),
+            |c: Arc<AtomicU64>| async move {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                if n == 1 { Err(Error::Conflict) } else { Ok(n) }
+            },
+        );
         let task = task.ok().flatten();
         assert!(task.is_some());
         tokio::time::sleep(Duration::from_millis(3_500)).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 3, "three ticks, the failing one included");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "three ticks, the failing one included"
+        );
         if let Some(task) = task {
             task.stop().await;
         }
@@ -121,20 +130,35 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ends_when_the_store_is_gone_and_zero_disables() {
         let target = Arc::new(());
-        let task = CleanupTask::spawn("test", Duration::from_secs(1), Arc::downgrade(&target), |_t: Arc<()>| async { Ok(0) })
-            .ok()
-            .flatten();
+        let task = CleanupTask::spawn(
+            "test",
+            Duration::from_secs(1),
+            Arc::downgrade(&target),
+            |_t: Arc<()>| async { Ok(0) },
+        )
+        .ok()
+        .flatten();
         drop(target);
         tokio::time::sleep(Duration::from_secs(2)).await;
         tokio::task::yield_now().await;
         assert!(task.as_ref().is_some_and(CleanupTask::is_finished));
-        let none = CleanupTask::spawn("test", Duration::ZERO, Arc::downgrade(&Arc::new(())), |_t: Arc<()>| async { Ok(0) });
+        let none = CleanupTask::spawn(
+            "test",
+            Duration::ZERO,
+            Arc::downgrade(&Arc::new(())),
+            |_t: Arc<()>| async { Ok(0) },
+        );
         assert!(matches!(none, Ok(None)));
     }
 
     #[test]
     fn outside_a_runtime_is_a_config_error() {
-        let r = CleanupTask::spawn("test", Duration::from_secs(1), Arc::downgrade(&Arc::new(())), |_t: Arc<()>| async { Ok(0) });
+        let r = CleanupTask::spawn(
+            "test",
+            Duration::from_secs(1),
+            Arc::downgrade(&Arc::new(())),
+            |_t: Arc<()>| async { Ok(0) },
+        );
         assert!(matches!(r, Err(Error::Config(_))));
     }
 }

@@ -127,11 +127,23 @@ mod tests {
         let bytes = codec.encode_map(&values).unwrap_or_default();
         let back = codec.decode_map(&bytes).unwrap_or_default();
         assert_eq!(back, values);
-        let cart_back: Cart = codec.decode(&back["cart"]).unwrap_or(Cart { items: vec![], note: None });
+        let cart_back: Cart = codec.decode(&back["cart"]).unwrap_or(Cart {
+            items: vec![],
+            note: None,
+        });
         assert_eq!(cart_back, cart);
-        assert!(matches!(codec.decode::<Cart>(b"\xc1garbage"), Err(Error::Corrupt(_))));
-        assert!(matches!(codec.decode_map(b"\xc1\x00\xff"), Err(Error::Corrupt(_))));
-        assert!(matches!(codec.decode::<u64>(&back["cart"]), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            codec.decode::<Cart>(b"\xc1garbage"),
+            Err(Error::Corrupt(_))
+        ));
+        assert!(matches!(
+            codec.decode_map(b"\xc1\x00\xff"),
+            Err(Error::Corrupt(_))
+        ));
+        assert!(matches!(
+            codec.decode::<u64>(&back["cart"]),
+            Err(Error::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -144,7 +156,8 @@ mod tests {
         round_trip(Json);
         let mut values = Values::new();
         values.insert("user".into(), Json.encode("ann").unwrap_or_default());
-        let text = String::from_utf8(Json.encode_map(&values).unwrap_or_default()).unwrap_or_default();
+        let text =
+            String::from_utf8(Json.encode_map(&values).unwrap_or_default()).unwrap_or_default();
         assert_eq!(text, r#"{"user":"ann"}"#);
     }
 

@@ -43,7 +43,10 @@ impl SessionId {
     /// can exist and continuing would be worse.
     pub fn generate() -> Self {
         let mut bytes = [0u8; ID_BYTES];
-        #[expect(clippy::expect_used, reason = "no safe fallback exists without OS randomness")]
+        #[expect(
+            clippy::expect_used,
+            reason = "no safe fallback exists without OS randomness"
+        )]
         getrandom::fill(&mut bytes).expect("the operating system's random source failed");
         Self::from_bytes(&bytes)
     }
@@ -179,14 +182,26 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.expose().len(), ID_TEXT_LEN);
         assert_eq!(a.expose().parse::<SessionId>(), Ok(a.clone()));
-        assert_eq!(a.key(), a.expose().parse::<SessionId>().map(|i| i.key()).unwrap_or(b.key()));
+        assert_eq!(
+            a.key(),
+            a.expose()
+                .parse::<SessionId>()
+                .map(|i| i.key())
+                .unwrap_or(b.key())
+        );
     }
 
     #[test]
     fn parsing_is_strict() {
         assert_eq!("".parse::<SessionId>(), Err(InvalidId::Length(0)));
-        assert_eq!("a".repeat(33).parse::<SessionId>(), Err(InvalidId::Length(33)));
-        assert_eq!("a".repeat(31).parse::<SessionId>(), Err(InvalidId::Length(31)));
+        assert_eq!(
+            "a".repeat(33).parse::<SessionId>(),
+            Err(InvalidId::Length(33))
+        );
+        assert_eq!(
+            "a".repeat(31).parse::<SessionId>(),
+            Err(InvalidId::Length(31))
+        );
         let mut bad = "a".repeat(31);
         bad.push('=');
         assert_eq!(bad.parse::<SessionId>(), Err(InvalidId::Alphabet));
@@ -208,7 +223,9 @@ mod tests {
 
     #[test]
     fn key_is_a_stable_hash_and_hex_round_trips() {
-        let id: SessionId = "abcdefghijklmnopqrstuvwxyz012345".parse().unwrap_or_else(|_| SessionId::generate());
+        let id: SessionId = "abcdefghijklmnopqrstuvwxyz012345"
+            .parse()
+            .unwrap_or_else(|_| SessionId::generate());
         let key = id.key();
         assert_eq!(key, id.key());
         assert_ne!(key, SessionId::generate().key());

@@ -310,12 +310,12 @@ impl<C: Codec> Settings<C> {
     fn set_cookie(&self, id: &SessionId, expires_at: Timestamp) -> Cookie<'static> {
         let mut cookie = self.base_cookie(id.expose().to_owned());
         if self.persistent {
-            let seconds = Timestamp::now().until(expires_at).as_secs();
-            cookie.set_max_age(cookie::time::Duration::seconds(
-                i64::try_from(seconds).unwrap_or(i64::MAX),
-            ));
+            // Round up: a deadline 800 ms away must not become `Max-Age=0`, which deletes.
+            let millis = Timestamp::now().until(expires_at).as_millis();
+            let seconds = i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX);
+            cookie.set_max_age(cookie::time::Duration::seconds(seconds));
             let at = cookie::time::OffsetDateTime::from_unix_timestamp(
-                expires_at.unix_millis().div_euclid(1000),
+                expires_at.unix_millis().div_euclid(1000) + 1,
             );
             if let Ok(at) = at {
                 cookie.set_expires(at);
@@ -325,7 +325,10 @@ impl<C: Codec> Settings<C> {
             Some(key) => {
                 let mut jar = CookieJar::new();
                 jar.signed_mut(key).add(cookie);
-                jar.delta().next().cloned().unwrap_or_else(|| self.base_cookie(String::new()))
+                jar.delta()
+                    .next()
+                    .cloned()
+                    .unwrap_or_else(|| self.base_cookie(String::new()))
             }
             None => cookie,
         }
@@ -348,7 +351,10 @@ impl<C: Codec> Settings<C> {
         };
         headers.append(SET_COOKIE, value);
         headers.append(VARY, HeaderValue::from_static("Cookie"));
-        headers.append(CACHE_CONTROL, HeaderValue::from_static("no-cache=\"Set-Cookie\""));
+        headers.append(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-cache=\"Set-Cookie\""),
+        );
     }
 }
 
@@ -389,7 +395,10 @@ impl<S: fmt::Debug, C: Codec> fmt::Debug for SessionService<S, C> {
 
 impl<S, C, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for SessionService<S, C>
 where
-    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     C: Codec,
     ReqBody: Send + 'static,
@@ -405,7 +414,9 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let settings = Arc::clone(&self.layer.settings);
-        let session = settings.manager.session_for(settings.incoming(req.headers()));
+        let session = settings
+            .manager
+            .session_for(settings.incoming(req.headers()));
         req.extensions_mut().insert(session.clone());
         // The service that was polled ready handles this request; the clone waits for the next.
         let clone = self.inner.clone();

@@ -35,8 +35,8 @@ pub use codec::{Codec, Json, MessagePack, Values};
 pub use error::{BoxError, Error, Result};
 pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, SessionId, SessionKey};
 pub use manager::{
-    CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, Session, SessionEvent, SessionListener,
-    SessionManager, SessionManagerBuilder, Status,
+    CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, Session, SessionEvent,
+    SessionListener, SessionManager, SessionManagerBuilder, Status,
 };
 pub use record::Record;
 pub use store::{SessionStore, check_data_len};

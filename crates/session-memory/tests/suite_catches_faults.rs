@@ -61,7 +61,11 @@ impl SessionStore for Faulty {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let found = self.inner.load(key).await?;
         if found.is_none() && self.fault == Fault::LoadCreates {
-            let empty = Record::new(*key, Vec::new(), Timestamp::now() + std::time::Duration::from_secs(60));
+            let empty = Record::new(
+                *key,
+                Vec::new(),
+                Timestamp::now() + std::time::Duration::from_secs(60),
+            );
             self.inner.create(&empty).await?;
         }
         Ok(found)
@@ -90,7 +94,10 @@ impl SessionStore for Faulty {
                 if stored.version != r.version {
                     return Err(Error::Conflict);
                 }
-                self.inner.restore_for_test(Record { version: r.version + 1, ..r })?;
+                self.inner.restore_for_test(Record {
+                    version: r.version + 1,
+                    ..r
+                })?;
                 Ok(record.version + 1)
             }
             _ => self.inner.save(record).await,
@@ -101,7 +108,11 @@ impl SessionStore for Faulty {
     }
     async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
         let n = self.inner.delete_many(keys).await?;
-        Ok(if self.fault == Fault::DeleteManyMiscounts { keys.len() as u64 } else { n })
+        Ok(if self.fault == Fault::DeleteManyMiscounts {
+            keys.len() as u64
+        } else {
+            n
+        })
     }
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
         self.inner.exists(key).await
@@ -109,14 +120,22 @@ impl SessionStore for Faulty {
     async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         if self.fault == Fault::ChangeIdCopies {
             let record = self.inner.load(old).await?.ok_or(Error::NotFound)?;
-            return self.inner.create(&Record { key: *new, ..record }).await;
+            return self
+                .inner
+                .create(&Record {
+                    key: *new,
+                    ..record
+                })
+                .await;
         }
         self.inner.change_id(old, new).await
     }
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
         match self.inner.touch(key, expires_at).await {
             Err(Error::NotFound) if self.fault == Fault::TouchCreates => {
-                self.inner.create(&Record::new(*key, Vec::new(), expires_at)).await
+                self.inner
+                    .create(&Record::new(*key, Vec::new(), expires_at))
+                    .await
             }
             other => other,
         }
@@ -169,32 +188,69 @@ where
     F: Fn(Arc<dyn SessionStore>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    assert!(!fails(Arc::new(healthy()), &case).await, "the healthy store must pass the case guarding {fault:?}");
-    let broken = Arc::new(Faulty { inner: healthy(), fault });
-    assert!(fails(broken, &case).await, "the suite did not catch {fault:?}");
+    assert!(
+        !fails(Arc::new(healthy()), &case).await,
+        "the healthy store must pass the case guarding {fault:?}"
+    );
+    let broken = Arc::new(Faulty {
+        inner: healthy(),
+        fault,
+    });
+    assert!(
+        fails(broken, &case).await,
+        "the suite did not catch {fault:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_updates_are_caught() {
-    caught(Fault::SaveIgnoresVersion, conformance::stale_save_conflicts_and_changes_nothing).await;
+    caught(
+        Fault::SaveIgnoresVersion,
+        conformance::stale_save_conflicts_and_changes_nothing,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resurrection_is_caught() {
-    caught(Fault::SaveResurrects, conformance::save_after_delete_does_not_resurrect).await;
-    caught(Fault::SaveResurrects, conformance::save_after_change_id_does_not_resurrect).await;
-    caught(Fault::TouchCreates, conformance::touch_after_delete_does_not_resurrect).await;
+    caught(
+        Fault::SaveResurrects,
+        conformance::save_after_delete_does_not_resurrect,
+    )
+    .await;
+    caught(
+        Fault::SaveResurrects,
+        conformance::save_after_change_id_does_not_resurrect,
+    )
+    .await;
+    caught(
+        Fault::TouchCreates,
+        conformance::touch_after_delete_does_not_resurrect,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copying_change_id_is_caught() {
-    caught(Fault::ChangeIdCopies, conformance::change_id_keeps_everything).await;
+    caught(
+        Fault::ChangeIdCopies,
+        conformance::change_id_keeps_everything,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwriting_create_is_caught() {
-    caught(Fault::CreateOverwrites, conformance::create_on_taken_key_fails_without_overwriting).await;
-    caught(Fault::CreateOverwrites, conformance::concurrent_creates_one_winner).await;
+    caught(
+        Fault::CreateOverwrites,
+        conformance::create_on_taken_key_fails_without_overwriting,
+    )
+    .await;
+    caught(
+        Fault::CreateOverwrites,
+        conformance::concurrent_creates_one_winner,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,10 +260,18 @@ async fn unenforced_size_limit_is_caught() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_on_load_is_caught() {
-    caught(Fault::LoadCreates, conformance::loading_unknown_creates_nothing).await;
+    caught(
+        Fault::LoadCreates,
+        conformance::loading_unknown_creates_nothing,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn miscounted_delete_many_is_caught() {
-    caught(Fault::DeleteManyMiscounts, conformance::delete_many_removes_listed_only).await;
+    caught(
+        Fault::DeleteManyMiscounts,
+        conformance::delete_many_removes_listed_only,
+    )
+    .await;
 }

@@ -57,7 +57,11 @@ async fn create(store: &dyn SessionStore, record: &Record) {
 async fn round_trip(store: &dyn SessionStore, record: Record) {
     create(store, &record).await;
     let back = load(store, &record.key).await;
-    assert_eq!(back.as_ref(), Some(&record), "a created record must load back exactly");
+    assert_eq!(
+        back.as_ref(),
+        Some(&record),
+        "a created record must load back exactly"
+    );
 }
 
 /// Every byte value survives a round trip.
@@ -93,7 +97,11 @@ pub async fn timestamps_are_exact(store: Arc<dyn SessionStore>) {
 /// Loading a key never stored gives `None`.
 pub async fn missing_is_none(store: Arc<dyn SessionStore>) {
     let store = &*store;
-    assert_eq!(load(store, &fresh_key()).await, None, "an unknown key must load as None");
+    assert_eq!(
+        load(store, &fresh_key()).await,
+        None,
+        "an unknown key must load as None"
+    );
     assert!(!must("exists", store.exists(&fresh_key())).await);
 }
 
@@ -105,7 +113,11 @@ pub async fn loading_unknown_creates_nothing(store: Arc<dyn SessionStore>) {
         let _ = load(store, &key).await;
         assert!(!must("exists", store.exists(&key)).await);
     }
-    assert_eq!(must("count", store.count()).await, 0, "loads must not create sessions");
+    assert_eq!(
+        must("count", store.count()).await,
+        0,
+        "loads must not create sessions"
+    );
     assert_eq!(must("count_expired", store.count_expired()).await, 0);
     assert!(must("list", store.list()).await.is_empty());
 }
@@ -115,9 +127,17 @@ pub async fn expired_is_none(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = expired(&b"old"[..]);
     create(store, &r).await;
-    assert_eq!(load(store, &r.key).await, None, "an expired record must load as None");
+    assert_eq!(
+        load(store, &r.key).await,
+        None,
+        "an expired record must load as None"
+    );
     assert!(!must("exists", store.exists(&r.key)).await);
-    assert_eq!(must("count", store.count()).await, 0, "expired records are not live");
+    assert_eq!(
+        must("count", store.count()).await,
+        0,
+        "expired records are not live"
+    );
 }
 
 /// `create` on a live key fails with `AlreadyExists` and keeps the first record.
@@ -128,8 +148,15 @@ pub async fn create_on_taken_key_fails_without_overwriting(store: Arc<dyn Sessio
     let mut second = first.clone();
     second.data = Bytes::from_static(b"second");
     let err = must_fail("create on a taken key", store.create(&second)).await;
-    assert!(matches!(err, Error::AlreadyExists), "expected AlreadyExists, got {err:?}");
-    assert_eq!(load(store, &first.key).await, Some(first), "the first record must survive");
+    assert!(
+        matches!(err, Error::AlreadyExists),
+        "expected AlreadyExists, got {err:?}"
+    );
+    assert_eq!(
+        load(store, &first.key).await,
+        Some(first),
+        "the first record must survive"
+    );
 }
 
 /// `create` may reuse the key of an expired record.
@@ -153,11 +180,22 @@ pub async fn concurrent_creates_one_winner(store: Arc<dyn SessionStore>) {
         (i, store.create(&r).await)
     })
     .await;
-    let winners: Vec<u8> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
-    assert_eq!(winners.len(), 1, "exactly one concurrent create must win: {results:?}");
+    let winners: Vec<u8> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one concurrent create must win: {results:?}"
+    );
     for (_, r) in &results {
         if let Err(e) = r {
-            assert!(matches!(e, Error::AlreadyExists), "losers must get AlreadyExists, got {e:?}");
+            assert!(
+                matches!(e, Error::AlreadyExists),
+                "losers must get AlreadyExists, got {e:?}"
+            );
         }
     }
     let stored = load(&*store, &key).await.map(|r| r.data);
@@ -176,7 +214,10 @@ pub async fn save_overwrites(store: Arc<dyn SessionStore>) {
     let v = must("save", store.save(&changed)).await;
     assert_eq!(v, r.version + 1, "save must return the bumped version");
     let back = load(store, &r.key).await;
-    let expected = Record { version: v, ..changed };
+    let expected = Record {
+        version: v,
+        ..changed
+    };
     assert_eq!(back, Some(expected));
 }
 
@@ -218,9 +259,16 @@ pub async fn stale_save_conflicts_and_changes_nothing(store: Arc<dyn SessionStor
     b.data = Bytes::from_static(b"from b");
     b.expires_at = r.expires_at + HOUR;
     let err = must_fail("save with a stale version", store.save(&b)).await;
-    assert!(matches!(err, Error::Conflict), "expected Conflict, got {err:?}");
+    assert!(
+        matches!(err, Error::Conflict),
+        "expected Conflict, got {err:?}"
+    );
     let back = load(store, &r.key).await;
-    assert_eq!(back, Some(Record { version: v2, ..a }), "a refused save must change nothing");
+    assert_eq!(
+        back,
+        Some(Record { version: v2, ..a }),
+        "a refused save must change nothing"
+    );
 }
 
 /// A save of a record deleted after it was loaded fails and does not bring it back
@@ -234,8 +282,15 @@ pub async fn save_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) 
     let mut stale = loaded.unwrap_or(r.clone());
     stale.data = Bytes::from_static(b"written after logout");
     let err = must_fail("save after delete", store.save(&stale)).await;
-    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
-    assert_eq!(load(store, &r.key).await, None, "a deleted session must stay deleted");
+    assert!(
+        matches!(err, Error::NotFound),
+        "expected NotFound, got {err:?}"
+    );
+    assert_eq!(
+        load(store, &r.key).await,
+        None,
+        "a deleted session must stay deleted"
+    );
     assert_eq!(must("count", store.count()).await, 0);
 }
 
@@ -249,8 +304,15 @@ pub async fn save_after_change_id_does_not_resurrect(store: Arc<dyn SessionStore
     let mut stale = r.clone();
     stale.data = Bytes::from_static(b"stale writer");
     let err = must_fail("save to a moved key", store.save(&stale)).await;
-    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
-    assert_eq!(load(store, &r.key).await, None, "the old key must stay gone");
+    assert!(
+        matches!(err, Error::NotFound),
+        "expected NotFound, got {err:?}"
+    );
+    assert_eq!(
+        load(store, &r.key).await,
+        None,
+        "the old key must stay gone"
+    );
     let moved = load(store, &new_key).await.map(|m| m.data);
     assert_eq!(moved, Some(r.data), "the moved record must keep its data");
 }
@@ -263,7 +325,10 @@ pub async fn save_of_expired_is_not_found(store: Arc<dyn SessionStore>) {
     let mut revived = r.clone();
     revived.expires_at = Timestamp::now() + HOUR;
     let err = must_fail("save of an expired record", store.save(&revived)).await;
-    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    assert!(
+        matches!(err, Error::NotFound),
+        "expected NotFound, got {err:?}"
+    );
     assert_eq!(load(store, &r.key).await, None);
 }
 
@@ -275,7 +340,13 @@ pub async fn touch_extends_without_changing_data(store: Arc<dyn SessionStore>) {
     let later = r.expires_at + HOUR;
     must("touch", store.touch(&r.key, later)).await;
     let back = load(store, &r.key).await;
-    assert_eq!(back, Some(Record { expires_at: later, ..r }));
+    assert_eq!(
+        back,
+        Some(Record {
+            expires_at: later,
+            ..r
+        })
+    );
 }
 
 /// A touch of a deleted record fails with `NotFound` and creates nothing.
@@ -284,11 +355,25 @@ pub async fn touch_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>)
     let r = live(&b"x"[..]);
     create(store, &r).await;
     must("delete", store.delete(&r.key)).await;
-    let err = must_fail("touch after delete", store.touch(&r.key, Timestamp::now() + HOUR)).await;
-    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    let err = must_fail(
+        "touch after delete",
+        store.touch(&r.key, Timestamp::now() + HOUR),
+    )
+    .await;
+    assert!(
+        matches!(err, Error::NotFound),
+        "expected NotFound, got {err:?}"
+    );
     assert_eq!(load(store, &r.key).await, None);
-    let err = must_fail("touch of an unknown key", store.touch(&fresh_key(), Timestamp::now() + HOUR)).await;
-    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    let err = must_fail(
+        "touch of an unknown key",
+        store.touch(&fresh_key(), Timestamp::now() + HOUR),
+    )
+    .await;
+    assert!(
+        matches!(err, Error::NotFound),
+        "expected NotFound, got {err:?}"
+    );
     assert_eq!(must("count", store.count()).await, 0);
 }
 
@@ -297,8 +382,15 @@ pub async fn touch_of_expired_does_not_revive(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = expired(&b"x"[..]);
     create(store, &r).await;
-    let err = must_fail("touch of an expired record", store.touch(&r.key, Timestamp::now() + HOUR)).await;
-    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    let err = must_fail(
+        "touch of an expired record",
+        store.touch(&r.key, Timestamp::now() + HOUR),
+    )
+    .await;
+    assert!(
+        matches!(err, Error::NotFound),
+        "expected NotFound, got {err:?}"
+    );
     assert_eq!(load(store, &r.key).await, None);
 }
 
@@ -309,9 +401,16 @@ pub async fn delete_removes(store: Arc<dyn SessionStore>) {
     let other = live(&b"y"[..]);
     create(store, &r).await;
     create(store, &other).await;
-    assert!(must("delete", store.delete(&r.key)).await, "delete of a live record returns true");
+    assert!(
+        must("delete", store.delete(&r.key)).await,
+        "delete of a live record returns true"
+    );
     assert_eq!(load(store, &r.key).await, None);
-    assert_eq!(load(store, &other.key).await, Some(other), "delete must touch one record");
+    assert_eq!(
+        load(store, &other.key).await,
+        Some(other),
+        "delete must touch one record"
+    );
 }
 
 /// Deleting a missing key succeeds with `false`.
@@ -372,7 +471,11 @@ pub async fn change_id_keeps_everything(store: Arc<dyn SessionStore>) {
     assert!(!must("exists", store.exists(&r.key)).await);
     let moved = load(store, &new_key).await;
     assert_eq!(moved, Some(Record { key: new_key, ..r }));
-    assert_eq!(must("count", store.count()).await, 1, "change_id must not copy");
+    assert_eq!(
+        must("count", store.count()).await,
+        1,
+        "change_id must not copy"
+    );
 }
 
 /// `change_id` onto a live key fails with `AlreadyExists` and changes neither record.
@@ -382,8 +485,15 @@ pub async fn change_id_to_taken_key_fails(store: Arc<dyn SessionStore>) {
     let b = live(&b"b"[..]);
     create(store, &a).await;
     create(store, &b).await;
-    let err = must_fail("change_id onto a taken key", store.change_id(&a.key, &b.key)).await;
-    assert!(matches!(err, Error::AlreadyExists), "expected AlreadyExists, got {err:?}");
+    let err = must_fail(
+        "change_id onto a taken key",
+        store.change_id(&a.key, &b.key),
+    )
+    .await;
+    assert!(
+        matches!(err, Error::AlreadyExists),
+        "expected AlreadyExists, got {err:?}"
+    );
     assert_eq!(load(store, &a.key).await, Some(a));
     assert_eq!(load(store, &b.key).await, Some(b));
 }
@@ -392,12 +502,26 @@ pub async fn change_id_to_taken_key_fails(store: Arc<dyn SessionStore>) {
 pub async fn change_id_of_missing_fails(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let target = fresh_key();
-    let err = must_fail("change_id of a missing key", store.change_id(&fresh_key(), &target)).await;
-    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    let err = must_fail(
+        "change_id of a missing key",
+        store.change_id(&fresh_key(), &target),
+    )
+    .await;
+    assert!(
+        matches!(err, Error::NotFound),
+        "expected NotFound, got {err:?}"
+    );
     let e = expired(&b"e"[..]);
     create(store, &e).await;
-    let err = must_fail("change_id of an expired key", store.change_id(&e.key, &target)).await;
-    assert!(matches!(err, Error::NotFound), "expected NotFound, got {err:?}");
+    let err = must_fail(
+        "change_id of an expired key",
+        store.change_id(&e.key, &target),
+    )
+    .await;
+    assert!(
+        matches!(err, Error::NotFound),
+        "expected NotFound, got {err:?}"
+    );
     assert_eq!(load(store, &target).await, None);
 }
 
@@ -414,12 +538,22 @@ pub async fn counts_and_sweep_agree(store: Arc<dyn SessionStore>) {
     if store.expiry_is_native() {
         assert!(expired_now <= 3, "count_expired saw {expired_now} of 3");
     } else {
-        assert_eq!(expired_now, 3, "count_expired must see every expired record");
+        assert_eq!(
+            expired_now, 3,
+            "count_expired must see every expired record"
+        );
     }
     let swept = must("delete_expired", store.delete_expired()).await;
-    assert_eq!(swept, expired_now, "delete_expired must remove what count_expired counted");
+    assert_eq!(
+        swept, expired_now,
+        "delete_expired must remove what count_expired counted"
+    );
     assert_eq!(must("count_expired", store.count_expired()).await, 0);
-    assert_eq!(must("count", store.count()).await, 4, "a sweep must spare live records");
+    assert_eq!(
+        must("count", store.count()).await,
+        4,
+        "a sweep must spare live records"
+    );
     for r in &lives {
         assert_eq!(load(store, &r.key).await.as_ref(), Some(r));
     }
@@ -506,13 +640,22 @@ pub async fn concurrent_saves_leave_one_whole_value(store: Arc<dyn SessionStore>
     assert!(last.data.len() > 8, "the stored value was truncated");
     let fill = last.data[8];
     assert!(
-        last.data.len() == 8 + 1000 + usize::from(fill) && last.data[8..].iter().all(|b| *b == fill),
+        last.data.len() == 8 + 1000 + usize::from(fill)
+            && last.data[8..].iter().all(|b| *b == fill),
         "the stored value is a mix of concurrent writes"
     );
     let mut counter = [0u8; 8];
     counter.copy_from_slice(&last.data[..8]);
-    assert_eq!(u64::from_be_bytes(counter), total, "an increment was lost: saves overwrote each other");
-    assert_eq!(last.version, 1 + total, "every successful save bumps the version once");
+    assert_eq!(
+        u64::from_be_bytes(counter),
+        total,
+        "an increment was lost: saves overwrote each other"
+    );
+    assert_eq!(
+        last.version,
+        1 + total,
+        "every successful save bumps the version once"
+    );
 }
 
 async fn owned_population(store: &dyn SessionStore) -> (Vec<Record>, Vec<Record>, Record) {
@@ -541,24 +684,50 @@ pub async fn owner_listing_is_exact(store: Arc<dyn SessionStore>) {
     for r in &listed {
         assert!(ann.contains(r), "listed records must be whole and current");
     }
-    assert_eq!(keys_of(&must("list_by_owner", store.list_by_owner("bob")).await), keys_of(&bob));
-    assert!(must("list_by_owner", store.list_by_owner("nobody")).await.is_empty());
+    assert_eq!(
+        keys_of(&must("list_by_owner", store.list_by_owner("bob")).await),
+        keys_of(&bob)
+    );
+    assert!(
+        must("list_by_owner", store.list_by_owner("nobody"))
+            .await
+            .is_empty()
+    );
 }
 
 /// Deleting by owner removes exactly that owner's live sessions.
 pub async fn owner_deletion_is_exact(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let (ann, bob, anon) = owned_population(store).await;
-    assert_eq!(must("delete_by_owner", store.delete_by_owner("ann")).await, 3);
+    assert_eq!(
+        must("delete_by_owner", store.delete_by_owner("ann")).await,
+        3
+    );
     for r in &ann {
         assert_eq!(load(store, &r.key).await, None);
     }
     for r in bob.iter().chain([&anon]) {
-        assert_eq!(load(store, &r.key).await.as_ref(), Some(r), "other sessions must survive");
+        assert_eq!(
+            load(store, &r.key).await.as_ref(),
+            Some(r),
+            "other sessions must survive"
+        );
     }
-    assert_eq!(must("list_by_owner", store.list_by_owner("anna")).await.len(), 1);
-    assert!(must("list_by_owner", store.list_by_owner("ann")).await.is_empty());
-    assert_eq!(must("delete_by_owner", store.delete_by_owner("ann")).await, 0);
+    assert_eq!(
+        must("list_by_owner", store.list_by_owner("anna"))
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        must("list_by_owner", store.list_by_owner("ann"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        must("delete_by_owner", store.delete_by_owner("ann")).await,
+        0
+    );
 }
 
 /// A save that changes or clears the owner moves the session between owner listings.
@@ -568,12 +737,26 @@ pub async fn owner_moves_with_save(store: Arc<dyn SessionStore>) {
     create(store, &r).await;
     r.owner = Some("bob".into());
     r.version = must("save", store.save(&r)).await;
-    assert!(must("list_by_owner", store.list_by_owner("ann")).await.is_empty());
-    assert_eq!(keys_of(&must("list_by_owner", store.list_by_owner("bob")).await), keys_of(&[r.clone()]));
+    assert!(
+        must("list_by_owner", store.list_by_owner("ann"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        keys_of(&must("list_by_owner", store.list_by_owner("bob")).await),
+        keys_of(&[r.clone()])
+    );
     r.owner = None;
     must("save", store.save(&r)).await;
-    assert!(must("list_by_owner", store.list_by_owner("bob")).await.is_empty());
-    assert_eq!(must("delete_by_owner", store.delete_by_owner("bob")).await, 0);
+    assert!(
+        must("list_by_owner", store.list_by_owner("bob"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        must("delete_by_owner", store.delete_by_owner("bob")).await,
+        0
+    );
     assert!(load(store, &r.key).await.is_some());
 }
 
@@ -586,7 +769,10 @@ pub async fn owner_follows_change_id(store: Arc<dyn SessionStore>) {
     must("change_id", store.change_id(&r.key, &new_key)).await;
     let listed = must("list_by_owner", store.list_by_owner("ann")).await;
     assert_eq!(keys_of(&listed), HashSet::from([new_key]));
-    assert_eq!(must("delete_by_owner", store.delete_by_owner("ann")).await, 1);
+    assert_eq!(
+        must("delete_by_owner", store.delete_by_owner("ann")).await,
+        1
+    );
     assert_eq!(load(store, &new_key).await, None);
 }
 
@@ -602,13 +788,27 @@ pub async fn size_limit_is_exact(store: Arc<dyn SessionStore>) {
     round_trip(store, fits.clone()).await;
     let big = live(vec![2u8; limit + 1]);
     let err = must_fail("create one byte over the limit", store.create(&big)).await;
-    assert!(matches!(err, Error::TooLarge { size, limit: l } if size == limit + 1 && l == limit), "expected TooLarge, got {err:?}");
-    assert_eq!(load(store, &big.key).await, None, "a refused create must write nothing");
+    assert!(
+        matches!(err, Error::TooLarge { size, limit: l } if size == limit + 1 && l == limit),
+        "expected TooLarge, got {err:?}"
+    );
+    assert_eq!(
+        load(store, &big.key).await,
+        None,
+        "a refused create must write nothing"
+    );
     let mut grown = fits.clone();
     grown.data = Bytes::from(vec![3u8; limit + 1]);
     let err = must_fail("save one byte over the limit", store.save(&grown)).await;
-    assert!(matches!(err, Error::TooLarge { .. }), "expected TooLarge, got {err:?}");
-    assert_eq!(load(store, &fits.key).await, Some(fits), "a refused save must change nothing");
+    assert!(
+        matches!(err, Error::TooLarge { .. }),
+        "expected TooLarge, got {err:?}"
+    );
+    assert_eq!(
+        load(store, &fits.key).await,
+        Some(fits),
+        "a refused save must change nothing"
+    );
 }
 
 /// A deleted key can be created again, starting from the new record.
@@ -621,7 +821,11 @@ pub async fn delete_then_create_again(store: Arc<dyn SessionStore>) {
     again.key = r.key;
     create(store, &again).await;
     assert_eq!(load(store, &r.key).await, Some(again));
-    assert!(must("list_by_owner", store.list_by_owner("ann")).await.is_empty());
+    assert!(
+        must("list_by_owner", store.list_by_owner("ann"))
+            .await
+            .is_empty()
+    );
 }
 
 /// A durable store, dropped and opened again on the same data, still has every live record
@@ -653,20 +857,33 @@ pub async fn survives_reopen(mut fixture: Fixture) {
     assert_eq!(load(&*store, &saved.key).await, Some(saved));
     assert_eq!(load(&*store, &deleted.key).await, None);
     assert_eq!(load(&*store, &moved.key).await, None);
-    assert_eq!(load(&*store, &new_key).await.map(|r| r.data), Some(moved.data));
-    assert_eq!(keys_of(&must("list_by_owner", store.list_by_owner("ann")).await).len(), 1);
+    assert_eq!(
+        load(&*store, &new_key).await.map(|r| r.data),
+        Some(moved.data)
+    );
+    assert_eq!(
+        keys_of(&must("list_by_owner", store.list_by_owner("ann")).await).len(),
+        1
+    );
 }
 
 /// Runs `work` for each input on its own Tokio task, in parallel, and returns the outputs in
 /// input order. A panicking task fails the case with its message.
-async fn on_tasks<I, T, F, Fut>(store: &Arc<dyn SessionStore>, inputs: impl IntoIterator<Item = I>, work: F) -> Vec<T>
+async fn on_tasks<I, T, F, Fut>(
+    store: &Arc<dyn SessionStore>,
+    inputs: impl IntoIterator<Item = I>,
+    work: F,
+) -> Vec<T>
 where
     I: Send + 'static,
     T: Send + 'static,
     F: Fn(Arc<dyn SessionStore>, I) -> Fut,
     Fut: Future<Output = T> + Send + 'static,
 {
-    let handles: Vec<_> = inputs.into_iter().map(|i| tokio::spawn(work(store.clone(), i))).collect();
+    let handles: Vec<_> = inputs
+        .into_iter()
+        .map(|i| tokio::spawn(work(store.clone(), i)))
+        .collect();
     let mut out = Vec::with_capacity(handles.len());
     for handle in handles {
         match handle.await {

@@ -175,9 +175,13 @@ pub fn service_url(var: &str) -> Option<String> {
         _ => {
             let required = std::env::var(REQUIRE_SERVICES_VAR).is_ok_and(|v| v == "1");
             if required {
-                panic!("{var} is not set but {REQUIRE_SERVICES_VAR}=1: this backend test must run here");
+                panic!(
+                    "{var} is not set but {REQUIRE_SERVICES_VAR}=1: this backend test must run here"
+                );
             }
-            eprintln!("SKIPPED: {var} is not set, so this backend test cannot reach its server (set {var}, or {REQUIRE_SERVICES_VAR}=1 to make this a failure)");
+            eprintln!(
+                "SKIPPED: {var} is not set, so this backend test cannot reach its server (set {var}, or {REQUIRE_SERVICES_VAR}=1 to make this a failure)"
+            );
             None
         }
     }

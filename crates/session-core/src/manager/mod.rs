@@ -298,10 +298,14 @@ impl<C: Codec> SessionManagerBuilder<C> {
     /// the lifetime, or a size limit above the store's.
     pub fn build(self) -> Result<SessionManager<C>> {
         if self.lifetime.is_zero() {
-            return Err(Error::Config("the session lifetime must be longer than zero".into()));
+            return Err(Error::Config(
+                "the session lifetime must be longer than zero".into(),
+            ));
         }
         if self.idle_timeout.is_some_and(|i| i.is_zero()) {
-            return Err(Error::Config("the idle timeout must be longer than zero".into()));
+            return Err(Error::Config(
+                "the idle timeout must be longer than zero".into(),
+            ));
         }
         if self.rotation_threshold.is_some_and(|t| t >= self.lifetime) {
             return Err(Error::Config(

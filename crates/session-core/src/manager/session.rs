@@ -225,7 +225,10 @@ impl<C: Codec> Session<C> {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let st = self.loaded().await?;
         let codec = &self.inner.manager.config.codec;
-        st.values.get(key).map(|bytes| codec.decode(bytes)).transpose()
+        st.values
+            .get(key)
+            .map(|bytes| codec.decode(bytes))
+            .transpose()
     }
 
     /// The keys of every value, sorted.

@@ -15,6 +15,7 @@ pub struct Probe {
     pub inner: MemoryStore,
     pub calls: Arc<AtomicU64>,
     pub failing: Arc<AtomicBool>,
+    pub failing_writes: Arc<AtomicBool>,
 }
 
 impl Probe {
@@ -26,6 +27,7 @@ impl Probe {
                 .expect("memory store"),
             calls: Arc::default(),
             failing: Arc::default(),
+            failing_writes: Arc::default(),
         }
     }
 
@@ -37,10 +39,28 @@ impl Probe {
         self.failing.store(on, Ordering::SeqCst);
     }
 
+    pub fn fail_writes(&self, on: bool) {
+        self.failing_writes.store(on, Ordering::SeqCst);
+    }
+
+    fn write(&self) -> Result<()> {
+        self.hit()?;
+        if self.failing_writes.load(Ordering::SeqCst) {
+            return Err(Error::unavailable(
+                "probe",
+                std::io::Error::other("writes are failing"),
+            ));
+        }
+        Ok(())
+    }
+
     fn hit(&self) -> Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
-            return Err(Error::unavailable("probe", std::io::Error::other("store is down")));
+            return Err(Error::unavailable(
+                "probe",
+                std::io::Error::other("store is down"),
+            ));
         }
         Ok(())
     }
@@ -49,7 +69,7 @@ impl Probe {
 #[async_trait]
 impl SessionStore for Probe {
     async fn create(&self, r: &Record) -> Result<()> {
-        self.hit()?;
+        self.write()?;
         self.inner.create(r).await
     }
     async fn load(&self, k: &SessionKey) -> Result<Option<Record>> {
@@ -57,15 +77,15 @@ impl SessionStore for Probe {
         self.inner.load(k).await
     }
     async fn save(&self, r: &Record) -> Result<u64> {
-        self.hit()?;
+        self.write()?;
         self.inner.save(r).await
     }
     async fn delete(&self, k: &SessionKey) -> Result<bool> {
-        self.hit()?;
+        self.write()?;
         self.inner.delete(k).await
     }
     async fn delete_many(&self, k: &[SessionKey]) -> Result<u64> {
-        self.hit()?;
+        self.write()?;
         self.inner.delete_many(k).await
     }
     async fn exists(&self, k: &SessionKey) -> Result<bool> {
@@ -73,11 +93,11 @@ impl SessionStore for Probe {
         self.inner.exists(k).await
     }
     async fn change_id(&self, o: &SessionKey, n: &SessionKey) -> Result<()> {
-        self.hit()?;
+        self.write()?;
         self.inner.change_id(o, n).await
     }
     async fn touch(&self, k: &SessionKey, e: Timestamp) -> Result<()> {
-        self.hit()?;
+        self.write()?;
         self.inner.touch(k, e).await
     }
     async fn count(&self) -> Result<u64> {

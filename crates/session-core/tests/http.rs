@@ -1,0 +1,784 @@
+//! The tower layer and axum extractor through real HTTP: a server on 127.0.0.1:0 driven by
+//! reqwest, with a cookie jar where a browser would have one and raw headers where the test
+//! plays an attacker.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use reqwest::StatusCode;
+use reqwest::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
+use session_core::layer::{SessionLayer, SessionLayerBuilder, SigningKey};
+use session_core::{MessagePack, Session, SessionId, SessionManager, SessionStore};
+use support::Probe;
+
+const NAME: &str = "sid";
+
+fn app(manager: SessionManager, layer: SessionLayerBuilder<MessagePack>) -> Router {
+    async fn count(session: Session) -> String {
+        let n = session
+            .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await
+            .expect("update");
+        n.to_string()
+    }
+    async fn peek(session: Session) -> String {
+        match session.get::<u64>("count").await.expect("get") {
+            Some(n) => n.to_string(),
+            None => "none".into(),
+        }
+    }
+    async fn noop() -> &'static str {
+        "ok"
+    }
+    async fn add(session: Session, Path(k): Path<String>) -> String {
+        session
+            .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await
+            .expect("update");
+        session.insert(&k, &true).await.expect("insert");
+        "ok".into()
+    }
+    async fn keys(session: Session) -> String {
+        session.keys().await.expect("keys").len().to_string()
+    }
+    async fn login(session: Session, Path(name): Path<String>) -> &'static str {
+        session.regenerate().await.expect("regenerate");
+        session.set_owner(Some(name.clone())).await.expect("owner");
+        session.insert("user", &name).await.expect("insert");
+        "welcome"
+    }
+    async fn logout(session: Session) -> &'static str {
+        session.destroy().await.expect("destroy");
+        "bye"
+    }
+    async fn everywhere(State(m): State<SessionManager>, session: Session) -> String {
+        let user: String = session.get("user").await.expect("get").expect("logged in");
+        let ended = m.destroy_owner(&user).await.expect("destroy_owner");
+        ended.to_string()
+    }
+    Router::new()
+        .route("/count", get(count))
+        .route("/peek", get(peek))
+        .route("/noop", get(noop))
+        .route("/add/{k}", get(add))
+        .route("/keys", get(keys))
+        .route("/login/{name}", post(login))
+        .route("/logout", post(logout))
+        .route("/everywhere", post(everywhere))
+        .with_state(manager.clone())
+        .layer(layer.build().expect("layer"))
+}
+
+fn plain_layer(m: &SessionManager) -> SessionLayerBuilder<MessagePack> {
+    // Plain HTTP on loopback: the cookie cannot be Secure here.
+    SessionLayer::builder(m.clone())
+        .cookie_name(NAME)
+        .secure(false)
+}
+
+struct Server {
+    base: String,
+    store: Probe,
+    manager: SessionManager,
+}
+
+async fn serve_with(
+    manager: SessionManager,
+    store: Probe,
+    layer: SessionLayerBuilder<MessagePack>,
+) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = app(manager.clone(), layer);
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    Server {
+        base,
+        store,
+        manager,
+    }
+}
+
+async fn serve(
+    configure: impl FnOnce(
+        session_core::SessionManagerBuilder<MessagePack>,
+    ) -> session_core::SessionManagerBuilder<MessagePack>,
+) -> Server {
+    let store = Probe::new();
+    let manager = configure(SessionManager::builder(store.clone()))
+        .build()
+        .expect("manager");
+    let layer = plain_layer(&manager);
+    serve_with(manager, store, layer).await
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client")
+}
+
+fn raw() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// The session cookie a response sets, as (value, whole header).
+fn set_cookie(res: &reqwest::Response) -> Option<(String, String)> {
+    res.headers().get_all(SET_COOKIE).iter().find_map(|v| {
+        let text = v.to_str().ok()?.to_owned();
+        let value = text
+            .strip_prefix(&format!("{NAME}="))?
+            .split(';')
+            .next()?
+            .to_owned();
+        Some((value, text))
+    })
+}
+
+async fn text(res: reqwest::Response) -> String {
+    res.text().await.expect("body")
+}
+
+#[tokio::test]
+async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data() {
+    let s = serve(|b| b).await;
+    let c = browser();
+    let first = c
+        .get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    let (value, header) = set_cookie(&first).expect("a new session sets its cookie");
+    assert!(
+        value.parse::<SessionId>().is_ok(),
+        "the cookie holds a well-formed id"
+    );
+    assert!(
+        header.contains("HttpOnly") && header.contains("SameSite=Lax") && header.contains("Path=/")
+    );
+    assert!(
+        header.contains("Max-Age=") && header.contains("Expires="),
+        "persistent by default: {header}"
+    );
+    assert_eq!(
+        first.headers().get(VARY).map(|v| v.to_str().ok()),
+        Some(Some("Cookie"))
+    );
+    assert_eq!(
+        first.headers().get(CACHE_CONTROL).map(|v| v.to_str().ok()),
+        Some(Some("no-cache=\"Set-Cookie\""))
+    );
+    assert_eq!(text(first).await, "1");
+    let second = c
+        .get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert!(
+        set_cookie(&second).is_none(),
+        "an unchanged id with an unchanged deadline sends no cookie"
+    );
+    assert!(second.headers().get(VARY).is_none());
+    assert_eq!(text(second).await, "2");
+    assert_eq!(
+        text(
+            c.get(format!("{}/peek", s.base))
+                .send()
+                .await
+                .expect("send")
+        )
+        .await,
+        "2"
+    );
+    assert_eq!(s.store.inner.count().await.expect("count"), 1);
+}
+
+#[tokio::test]
+async fn an_untouched_session_does_no_store_io_and_sets_no_cookie() {
+    let s = serve(|b| b).await;
+    let c = browser();
+    c.get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    let before = s.store.calls();
+    for _ in 0..5 {
+        let res = c
+            .get(format!("{}/noop", s.base))
+            .send()
+            .await
+            .expect("send");
+        assert!(set_cookie(&res).is_none());
+    }
+    assert_eq!(
+        s.store.calls(),
+        before,
+        "requests that never touch the session must not reach the store"
+    );
+    let res = raw()
+        .get(format!("{}/peek", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert!(
+        set_cookie(&res).is_none(),
+        "reading an absent session creates nothing"
+    );
+    assert_eq!(s.store.inner.count().await.expect("count"), 1);
+}
+
+#[tokio::test]
+async fn login_rotates_the_id_and_the_old_one_stops_working() {
+    let s = serve(|b| b).await;
+    let c = raw();
+    let first = c
+        .get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    let (old, _) = set_cookie(&first).expect("cookie");
+    let login = c
+        .post(format!("{}/login/ann", s.base))
+        .header(COOKIE, format!("{NAME}={old}"))
+        .send()
+        .await
+        .expect("send");
+    let (new, _) = set_cookie(&login).expect("login must send the rotated cookie");
+    assert_ne!(new, old);
+    let old_id: SessionId = old.parse().expect("id");
+    assert!(
+        s.store
+            .inner
+            .load(&old_id.key())
+            .await
+            .expect("load")
+            .is_none(),
+        "the old id must be gone"
+    );
+    let with_new = c
+        .get(format!("{}/peek", s.base))
+        .header(COOKIE, format!("{NAME}={new}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(text(with_new).await, "1", "data survives rotation");
+    let with_old = c
+        .get(format!("{}/peek", s.base))
+        .header(COOKIE, format!("{NAME}={old}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(text(with_old).await, "none");
+}
+
+#[tokio::test]
+async fn logout_removes_the_cookie_and_the_record() {
+    let s = serve(|b| b).await;
+    let c = browser();
+    c.post(format!("{}/login/ann", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(s.store.inner.count().await.expect("count"), 1);
+    let out = c
+        .post(format!("{}/logout", s.base))
+        .send()
+        .await
+        .expect("send");
+    let (value, header) = set_cookie(&out).expect("logout sends a removal cookie");
+    assert_eq!(value, "");
+    assert!(header.contains("Max-Age=0"), "{header}");
+    assert!(
+        header.contains("Path=/") && header.contains("HttpOnly") && header.contains("SameSite=Lax"),
+        "the removal carries the same attributes: {header}"
+    );
+    assert_eq!(s.store.inner.count().await.expect("count"), 0);
+    assert_eq!(
+        text(
+            c.get(format!("{}/peek", s.base))
+                .send()
+                .await
+                .expect("send")
+        )
+        .await,
+        "none"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_ends_the_owners_other_sessions() {
+    let s = serve(|b| b).await;
+    let (laptop, phone, other) = (browser(), browser(), browser());
+    laptop
+        .post(format!("{}/login/ann", s.base))
+        .send()
+        .await
+        .expect("send");
+    phone
+        .post(format!("{}/login/ann", s.base))
+        .send()
+        .await
+        .expect("send");
+    other
+        .post(format!("{}/login/bob", s.base))
+        .send()
+        .await
+        .expect("send");
+    phone
+        .get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    let ended = text(
+        laptop
+            .post(format!("{}/everywhere", s.base))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(ended, "2");
+    assert_eq!(
+        text(
+            phone
+                .get(format!("{}/peek", s.base))
+                .send()
+                .await
+                .expect("send")
+        )
+        .await,
+        "none"
+    );
+    assert_eq!(
+        s.manager.sessions_of("bob").await.expect("list").len(),
+        1,
+        "other owners keep their sessions"
+    );
+}
+
+#[tokio::test]
+async fn idle_timeout_ends_an_idle_session_and_extends_a_busy_one() {
+    let s = serve(|b| b.idle_timeout(Duration::from_millis(800))).await;
+    let busy = browser();
+    let idle = browser();
+    busy.get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    idle.get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    let mut touched = false;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let res = busy
+            .get(format!("{}/peek", s.base))
+            .send()
+            .await
+            .expect("send");
+        touched |= set_cookie(&res).is_some();
+        assert_eq!(
+            text(res).await,
+            "1",
+            "a session in use must stay alive past its idle timeout"
+        );
+    }
+    assert!(touched, "extending the deadline re-sends the cookie");
+    assert_eq!(
+        text(
+            idle.get(format!("{}/peek", s.base))
+                .send()
+                .await
+                .expect("send")
+        )
+        .await,
+        "none",
+        "an idle session must expire"
+    );
+}
+
+#[tokio::test]
+async fn the_absolute_lifetime_is_never_extended() {
+    let lifetime = Duration::from_millis(900);
+    let s = serve(|b| {
+        b.lifetime(lifetime)
+            .idle_timeout(Duration::from_millis(600))
+    })
+    .await;
+    let c = raw();
+    let first = c
+        .get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    let (mut cookie, _) = set_cookie(&first).expect("cookie");
+    let original: SessionId = cookie.parse().expect("id");
+    let mut counts = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(r) = s.store.inner.load(&original.key()).await.expect("load") {
+            assert!(
+                r.expires_at <= r.created_at + lifetime,
+                "a deadline moved past the absolute lifetime"
+            );
+        }
+        let res = c
+            .get(format!("{}/count", s.base))
+            .header(COOKIE, format!("{NAME}={cookie}"))
+            .send()
+            .await
+            .expect("send");
+        if let Some((v, _)) = set_cookie(&res) {
+            cookie = v;
+        }
+        counts.push(text(res).await.parse::<u32>().expect("number"));
+    }
+    let reset = counts.windows(2).position(|w| w[1] < w[0]);
+    assert!(
+        reset.is_some(),
+        "an active session outlived its absolute lifetime: {counts:?}"
+    );
+    assert!(counts.iter().all(|n| *n <= 5), "{counts:?}");
+    assert!(
+        s.store
+            .inner
+            .load(&original.key())
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert_ne!(cookie, original.expose(), "the client now holds a fresh id");
+}
+
+#[tokio::test]
+async fn garbage_cookies_start_a_fresh_session() {
+    let s = serve(|b| b).await;
+    let unknown = SessionId::generate();
+    let long = "a".repeat(10 * 1024);
+    let cases: Vec<(&str, reqwest::header::HeaderValue)> = vec![
+        ("empty", format!("{NAME}=").parse().expect("hv")),
+        ("10 KB", format!("{NAME}={long}").parse().expect("hv")),
+        (
+            "non-UTF-8",
+            reqwest::header::HeaderValue::from_bytes(b"sid=\xff\xfe\xfd").expect("hv"),
+        ),
+        (
+            "wrong alphabet",
+            format!("{NAME}={}", "*".repeat(32)).parse().expect("hv"),
+        ),
+        (
+            "unknown id",
+            format!("{NAME}={}", unknown.expose()).parse().expect("hv"),
+        ),
+        ("no value", "sid".parse().expect("hv")),
+        ("many separators", ";;;=;=sid==;".parse().expect("hv")),
+    ];
+    for (what, header) in cases {
+        let before = s.store.calls();
+        let res = raw()
+            .get(format!("{}/count", s.base))
+            .header(COOKIE, header)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), StatusCode::OK, "{what}");
+        let (value, _) =
+            set_cookie(&res).unwrap_or_else(|| panic!("{what}: a fresh session must be set"));
+        assert_ne!(
+            value,
+            unknown.expose(),
+            "{what}: the client's id was adopted"
+        );
+        let io = s.store.calls() - before;
+        let expected = if what == "unknown id" { 2 } else { 1 };
+        assert_eq!(
+            io, expected,
+            "{what}: malformed values must never reach the store as a query"
+        );
+        assert_eq!(text(res).await, "1", "{what}");
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_on_one_session_lose_nothing() {
+    let s = serve(|b| b).await;
+    let c = raw();
+    let first = c
+        .get(format!("{}/keys", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert!(set_cookie(&first).is_none());
+    let (cookie, _) = set_cookie(
+        &c.get(format!("{}/add/seed", s.base))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .expect("cookie");
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (c, base, cookie) = (c.clone(), s.base.clone(), cookie.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = c
+                .get(format!("{base}/add/k{i}"))
+                .header(COOKIE, format!("{NAME}={cookie}"))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(res.status(), StatusCode::OK);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let peek = c
+        .get(format!("{}/peek", s.base))
+        .header(COOKIE, format!("{NAME}={cookie}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(text(peek).await, "51", "seed plus 50 increments");
+    let keys = c
+        .get(format!("{}/keys", s.base))
+        .header(COOKIE, format!("{NAME}={cookie}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(text(keys).await, "52", "count, seed and all 50 keys");
+}
+
+#[tokio::test]
+async fn store_errors_answer_500_without_a_cookie_and_lose_nothing() {
+    let s = serve(|b| b.idle_timeout(Duration::from_secs(3600))).await;
+    let c = browser();
+    assert_eq!(
+        text(
+            c.get(format!("{}/count", s.base))
+                .send()
+                .await
+                .expect("send")
+        )
+        .await,
+        "1"
+    );
+    s.store.fail_writes(true);
+    let res = c
+        .get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        res.status(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the default handler answers 500"
+    );
+    assert!(
+        res.headers().get(SET_COOKIE).is_none(),
+        "a failed commit must not send a cookie"
+    );
+    let res = c
+        .get(format!("{}/noop", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "requests that do not touch the session are unaffected"
+    );
+    s.store.fail_writes(false);
+    let res = c
+        .get(format!("{}/peek", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        text(res).await,
+        "1",
+        "the failed request changed nothing and the session survives"
+    );
+}
+
+#[tokio::test]
+async fn commit_failures_go_to_the_error_handler_and_send_no_cookie() {
+    let store = Probe::new();
+    let m = SessionManager::builder(store.clone())
+        .max_encoded_len(32)
+        .build()
+        .expect("manager");
+    let layer = plain_layer(&m).error_handler(|e, _id| {
+        assert!(matches!(e, session_core::Error::TooLarge { .. }));
+        StatusCode::SERVICE_UNAVAILABLE
+    });
+    let s = serve_with(m, store, layer).await;
+    let res = raw()
+        .get(format!("{}/add/{}", s.base, "k".repeat(64)))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        res.headers().get(SET_COOKIE).is_none(),
+        "a failed commit must not send a cookie"
+    );
+}
+
+#[tokio::test]
+async fn signed_cookies_verify_rotate_keys_and_reject_tampering() {
+    let store = Probe::new();
+    let m = SessionManager::builder(store.clone())
+        .build()
+        .expect("manager");
+    let old_key = SigningKey::generate();
+    let new_key = SigningKey::generate();
+    let old = serve_with(
+        m.clone(),
+        store.clone(),
+        plain_layer(&m).signed(vec![old_key.clone()]),
+    )
+    .await;
+    let res = raw()
+        .get(format!("{}/count", old.base))
+        .send()
+        .await
+        .expect("send");
+    let (signed, _) = set_cookie(&res).expect("cookie");
+    assert!(signed.len() > 32, "the value carries a signature");
+    // The same cookie keeps working after a new key is put first.
+    let rotated = serve_with(
+        m.clone(),
+        store.clone(),
+        plain_layer(&m).signed(vec![new_key.clone(), old_key]),
+    )
+    .await;
+    let res = raw()
+        .get(format!("{}/peek", rotated.base))
+        .header(COOKIE, format!("{NAME}={signed}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(text(res).await, "1");
+    // Tampering, or a bare id without a signature, is a fresh session.
+    let mut tampered = signed.clone().into_bytes();
+    tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let bare = &signed[signed.len() - 32..];
+    for value in [tampered.as_str(), bare] {
+        let res = raw()
+            .get(format!("{}/peek", rotated.base))
+            .header(COOKIE, format!("{NAME}={value}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(text(res).await, "none", "{value}");
+    }
+    // Only the new key is left: the old signature no longer verifies.
+    let only_new = serve_with(m.clone(), store, plain_layer(&m).signed(vec![new_key])).await;
+    let res = raw()
+        .get(format!("{}/peek", only_new.base))
+        .header(COOKIE, format!("{NAME}={signed}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(text(res).await, "none");
+}
+
+#[tokio::test]
+async fn unsafe_cookie_settings_are_refused() {
+    let m = SessionManager::builder(Probe::new())
+        .build()
+        .expect("manager");
+    let refused = |b: SessionLayerBuilder<MessagePack>| {
+        matches!(b.build(), Err(session_core::Error::Config(_)))
+    };
+    assert!(refused(
+        SessionLayer::builder(m.clone())
+            .cookie_name("__Host-id")
+            .secure(false)
+    ));
+    assert!(refused(
+        SessionLayer::builder(m.clone())
+            .cookie_name("__Host-id")
+            .domain("example.com")
+    ));
+    assert!(refused(
+        SessionLayer::builder(m.clone())
+            .cookie_name("__Host-id")
+            .path("/app")
+    ));
+    assert!(refused(
+        SessionLayer::builder(m.clone())
+            .cookie_name("__Secure-id")
+            .secure(false)
+    ));
+    assert!(refused(
+        SessionLayer::builder(m.clone())
+            .same_site(cookie_same_site_none())
+            .secure(false)
+    ));
+    assert!(refused(
+        SessionLayer::builder(m.clone())
+            .partitioned(true)
+            .secure(false)
+    ));
+    assert!(refused(
+        SessionLayer::builder(m.clone()).cookie_name("bad name")
+    ));
+    assert!(refused(SessionLayer::builder(m.clone()).cookie_name("")));
+    assert!(
+        SessionLayer::builder(m)
+            .cookie_name("__Host-id")
+            .build()
+            .is_ok()
+    );
+}
+
+fn cookie_same_site_none() -> session_core::layer::CookieSameSite {
+    session_core::layer::CookieSameSite::None
+}
+
+#[tokio::test]
+async fn host_prefixed_partitioned_browser_session_cookies_carry_their_attributes() {
+    let store = Probe::new();
+    let m = SessionManager::builder(store.clone())
+        .build()
+        .expect("manager");
+    let layer = SessionLayer::builder(m.clone())
+        .cookie_name("__Host-sid")
+        .partitioned(true)
+        .persistent(false);
+    let s = serve_with(m, store, layer).await;
+    let res = raw()
+        .get(format!("{}/count", s.base))
+        .send()
+        .await
+        .expect("send");
+    let header = res
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("cookie")
+        .to_owned();
+    assert!(header.starts_with("__Host-sid="));
+    for attr in [
+        "Secure",
+        "HttpOnly",
+        "Path=/",
+        "Partitioned",
+        "SameSite=Lax",
+    ] {
+        assert!(header.contains(attr), "missing {attr}: {header}");
+    }
+    assert!(
+        !header.contains("Max-Age") && !header.contains("Expires") && !header.contains("Domain"),
+        "{header}"
+    );
+}
