@@ -10,8 +10,14 @@ fn main() -> ExitCode {
         "test" => test(),
         "bench" => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\n  ci     fmt, clippy, tests and docs, as .ci/run does\n  test   the test suite (the README's test command)\n  bench  the benchmark harness; extra args go to the bench binary");
-            return if task == "help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            eprintln!(
+                "usage: cargo xtask <task>\n\n  ci     fmt, clippy, tests and docs, as .ci/run does\n  test   the test suite (the README's test command)\n  bench  the benchmark harness; extra args go to the bench binary"
+            );
+            return if task == "help" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     match result {
@@ -43,7 +49,11 @@ fn cargo() -> String {
 
 /// The README's test command: every crate, every feature, every test.
 fn test() -> Result<(), String> {
-    run(&cargo(), &["test", "--workspace", "--all-features", "--locked"], &[])
+    run(
+        &cargo(),
+        &["test", "--workspace", "--all-features", "--locked"],
+        &[],
+    )
 }
 
 fn ci() -> Result<(), String> {
@@ -51,13 +61,28 @@ fn ci() -> Result<(), String> {
     run(&cargo, &["fmt", "--all", "--check"], &[])?;
     run(
         &cargo,
-        &["clippy", "--workspace", "--all-targets", "--all-features", "--locked", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &[],
     )?;
     test()?;
     run(
         &cargo,
-        &["doc", "--workspace", "--no-deps", "--all-features", "--locked"],
+        &[
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--all-features",
+            "--locked",
+        ],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )
 }

@@ -2,4 +2,4 @@
 
 mod store;
 
-pub use store::{Change, ChangeObserver, MemoryStore, MemoryStoreBuilder, DEFAULT_MAX_DATA_LEN};
+pub use store::{Change, ChangeObserver, DEFAULT_MAX_DATA_LEN, MemoryStore, MemoryStoreBuilder};

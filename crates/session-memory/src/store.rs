@@ -87,7 +87,9 @@ struct Shard {
 
 impl Shard {
     fn expired_count(&self, now: Timestamp) -> usize {
-        self.by_expiry.range(..=(now, SessionKey::from_bytes([u8::MAX; 32]))).count()
+        self.by_expiry
+            .range(..=(now, SessionKey::from_bytes([u8::MAX; 32])))
+            .count()
     }
 }
 
@@ -377,7 +379,10 @@ impl Shared {
     }
 
     fn owner_add(&self, owner: &Arc<str>, key: SessionKey) {
-        self.owner_shard(owner).entry(Arc::clone(owner)).or_default().insert(key);
+        self.owner_shard(owner)
+            .entry(Arc::clone(owner))
+            .or_default()
+            .insert(key);
     }
 
     fn owner_remove(&self, owner: &str, key: &SessionKey) {
@@ -432,7 +437,10 @@ impl Shared {
 
     fn sweep(&self, now: Timestamp) -> u64 {
         let mut removed = 0u64;
-        let split = (now + Duration::from_millis(1), SessionKey::from_bytes([0; 32]));
+        let split = (
+            now + Duration::from_millis(1),
+            SessionKey::from_bytes([0; 32]),
+        );
         for shard in self.shards.iter() {
             let mut shard = write(shard);
             let shard = &mut *shard;
@@ -456,7 +464,8 @@ impl Shared {
 
     fn delete(&self, key: &SessionKey, now: Timestamp) -> bool {
         let mut shard = self.write_shard(key);
-        self.remove_locked(&mut shard, key).is_some_and(|e| e.live(now))
+        self.remove_locked(&mut shard, key)
+            .is_some_and(|e| e.live(now))
     }
 }
 
@@ -628,7 +637,12 @@ impl SessionStore for MemoryStore {
 
     async fn count_expired(&self) -> Result<u64> {
         let now = Timestamp::now();
-        let expired: usize = self.shared.shards.iter().map(|s| read(s).expired_count(now)).sum();
+        let expired: usize = self
+            .shared
+            .shards
+            .iter()
+            .map(|s| read(s).expired_count(now))
+            .sum();
         Ok(expired as u64)
     }
 
@@ -641,7 +655,13 @@ impl SessionStore for MemoryStore {
         let mut keys = Vec::new();
         for shard in self.shared.shards.iter() {
             let shard = read(shard);
-            keys.extend(shard.records.iter().filter(|(_, e)| e.live(now)).map(|(k, _)| *k));
+            keys.extend(
+                shard
+                    .records
+                    .iter()
+                    .filter(|(_, e)| e.live(now))
+                    .map(|(k, _)| *k),
+            );
         }
         Ok(keys)
     }
@@ -678,7 +698,12 @@ impl SessionStore for MemoryStore {
                 .records
                 .get(&key)
                 .is_some_and(|e| e.owner.as_deref() == Some(owner));
-            if owned && self.shared.remove_locked(&mut shard, &key).is_some_and(|e| e.live(now)) {
+            if owned
+                && self
+                    .shared
+                    .remove_locked(&mut shard, &key)
+                    .is_some_and(|e| e.live(now))
+            {
                 removed += 1;
             }
         }
