@@ -1,0 +1,165 @@
+//! Helpers shared by the test files: runtimes, temp dirs, and re-running this test binary as a
+//! child process so a test can kill, race or crash real processes.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test file uses a different part"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use session_core::{Error, SessionKey};
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("building a runtime failed: {e}"),
+    }
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("creating a temp dir failed: {e}"),
+    }
+}
+
+pub fn ok<T>(what: &str, r: Result<T, Error>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what} failed: {e:?}"),
+    }
+}
+
+pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what} failed: {e}"),
+    }
+}
+
+/// Starts this test binary again, running only `test` (which sees `envs` and so plays the
+/// child's part).
+pub fn reexec(test: &str, envs: &[(&str, String)]) -> Child {
+    let exe = io("finding the test binary", std::env::current_exe());
+    let mut cmd = Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    io("spawning the child process", cmd.spawn())
+}
+
+/// Waits until `path` exists, failing if `child` exits first or `limit` passes.
+pub fn wait_for_file(path: &Path, child: &mut Child, limit: Duration) {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the child exited ({status}) before writing {}",
+                path.display()
+            );
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the child did not write {} within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for `child` to exit, killing it and failing after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = io("waiting for the child", child.try_wait()) {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the child process hung for {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A key from a small number: tests that run in several processes need the same keys in all.
+pub fn key(seed: u64, tag: u8, i: u32) -> SessionKey {
+    let mut b = [0u8; 32];
+    // The first byte picks the lock stripe: vary it so keys spread over stripes.
+    b[0] = (i as u8).wrapping_mul(37).wrapping_add(tag);
+    b[1] = tag;
+    b[2..6].copy_from_slice(&i.to_le_bytes());
+    b[8..16].copy_from_slice(&seed.to_le_bytes());
+    SessionKey::from_bytes(b)
+}
+
+/// A seed that differs between runs.
+pub fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return std::process::id().into();
+    }
+    u64::from_le_bytes(b)
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(_) => out.push(path),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// Temp files (writes in progress or left by a crash) under `dir`.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".tmp-"))
+        })
+        .collect()
+}
+
+/// Whether `err` (or a source of it) is an OS error with this errno.
+pub fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(errno) {
+                return true;
+            }
+        }
+        if let Some(f) = e.downcast_ref::<session_files::FileError>() {
+            if f.io_error().raw_os_error() == Some(errno) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
