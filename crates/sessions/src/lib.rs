@@ -4,6 +4,7 @@
 //! | feature | module | store |
 //! |---|---|---|
 //! | `memory` (default) | [`memory`] | sharded RAM, background cleanup |
+//! | `axum` | `layer` | the tower `SessionLayer` and the axum `Session` extractor |
 //! | `redis` | `redis` | Redis through a deadpool pool, server-side expiry, Lua scripts |
 //!
 //! ```

@@ -1,0 +1,153 @@
+//! The demo app through real HTTP, as a browser would use it.
+
+use std::sync::Arc;
+
+use session_demo::{StoreChoice, app};
+use sessions::SessionStore;
+
+async fn start() -> (String, Arc<dyn SessionStore>) {
+    let store = StoreChoice::Memory.open().await.expect("store");
+    let router = app(Arc::clone(&store), false).expect("app");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    (base, store)
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client")
+}
+
+fn between<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
+    let from = page.find(start).map(|i| i + start.len()).expect("marker");
+    let to = page[from..].find(end).expect("end marker") + from;
+    &page[from..to]
+}
+
+#[tokio::test]
+async fn count_login_rotate_logout() {
+    let (base, store) = start().await;
+    let b = browser();
+    let page = b
+        .get(&base)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(between(&page, r#"<b id="visits">"#, "<"), "1");
+    assert!(page.contains("(new: issued with this response)"));
+    let page = b
+        .get(&base)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(between(&page, r#"<b id="visits">"#, "<"), "2");
+    let before_login = between(&page, r#"<code id="sid">"#, "<").to_owned();
+    assert!(
+        before_login.ends_with('…') && before_login.chars().count() == 5,
+        "the id is masked: {before_login}"
+    );
+
+    let page = b
+        .post(format!("{base}/login"))
+        .form(&[("name", "<ann>")])
+        .send()
+        .await
+        .expect("login")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(
+        between(&page, r#"<b id="user">"#, "<"),
+        "&lt;ann&gt;",
+        "names are escaped"
+    );
+    assert_eq!(
+        between(&page, r#"<b id="visits">"#, "<"),
+        "3",
+        "data survives rotation"
+    );
+    assert_ne!(
+        between(&page, r#"<code id="sid">"#, "<"),
+        before_login,
+        "login rotates the id"
+    );
+    assert_eq!(store.list_by_owner("<ann>").await.expect("owner").len(), 1);
+
+    let page = b
+        .post(format!("{base}/logout"))
+        .send()
+        .await
+        .expect("logout")
+        .text()
+        .await
+        .expect("body");
+    assert!(page.contains(r#"id="login""#), "logged out");
+    assert_eq!(
+        between(&page, r#"<b id="visits">"#, "<"),
+        "1",
+        "a fresh session after logout"
+    );
+    assert!(
+        store
+            .list_by_owner("<ann>")
+            .await
+            .expect("owner")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_ends_other_devices() {
+    let (base, store) = start().await;
+    let (laptop, phone) = (browser(), browser());
+    for b in [&laptop, &phone] {
+        b.post(format!("{base}/login"))
+            .form(&[("name", "bob")])
+            .send()
+            .await
+            .expect("login");
+    }
+    assert_eq!(store.list_by_owner("bob").await.expect("list").len(), 2);
+    laptop
+        .post(format!("{base}/everywhere"))
+        .send()
+        .await
+        .expect("everywhere");
+    assert!(store.list_by_owner("bob").await.expect("list").is_empty());
+    let page = phone
+        .get(&base)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        page.contains(r#"id="login""#),
+        "the phone is signed out too"
+    );
+}
+
+#[test]
+fn store_choice_parses_and_refuses_unknown_values() {
+    assert_eq!(
+        StoreChoice::parse(None).expect("default"),
+        StoreChoice::Memory
+    );
+    assert_eq!(
+        StoreChoice::parse(Some("memory")).expect("memory"),
+        StoreChoice::Memory
+    );
+    assert!(StoreChoice::parse(Some("mongo://x")).is_err());
+}
