@@ -149,15 +149,15 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
 pub fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(errno) {
-                return true;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(errno)
+        {
+            return true;
         }
-        if let Some(f) = e.downcast_ref::<session_files::FileError>() {
-            if f.io_error().raw_os_error() == Some(errno) {
-                return true;
-            }
+        if let Some(f) = e.downcast_ref::<session_files::FileError>()
+            && f.io_error().raw_os_error() == Some(errno)
+        {
+            return true;
         }
         cur = e.source();
     }
