@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands, RedisError};
-use deadpool_redis::{Config, Connection, Pool, PoolConfig, PoolError, Runtime, Timeouts};
+use deadpool_redis::{Config, Pool, PoolConfig, PoolError, Runtime, Timeouts};
 use session_core::{
     Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait, check_data_len,
 };
 
 use crate::codec::{self, HEADER_LEN};
+use crate::conn::{Conn, Pools};
 use crate::scripts::Scripts;
 
 const STORE: &str = "redis";
@@ -58,7 +59,8 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    pool: Pool,
+    pools: Pools,
+    /// The prefix as written in keys: in cluster mode wrapped in `{}` as the hash tag.
     prefix: String,
     /// `prefix` with glob metacharacters escaped, followed by 64 hex character classes: the
     /// `SCAN` pattern that matches session keys and never an owner index.
@@ -76,7 +78,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &inner.prefix)
             .field("max_data_len", &inner.max_data_len)
             .field("command_timeout", &inner.command_timeout)
-            .field("pool", &inner.pool.status())
+            .field("pool", &inner.pools)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +86,10 @@ impl fmt::Debug for RedisStore {
 enum Source {
     Url(String),
     Pool(Pool),
+    #[cfg(feature = "cluster")]
+    ClusterUrls(Vec<String>),
+    #[cfg(feature = "cluster")]
+    ClusterPool(deadpool_redis::cluster::Pool),
 }
 
 /// Configures a [`RedisStore`]: where to connect (a URL or your own pool), the key prefix, the
@@ -107,6 +113,10 @@ impl fmt::Debug for RedisStoreBuilder {
             None => "none",
             Some(Source::Url(_)) => "url (hidden)",
             Some(Source::Pool(_)) => "pool",
+            #[cfg(feature = "cluster")]
+            Some(Source::ClusterUrls(_)) => "cluster urls (hidden)",
+            #[cfg(feature = "cluster")]
+            Some(Source::ClusterPool(_)) => "cluster pool",
         };
         f.debug_struct("RedisStoreBuilder")
             .field("source", &source)
@@ -149,6 +159,33 @@ impl RedisStoreBuilder {
     /// callers wait until the command timeout instead of failing fast.
     pub fn pool(mut self, pool: Pool) -> Self {
         self.source = Some(Source::Pool(pool));
+        self
+    }
+
+    /// Connect to a Redis Cluster through these seed nodes (feature `cluster`).
+    ///
+    /// In cluster mode every key of the store carries the prefix as its hash tag
+    /// (`{session:}<hex>`), so all of one store's keys live in one slot: `change_id` between
+    /// any two ids, the owner index and `delete_many` stay single-slot and atomic. The price is
+    /// that one store's sessions live on one master (with its replicas for failover); spread
+    /// load over masters by giving each application or tenant its own prefix.
+    #[cfg(feature = "cluster")]
+    pub fn cluster_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.source = Some(Source::ClusterUrls(
+            urls.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// Use this Redis Cluster pool (feature `cluster`); see
+    /// [`cluster_urls`](Self::cluster_urls) for the key layout.
+    #[cfg(feature = "cluster")]
+    pub fn cluster_pool(mut self, pool: deadpool_redis::cluster::Pool) -> Self {
+        self.source = Some(Source::ClusterPool(pool));
         self
     }
 
@@ -212,32 +249,60 @@ impl RedisStoreBuilder {
                 "the Redis key prefix must be 1 to 256 bytes".into(),
             ));
         }
-        let pool = match self.source {
+        let mut pool_config = PoolConfig::default();
+        if let Some(size) = self.pool_size {
+            pool_config.max_size = size.max(1);
+        }
+        pool_config.timeouts = Timeouts {
+            wait: Some(self.wait_timeout),
+            create: Some(self.connect_timeout),
+            recycle: Some(self.connect_timeout),
+        };
+        // Errors name the URL's problem, never the URL itself.
+        let invalid = |e: &dyn fmt::Display| {
+            Error::Config(format!("invalid Redis configuration: {e}").into())
+        };
+        let pools = match self.source {
             None => return Err(Error::Config("RedisStore needs a URL or a pool".into())),
-            Some(Source::Pool(pool)) => pool,
+            Some(Source::Pool(pool)) => Pools::Single(pool),
             Some(Source::Url(url)) => {
                 let mut config = Config::from_url(url);
-                let mut pool = PoolConfig::default();
-                if let Some(size) = self.pool_size {
-                    pool.max_size = size.max(1);
-                }
-                pool.timeouts = Timeouts {
-                    wait: Some(self.wait_timeout),
-                    create: Some(self.connect_timeout),
-                    recycle: Some(self.connect_timeout),
-                };
-                config.pool = Some(pool);
-                config.create_pool(Some(Runtime::Tokio1)).map_err(|e| {
-                    // The error names the URL's problem, never the URL itself.
-                    Error::Config(format!("invalid Redis configuration: {e}").into())
-                })?
+                config.pool = Some(pool_config);
+                Pools::Single(
+                    config
+                        .create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| invalid(&e))?,
+                )
             }
+            #[cfg(feature = "cluster")]
+            Some(Source::ClusterUrls(urls)) => {
+                let mut config = deadpool_redis::cluster::Config::from_urls(urls);
+                config.pool = Some(pool_config);
+                Pools::Cluster(
+                    config
+                        .create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| invalid(&e))?,
+                )
+            }
+            #[cfg(feature = "cluster")]
+            Some(Source::ClusterPool(pool)) => Pools::Cluster(pool),
         };
-        let scan_pattern = scan_pattern(&self.prefix);
+        let prefix = if pools.is_cluster() {
+            if self.prefix.contains(['{', '}']) {
+                return Err(Error::Config(
+                    "in cluster mode the prefix becomes the hash tag and must not contain { or }"
+                        .into(),
+                ));
+            }
+            format!("{{{}}}", self.prefix)
+        } else {
+            self.prefix
+        };
+        let scan_pattern = scan_pattern(&prefix);
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                pool,
-                prefix: self.prefix,
+                pools,
+                prefix,
                 scan_pattern,
                 max_data_len: self.max_data_len,
                 command_timeout: self.command_timeout,
@@ -285,12 +350,25 @@ impl RedisStore {
         }
     }
 
-    /// The pool the store takes its connections from.
-    pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+    /// The pool the store takes its connections from (`None` for a cluster store).
+    pub fn pool(&self) -> Option<&Pool> {
+        match &self.inner.pools {
+            Pools::Single(pool) => Some(pool),
+            #[cfg(feature = "cluster")]
+            Pools::Cluster(_) => None,
+        }
     }
 
-    /// The prefix of every key the store writes.
+    /// The cluster pool the store takes its connections from (`None` for a single server).
+    #[cfg(feature = "cluster")]
+    pub fn cluster_pool(&self) -> Option<&deadpool_redis::cluster::Pool> {
+        match &self.inner.pools {
+            Pools::Cluster(pool) => Some(pool),
+            Pools::Single(_) => None,
+        }
+    }
+
+    /// The prefix of every key the store writes (in cluster mode, with its `{}`).
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
@@ -309,11 +387,11 @@ impl RedisStore {
     /// Runs one operation (checkout plus its commands) under the command timeout.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let work = async {
-            let conn = self.inner.pool.get().await.map_err(pool_error)?;
+            let conn = self.inner.pools.get().await.map_err(pool_error)?;
             op(conn).await
         };
         match self.inner.command_timeout {
@@ -335,7 +413,7 @@ impl RedisStore {
     /// twice while Redis resizes its table).
     async fn scan(&self) -> Result<std::collections::HashSet<SessionKey>> {
         let inner = &*self.inner;
-        let mut conn = inner.pool.get().await.map_err(pool_error)?;
+        let mut conn = inner.pools.get().await.map_err(pool_error)?;
         let mut found = std::collections::HashSet::new();
         let mut cursor: u64 = 0;
         loop {
@@ -345,7 +423,7 @@ impl RedisStore {
                 .arg(&inner.scan_pattern)
                 .arg("COUNT")
                 .arg(inner.scan_count);
-            let step = cmd.query_async::<(u64, Vec<Vec<u8>>)>(&mut conn);
+            let step = conn.scan_step(&cmd, &inner.prefix);
             let (next, keys) = match inner.command_timeout {
                 None => step.await.map_err(redis_error)?,
                 Some(limit) => tokio::time::timeout(limit, step)
