@@ -171,6 +171,11 @@ impl PostgresStoreBuilder {
     /// [`Error::Config`] for a bad URL or name, [`Error::Unavailable`] when the server cannot
     /// be reached.
     pub async fn connect(self, url: &str) -> Result<PostgresStore> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Error::Config(
+                "a PostgreSQL URL starts with postgres:// or postgresql://".into(),
+            ));
+        }
         let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
             Error::Config(format!("invalid PostgreSQL URL: {e}").into())
         })?;

@@ -1,0 +1,667 @@
+//! Behaviour beyond the shared suite: migrations, batched cleanup under load, lost connections,
+//! refused names, the size limit and timestamp edges. Each test has its own table (or schema)
+//! on the server from `DATABASE_URL`, dropped when it ends.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use session_core::{Error, Record, SessionId, SessionKey, SessionStore, Timestamp};
+use session_postgres::PostgresStore;
+use session_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use session_postgres::sqlx::{self, Connection as _};
+
+use common::{DropOnExit, TEST_SCHEMA};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn live(data: &'static [u8]) -> Record {
+    Record::new(SessionId::generate().key(), data, Timestamp::now() + HOUR)
+}
+
+fn expired(data: &'static [u8]) -> Record {
+    Record::new(
+        SessionId::generate().key(),
+        data,
+        Timestamp::now() - Duration::from_secs(5),
+    )
+}
+
+/// A migrated store on a fresh table, with the guard that drops it.
+async fn fresh(url: &str) -> (PostgresStore, DropOnExit) {
+    let table = common::unique_name("t");
+    let guard = DropOnExit::table(url, TEST_SCHEMA, &table);
+    (common::store(url, &table).await, guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_twice_keeps_data() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let (store, _guard) = fresh(&url).await;
+    let r = live(b"kept");
+    store.create(&r).await.expect("create");
+    store.migrate().await.expect("second migrate");
+    store.migrate().await.expect("third migrate");
+    assert_eq!(store.load(&r.key).await.expect("load"), Some(r));
+    assert_eq!(store.count().await.expect("count"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_of_a_new_schema_all_succeed() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let schema = common::unique_name("schema");
+    let _guard = DropOnExit::schema(&url, &schema);
+    // Separate pools, like separate app servers starting at once. Without the advisory lock,
+    // concurrent `CREATE SCHEMA/TABLE IF NOT EXISTS` fail with unique violations on the catalog.
+    let mut stores = Vec::new();
+    for _ in 0..6 {
+        let store = PostgresStore::builder()
+            .schema(&schema)
+            .table("sessions")
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .expect("connect");
+        stores.push(store);
+    }
+    let tasks: Vec<_> = stores
+        .iter()
+        .cloned()
+        .map(|s| tokio::spawn(async move { s.migrate().await }))
+        .collect();
+    for task in tasks {
+        task.await
+            .expect("migration task")
+            .expect("every concurrent migrate succeeds");
+    }
+    let r = live(b"x");
+    stores[0].create(&r).await.expect("create");
+    assert_eq!(stores[5].load(&r.key).await.expect("load"), Some(r));
+    // Two at once on the already migrated schema, too.
+    let (a, b) = tokio::join!(stores[1].migrate(), stores[2].migrate());
+    a.expect("migrate again");
+    b.expect("migrate again");
+    let indexes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = 'sessions'",
+    )
+    .bind(&schema)
+    .fetch_one(stores[0].pool())
+    .await
+    .expect("count indexes");
+    assert_eq!(
+        indexes, 3,
+        "primary key, expiry and owner indexes, once each"
+    );
+}
+
+/// Adds `n` expired rows straight in SQL (fast), returning nothing: they are only swept.
+async fn insert_expired_rows(store: &PostgresStore, n: i64) {
+    let sql = format!(
+        "INSERT INTO \"{}\".\"{}\" (key, data, created_at, expires_at, version)
+         SELECT sha256(convert_to($1 || i::text, 'UTF8')), '\\x00', now() - interval '2 hours', now() - interval '1 hour', 1
+         FROM generate_series(1, $2) AS i",
+        store.schema(),
+        store.table()
+    );
+    sqlx::query(&sql)
+        .bind(common::unique_name("seed"))
+        .bind(n)
+        .execute(store.pool())
+        .await
+        .expect("seed expired rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let table = common::unique_name("cleanup");
+    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let store = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .cleanup_batch(1000)
+        .connect(&url)
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let lives: Vec<Record> = (0..50).map(|_| live(b"live")).collect();
+    for r in &lives {
+        store.create(r).await.expect("create live");
+    }
+    insert_expired_rows(&store, 2_500).await;
+    assert_eq!(store.count_expired().await.expect("count_expired"), 2_500);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (store, stop, loads, lives) =
+            (store.clone(), stop.clone(), loads.clone(), lives.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for r in &lives {
+                    let back = store
+                        .load(&r.key)
+                        .await
+                        .expect("a load during cleanup failed");
+                    assert_eq!(
+                        back.as_ref(),
+                        Some(r),
+                        "a live session vanished during cleanup"
+                    );
+                    loads.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let cleanup = store
+        .start_cleanup(Duration::from_millis(50))
+        .expect("start cleanup");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.count_expired().await.expect("count_expired") > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cleanup did not finish in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cleanup.stop().await;
+    stop.store(true, Ordering::Relaxed);
+    reader
+        .await
+        .expect("the reader saw every live session throughout");
+    assert!(
+        loads.load(Ordering::Relaxed) > 0,
+        "loads ran during the cleanup"
+    );
+    assert_eq!(
+        store.count().await.expect("count"),
+        50,
+        "cleanup must spare live rows"
+    );
+    let mut listed = store.list().await.expect("list");
+    listed.sort();
+    let mut expected: Vec<SessionKey> = lives.iter().map(|r| r.key).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // A stopped task sweeps no more.
+    let late = expired(b"late");
+    store.create(&late).await.expect("create expired");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.count_expired().await.expect("count_expired"),
+        1,
+        "no sweep after stop"
+    );
+
+    // Dropping the handle stops the task too.
+    let dropped = store
+        .start_cleanup(Duration::from_millis(100))
+        .expect("start cleanup");
+    drop(dropped);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.count_expired().await.expect("count_expired"),
+        1,
+        "no sweep after drop"
+    );
+    assert!(matches!(
+        store.start_cleanup(Duration::ZERO),
+        Err(Error::Config(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_expired_runs_in_bounded_batches_until_done() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let table = common::unique_name("batches");
+    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let store = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .cleanup_batch(7)
+        .connect(&url)
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let keep = live(b"keep");
+    store.create(&keep).await.expect("create");
+    // 35 = five full batches, then an empty one: the loop must not stop at a full batch.
+    insert_expired_rows(&store, 35).await;
+    assert_eq!(store.delete_expired().await.expect("delete_expired"), 35);
+    assert_eq!(store.count_expired().await.expect("count_expired"), 0);
+    assert_eq!(store.load(&keep.key).await.expect("load"), Some(keep));
+    assert!(matches!(
+        PostgresStore::builder()
+            .cleanup_batch(0)
+            .build(store.pool().clone()),
+        Err(Error::Config(_))
+    ));
+}
+
+/// PIDs of the backends whose `application_name` is `app`, optionally only those waiting on a lock.
+async fn backends(admin: &mut sqlx::PgConnection, app: &str, waiting_on_lock: bool) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND (NOT $2 OR wait_event_type = 'Lock')",
+    )
+    .bind(app)
+    .bind(waiting_on_lock)
+    .fetch_all(admin)
+    .await
+    .expect("read pg_stat_activity")
+}
+
+async fn terminate(admin: &mut sqlx::PgConnection, app: &str) -> usize {
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(app)
+    .fetch_all(admin)
+    .await
+    .expect("pg_terminate_backend");
+    killed.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backends_give_unavailable_and_the_pool_recovers() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let table = common::unique_name("terminate");
+    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let app = common::unique_name("app");
+    let pool = common::pool(&url, &app, 4).await;
+    let store = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .build(pool)
+        .expect("build");
+    store.migrate().await.expect("migrate");
+    let r = live(b"survives");
+    store.create(&r).await.expect("create");
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("admin connection");
+
+    // A query in flight when its backend is terminated: hold a lock so the load waits on the
+    // server, then terminate the store's backends.
+    let mut tx = admin.begin().await.expect("begin");
+    sqlx::query(&format!(
+        "LOCK TABLE \"{TEST_SCHEMA}\".\"{table}\" IN ACCESS EXCLUSIVE MODE"
+    ))
+    .execute(&mut *tx)
+    .await
+    .expect("lock the table");
+    let blocked = {
+        let (store, key) = (store.clone(), r.key);
+        tokio::spawn(async move { store.load(&key).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while backends(&mut tx, &app, true).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the load never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(terminate(&mut tx, &app).await >= 1);
+    let err = blocked
+        .await
+        .expect("load task")
+        .expect_err("a terminated load must fail");
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                store: "postgres",
+                ..
+            }
+        ),
+        "expected Unavailable, got {err:?}"
+    );
+    assert!(err.is_transient());
+    tx.rollback().await.expect("release the lock");
+
+    // The pool replaces the dead connections by itself.
+    assert_eq!(
+        store.load(&r.key).await.expect("load after reconnect"),
+        Some(r.clone())
+    );
+
+    // Idle connections killed between requests are noticed before use; nothing fails.
+    assert!(terminate(&mut admin, &app).await >= 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..8 {
+        assert_eq!(
+            store.load(&r.key).await.expect("load after idle kill"),
+            Some(r.clone())
+        );
+    }
+    assert!(
+        !backends(&mut admin, &app, false).await.is_empty(),
+        "the pool reconnected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_connection_without_a_check_is_unavailable_then_recovers() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let (store, _guard) = fresh(&url).await;
+    let app = common::unique_name("app");
+    let options: PgConnectOptions = url.parse().expect("url");
+    // Without the pre-use check, a connection killed while idle is handed out and fails.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(options.application_name(&app))
+        .await
+        .expect("connect");
+    let store = PostgresStore::builder()
+        .schema(store.schema())
+        .table(store.table())
+        .build(pool)
+        .expect("build");
+    let r = live(b"x");
+    store.create(&r).await.expect("create");
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("admin connection");
+    // The pool pings a connection as it takes it back; terminate only once that is done, or
+    // the ping notices and the load gets a fresh connection.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.pool().num_idle() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection never went idle"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(terminate(&mut admin, &app).await, 1);
+    // Termination is a signal: wait until the backend has really exited.
+    while !backends(&mut admin, &app, false).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backend did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = store
+        .load(&r.key)
+        .await
+        .expect_err("a dead connection must fail the load");
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                store: "postgres",
+                ..
+            }
+        ),
+        "expected Unavailable, got {err:?}"
+    );
+    let mut recovered = None;
+    for _ in 0..3 {
+        if let Ok(back) = store.load(&r.key).await {
+            recovered = Some(back);
+            break;
+        }
+    }
+    assert_eq!(
+        recovered,
+        Some(Some(r)),
+        "the pool must replace the dead connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_and_exhausted_pool_are_unavailable() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    // Port 1 on loopback refuses connections.
+    let err = PostgresStore::builder()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect("postgres://postgres@127.0.0.1:1/test")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                store: "postgres",
+                ..
+            }
+        ),
+        "expected Unavailable, got {err:?}"
+    );
+    for bad in ["mysql://nope", "postgres://u@h:99999999/db"] {
+        let err = PostgresStore::connect(bad)
+            .await
+            .expect_err("not a PostgreSQL URL");
+        assert!(
+            matches!(err, Error::Config(_)),
+            "{bad}: expected Config, got {err:?}"
+        );
+    }
+
+    let (store, _guard) = fresh(&url).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(200))
+        .connect(&url)
+        .await
+        .expect("connect");
+    let small = PostgresStore::builder()
+        .schema(store.schema())
+        .table(store.table())
+        .build(pool.clone())
+        .expect("build");
+    let held = pool.acquire().await.expect("take the only connection");
+    let err = small
+        .load(&SessionId::generate().key())
+        .await
+        .expect_err("the pool is exhausted");
+    assert!(
+        matches!(err, Error::Unavailable { .. }),
+        "expected Unavailable, got {err:?}"
+    );
+    drop(held);
+    assert_eq!(
+        small
+            .load(&SessionId::generate().key())
+            .await
+            .expect("load"),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_refused_and_odd_valid_ones_work() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let pool = PgPoolOptions::new().connect_lazy(&url).expect("lazy pool");
+    for table in [
+        "sessions\"; DROP TABLE users; --",
+        "a b",
+        "",
+        "1x",
+        "x.y",
+        "sessions'--",
+        &"t".repeat(49),
+    ] {
+        let err = PostgresStore::builder().table(table).build(pool.clone());
+        assert!(
+            matches!(err, Err(Error::Config(_))),
+            "table {table:?} must be refused, got {err:?}"
+        );
+    }
+    for schema in ["public\".\"x", "pg_catalog", "a;b", ""] {
+        let err = PostgresStore::builder().schema(schema).build(pool.clone());
+        assert!(
+            matches!(err, Err(Error::Config(_))),
+            "schema {schema:?} must be refused, got {err:?}"
+        );
+    }
+    // A reserved word and mixed case are fine: they are always quoted.
+    let schema = common::unique_name("Mixed");
+    let _guard = DropOnExit::schema(&url, &schema);
+    let store = PostgresStore::builder()
+        .schema(&schema)
+        .table("user")
+        .build(pool)
+        .expect("valid names");
+    store.migrate().await.expect("migrate");
+    let r = live(b"quoted");
+    store.create(&r).await.expect("create");
+    assert_eq!(store.load(&r.key).await.expect("load"), Some(r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_limit_defaults_to_4096_and_zero_means_unlimited() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let (store, _guard) = fresh(&url).await;
+    assert_eq!(store.max_data_len(), Some(4096));
+    assert_eq!(
+        PostgresStore::new(store.pool().clone()).max_data_len(),
+        Some(4096)
+    );
+    let fits = Record::new(
+        SessionId::generate().key(),
+        vec![1u8; 4096],
+        Timestamp::now() + HOUR,
+    );
+    store.create(&fits).await.expect("4096 bytes fit");
+    let big = Record::new(
+        SessionId::generate().key(),
+        vec![1u8; 4097],
+        Timestamp::now() + HOUR,
+    );
+    let err = store
+        .create(&big)
+        .await
+        .expect_err("4097 bytes are too many");
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                size: 4097,
+                limit: 4096
+            }
+        ),
+        "got {err:?}"
+    );
+    assert!(!store.exists(&big.key).await.expect("exists"));
+
+    let unlimited = PostgresStore::builder()
+        .schema(store.schema())
+        .table(store.table())
+        .max_data_len(0)
+        .build(store.pool().clone())
+        .expect("build");
+    assert_eq!(unlimited.max_data_len(), None);
+    let huge = Record::new(
+        SessionId::generate().key(),
+        vec![9u8; 3 << 20],
+        Timestamp::now() + HOUR,
+    );
+    unlimited.create(&huge).await.expect("no limit");
+    assert_eq!(unlimited.load(&huge.key).await.expect("load"), Some(huge));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_id_replaces_an_expired_row_at_the_new_key() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let (store, _guard) = fresh(&url).await;
+    let r = live(b"mine").with_owner("ann");
+    let stale = expired(b"stale").with_owner("bob");
+    store.create(&r).await.expect("create");
+    store.create(&stale).await.expect("create expired");
+    store
+        .change_id(&r.key, &stale.key)
+        .await
+        .expect("an expired row must not block change_id");
+    assert_eq!(store.load(&r.key).await.expect("load"), None);
+    assert_eq!(
+        store.load(&stale.key).await.expect("load"),
+        Some(Record {
+            key: stale.key,
+            ..r
+        })
+    );
+    assert_eq!(
+        store.count_expired().await.expect("count_expired"),
+        0,
+        "the expired row was replaced"
+    );
+    assert!(store.list_by_owner("bob").await.expect("list").is_empty());
+
+    // An expired old key moves nothing, and leaves an expired row at the target alone.
+    let old = expired(b"old");
+    let target = expired(b"target");
+    store.create(&old).await.expect("create");
+    store.create(&target).await.expect("create");
+    let err = store
+        .change_id(&old.key, &target.key)
+        .await
+        .expect_err("old is not live");
+    assert!(matches!(err, Error::NotFound), "got {err:?}");
+    assert_eq!(
+        store.count_expired().await.expect("count_expired"),
+        2,
+        "nothing changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_are_exact_across_the_range() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let (store, _guard) = fresh(&url).await;
+    // Before 1970 and before 2000 (negative offsets from both epochs, not whole seconds),
+    // and far in the future.
+    for (created, expires) in [
+        (-1, 4_102_444_800_123),
+        (-86_400_001, 253_402_300_799_999),
+        (946_684_799_999, 9_000_000_000_000_001),
+    ] {
+        let mut r = live(b"t");
+        r.created_at = Timestamp::from_unix_millis(created);
+        r.expires_at = Timestamp::from_unix_millis(expires);
+        store.create(&r).await.expect("create");
+        assert_eq!(store.load(&r.key).await.expect("load"), Some(r));
+    }
+    // Beyond timestamptz's range: a typed error, nothing written.
+    let mut r = live(b"t");
+    r.expires_at = Timestamp::from_unix_millis(i64::MAX);
+    let err = store.create(&r).await.expect_err("out of range");
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                store: "postgres",
+                ..
+            }
+        ),
+        "got {err:?}"
+    );
+    assert!(!store.exists(&r.key).await.expect("exists"));
+    assert_eq!(store.count().await.expect("count"), 3);
+}
