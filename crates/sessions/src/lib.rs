@@ -8,6 +8,12 @@ pub mod memory {
     pub use session_memory::*;
 }
 
+/// RAM speed with a lazily flushed modification log on disk (feature `hybrid`).
+#[cfg(feature = "hybrid")]
+pub mod hybrid {
+    pub use session_hybrid::*;
+}
+
 /// The Redis store (feature `redis`).
 #[cfg(feature = "redis")]
 pub mod redis {
