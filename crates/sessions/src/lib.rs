@@ -8,6 +8,12 @@ pub mod memory {
     pub use session_memory::*;
 }
 
+/// One checksummed file per session in a local directory (feature `files`).
+#[cfg(feature = "files")]
+pub mod files {
+    pub use session_files::*;
+}
+
 /// RAM speed with a lazily flushed modification log on disk (feature `hybrid`).
 #[cfg(feature = "hybrid")]
 pub mod hybrid {
@@ -18,4 +24,10 @@ pub mod hybrid {
 #[cfg(feature = "redis")]
 pub mod redis {
     pub use session_redis::*;
+}
+
+/// The PostgreSQL store (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use session_postgres::*;
 }
