@@ -1,0 +1,276 @@
+//! How much a session layer costs per request.
+//!
+//! The same axum handler (read one value, write it back incremented) runs three ways, each in
+//! its own server process: with no session layer (the limit: it keeps the counter in a shared
+//! map keyed by a client header, so it does comparable work), with our `SessionLayer` on the
+//! memory store, and with `tower-sessions` on its memory store (the peer). One client process
+//! drives each in turn with 64 keep-alive connections, each holding its own session cookie,
+//! and reports requests per second and the server's CPU time per request (from
+//! `/proc/<pid>/stat`).
+//!
+//! `cargo run --release -p session-httpbench -- [--seconds N] [--clients N]`
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderMap, Request, header};
+use axum::routing::get;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+const VARIANTS: [&str; 3] = ["none", "ours", "tower-sessions"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--serve") {
+        let variant = args.get(pos + 1).cloned().unwrap_or_default();
+        return serve(&variant);
+    }
+    let flag = |name: &str, default: u64| -> u64 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let seconds = flag("--seconds", 5);
+    let clients = flag("--clients", 64) as usize;
+    let rounds = flag("--rounds", 3);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(drive(seconds, clients, rounds))
+}
+
+/// Runs one server variant on a fixed port-0 listener, printing the port on stdout.
+fn serve(variant: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let router = match variant {
+            "none" => no_sessions(),
+            "ours" => ours()?,
+            "tower-sessions" => peer(),
+            other => return Err(format!("unknown variant {other}").into()),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?.port());
+        // Every variant answers with Nagle off, so small responses are not held back.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, router).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+fn no_sessions() -> Router {
+    let counters: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    Router::new().route(
+        "/",
+        get(move |headers: HeaderMap| {
+            let counters = Arc::clone(&counters);
+            async move {
+                let client = headers
+                    .get(header::COOKIE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let mut map = counters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = map.entry(client).or_insert(0);
+                *n += 1;
+                n.to_string()
+            }
+        }),
+    )
+}
+
+fn ours() -> Result<Router, sessions::Error> {
+    use sessions::layer::SessionLayer;
+    use sessions::{Session, SessionManager};
+    let store = sessions::memory::MemoryStore::new();
+    let manager = SessionManager::builder(store).build()?;
+    let layer = SessionLayer::builder(manager).secure(false).build()?;
+    Ok(Router::new()
+        .route(
+            "/",
+            get(|session: Session| async move {
+                match session
+                    .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+                    .await
+                {
+                    Ok(n) => n.to_string(),
+                    Err(e) => e.to_string(),
+                }
+            }),
+        )
+        .layer(layer))
+}
+
+fn peer() -> Router {
+    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+    let layer = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
+    Router::new()
+        .route(
+            "/",
+            get(|session: Session| async move {
+                let n: u64 = session.get("n").await.ok().flatten().unwrap_or(0) + 1;
+                match session.insert("n", n).await {
+                    Ok(()) => n.to_string(),
+                    Err(e) => e.to_string(),
+                }
+            }),
+        )
+        .layer(layer)
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+struct Measured {
+    rps: f64,
+    cpu_us_per_req: f64,
+}
+
+async fn drive(
+    seconds: u64,
+    clients: usize,
+    rounds: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe()?;
+    let mut results: HashMap<&str, Vec<Measured>> = HashMap::new();
+    // Rounds interleave the variants so drift on the machine hits all of them alike.
+    for round in 0..rounds {
+        for variant in VARIANTS {
+            let mut child = tokio::process::Command::new(&exe)
+                .args(["--serve", variant])
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let pid = child.id().ok_or("server exited")?;
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let mut line = String::new();
+            tokio::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .await?;
+            let port: u16 = line.trim().parse()?;
+            let m = load(port, pid, seconds, clients).await?;
+            eprintln!(
+                "round {round} {variant:>15}: {:>9.0} req/s  {:>6.1} µs server CPU/req",
+                m.rps, m.cpu_us_per_req
+            );
+            results.entry(variant).or_default().push(m);
+            child.kill().await?;
+        }
+    }
+    let best = |v: &str| -> (f64, f64) {
+        let runs = &results[v];
+        let rps = runs.iter().map(|m| m.rps).fold(0.0, f64::max);
+        let mut cpu: Vec<f64> = runs.iter().map(|m| m.cpu_us_per_req).collect();
+        cpu.sort_by(f64::total_cmp);
+        (rps, cpu[cpu.len() / 2])
+    };
+    let (none_rps, none_cpu) = best("none");
+    let (ours_rps, ours_cpu) = best("ours");
+    let (peer_rps, peer_cpu) = best("tower-sessions");
+    println!(
+        "\n| server | req/s (best of {rounds}) | × no-session limit | server CPU µs/req (median) | CPU over limit |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, rps, cpu) in [
+        ("no session layer (limit)", none_rps, none_cpu),
+        ("sessions SessionLayer + MemoryStore", ours_rps, ours_cpu),
+        ("tower-sessions + MemoryStore (peer)", peer_rps, peer_cpu),
+    ] {
+        println!(
+            "| {name} | {rps:.0} | {:.2} | {cpu:.1} | {:+.1} |",
+            rps / none_rps,
+            cpu - none_cpu
+        );
+    }
+    println!(
+        "\nours / peer: {:.2}× requests per second; {clients} keep-alive clients, {seconds} s per run",
+        ours_rps / peer_rps
+    );
+    Ok(())
+}
+
+async fn load(
+    port: u16,
+    pid: u32,
+    seconds: u64,
+    clients: usize,
+) -> Result<Measured, Box<dyn std::error::Error>> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (stop, counting) = (Arc::clone(&stop), Arc::clone(&counting));
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            // The no-session server keys its counter by this header; the session servers
+            // replace it with their own cookie after the first response.
+            let mut cookie = format!("client={i}");
+            let mut done = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let req = Request::get("/")
+                    .header(header::HOST, "127.0.0.1")
+                    .header(header::COOKIE, cookie.as_str())
+                    .body(Empty::<Bytes>::new())?;
+                let res = sender.send_request(req).await?;
+                if let Some(set) = res
+                    .headers()
+                    .get(header::SET_COOKIE)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    if let Some(pair) = set.split(';').next() {
+                        cookie = pair.to_owned();
+                    }
+                }
+                res.into_body().collect().await?;
+                if counting.load(std::sync::atomic::Ordering::Relaxed) {
+                    done += 1;
+                }
+            }
+            Ok::<u64, Box<dyn std::error::Error + Send + Sync>>(done)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_start = cpu_ticks(pid).ok_or("cannot read server CPU")?;
+    let start = Instant::now();
+    counting.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    counting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let cpu_end = cpu_ticks(pid).ok_or("cannot read server CPU")?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await?.map_err(|e| e.to_string())?;
+    }
+    // Linux reports CPU time in clock ticks of 10 ms (USER_HZ = 100).
+    let cpu_secs = (cpu_end - cpu_start) as f64 / 100.0;
+    Ok(Measured {
+        rps: total as f64 / elapsed.as_secs_f64(),
+        cpu_us_per_req: cpu_secs * 1e6 / total.max(1) as f64,
+    })
+}
