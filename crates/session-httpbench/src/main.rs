@@ -237,14 +237,13 @@ async fn load(
                     .header(header::COOKIE, cookie.as_str())
                     .body(Empty::<Bytes>::new())?;
                 let res = sender.send_request(req).await?;
-                if let Some(set) = res
+                if let Some(pair) = res
                     .headers()
                     .get(header::SET_COOKIE)
                     .and_then(|v| v.to_str().ok())
+                    .and_then(|set| set.split(';').next())
                 {
-                    if let Some(pair) = set.split(';').next() {
-                        cookie = pair.to_owned();
-                    }
+                    cookie = pair.to_owned();
                 }
                 res.into_body().collect().await?;
                 if counting.load(std::sync::atomic::Ordering::Relaxed) {
