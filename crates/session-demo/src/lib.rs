@@ -2,6 +2,7 @@
 //! name becomes the session's owner), logout, "sign out everywhere", the masked id and the
 //! session's expiry. The store comes from `SESSION_STORE`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,14 @@ use sessions::{Error, Session, SessionManager, SessionStore, Timestamp};
 pub enum StoreChoice {
     /// `memory` (the default).
     Memory,
+    /// `files:PATH`: one file per session under `PATH`.
+    Files(PathBuf),
+    /// `hybrid:PATH`: memory plus a modification log under `PATH`.
+    Hybrid(PathBuf),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+    /// `redis://…` or `rediss://…`.
+    Redis(String),
 }
 
 impl StoreChoice {
@@ -28,22 +37,49 @@ impl StoreChoice {
     /// # Errors
     /// [`Error::Config`] naming the accepted forms.
     pub fn parse(value: Option<&str>) -> Result<Self, Error> {
-        match value.map(str::trim).unwrap_or("") {
-            "" | "memory" => Ok(Self::Memory),
-            other => Err(Error::Config(
-                format!("SESSION_STORE={other:?} is not supported; use `memory`").into(),
-            )),
+        let value = value.map(str::trim).unwrap_or("");
+        let path = |p: &str| -> Result<PathBuf, Error> {
+            if p.is_empty() {
+                Err(Error::Config(
+                    "a path is required, e.g. `files:/tmp/sessions`".into(),
+                ))
+            } else {
+                Ok(PathBuf::from(p))
+            }
+        };
+        if value.is_empty() || value == "memory" {
+            Ok(Self::Memory)
+        } else if let Some(p) = value.strip_prefix("files:") {
+            Ok(Self::Files(path(p)?))
+        } else if let Some(p) = value.strip_prefix("hybrid:") {
+            Ok(Self::Hybrid(path(p)?))
+        } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Ok(Self::Postgres(value.to_owned()))
+        } else if value.starts_with("redis://") || value.starts_with("rediss://") {
+            Ok(Self::Redis(value.to_owned()))
+        } else {
+            Err(Error::Config(
+                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `postgres://…` or `redis://…`".into(),
+            ))
         }
     }
 
-    /// Opens the chosen store.
+    /// Opens the chosen store (creating directories or the table when needed).
     ///
     /// # Errors
     /// Whatever the store's constructor reports (bad path, unreachable server).
     pub async fn open(&self) -> Result<Arc<dyn SessionStore>, Error> {
-        match self {
-            Self::Memory => Ok(Arc::new(sessions::memory::MemoryStore::new())),
-        }
+        Ok(match self {
+            Self::Memory => Arc::new(sessions::memory::MemoryStore::new()),
+            Self::Files(path) => Arc::new(sessions::files::FileStore::open(path.clone())?),
+            Self::Hybrid(path) => Arc::new(sessions::hybrid::HybridStore::open(path)?),
+            Self::Postgres(url) => {
+                let store = sessions::postgres::PostgresStore::connect(url).await?;
+                store.migrate().await?;
+                Arc::new(store)
+            }
+            Self::Redis(url) => Arc::new(sessions::redis::RedisStore::from_url(url.clone())?),
+        })
     }
 }
 

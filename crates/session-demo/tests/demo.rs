@@ -149,5 +149,84 @@ fn store_choice_parses_and_refuses_unknown_values() {
         StoreChoice::parse(Some("memory")).expect("memory"),
         StoreChoice::Memory
     );
-    assert!(StoreChoice::parse(Some("mongo://x")).is_err());
+    assert_eq!(
+        StoreChoice::parse(Some("files:/tmp/s")).expect("files"),
+        StoreChoice::Files("/tmp/s".into())
+    );
+    assert_eq!(
+        StoreChoice::parse(Some("hybrid:/tmp/h")).expect("hybrid"),
+        StoreChoice::Hybrid("/tmp/h".into())
+    );
+    assert!(matches!(
+        StoreChoice::parse(Some("postgres://u@h/db")),
+        Ok(StoreChoice::Postgres(_))
+    ));
+    assert!(matches!(
+        StoreChoice::parse(Some("redis://127.0.0.1")),
+        Ok(StoreChoice::Redis(_))
+    ));
+    for bad in ["mongo://x", "files:", "hybrid:", "disk"] {
+        assert!(StoreChoice::parse(Some(bad)).is_err(), "{bad}");
+    }
+}
+
+/// The whole flow on each persistent store: files and hybrid on a temp dir, and the
+/// server-backed ones where their servers are configured.
+#[tokio::test]
+async fn the_flow_works_on_every_store() {
+    let dir = std::env::temp_dir().join(format!("session-demo-{}", std::process::id()));
+    let mut choices = vec![
+        StoreChoice::Files(dir.join("files")),
+        StoreChoice::Hybrid(dir.join("hybrid")),
+    ];
+    if let Some(url) = session_core::conformance::service_url("DATABASE_URL") {
+        choices.push(StoreChoice::Postgres(url));
+    }
+    if let Some(url) = session_core::conformance::service_url("REDIS_URL") {
+        choices.push(StoreChoice::Redis(url));
+    }
+    for choice in choices {
+        let store = choice
+            .open()
+            .await
+            .unwrap_or_else(|e| panic!("{choice:?}: {e}"));
+        let router = app(Arc::clone(&store), false).expect("app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+        let b = browser();
+        b.get(&base).send().await.expect("get");
+        let owner = format!("demo-{}", std::process::id());
+        let page = b
+            .post(format!("{base}/login"))
+            .form(&[("name", owner.as_str())])
+            .send()
+            .await
+            .expect("login")
+            .text()
+            .await
+            .expect("body");
+        assert_eq!(between(&page, r#"<b id="visits">"#, "<"), "2", "{choice:?}");
+        assert_eq!(
+            store.list_by_owner(&owner).await.expect("owner").len(),
+            1,
+            "{choice:?}"
+        );
+        let page = b
+            .post(format!("{base}/logout"))
+            .send()
+            .await
+            .expect("logout")
+            .text()
+            .await
+            .expect("body");
+        assert!(page.contains(r#"id="login""#), "{choice:?}");
+        assert!(
+            store.list_by_owner(&owner).await.expect("owner").is_empty(),
+            "{choice:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
