@@ -91,7 +91,10 @@ impl HybridStore {
             }
             Err(TryLockError::Error(e)) => return Err(backend(e)),
         }
-        let replayed = replay::replay(&dir).map_err(backend)?;
+        // Loading a million sessions into the memory store takes over a second on one thread,
+        // so the rebuilt map comes in parts that load on parallel threads.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let replayed = replay::replay(&dir, threads).map_err(backend)?;
         let mut report = replayed.report;
         let journal = Arc::new(Journal::new(config.flush_bytes));
         let memory = MemoryStore::builder()
@@ -100,12 +103,33 @@ impl HybridStore {
             .observer(Arc::clone(&journal) as _)
             .build()?;
         let now = Timestamp::now();
-        for record in replayed.records.into_values() {
-            if record.is_expired_at(now) {
-                report.expired_skipped += 1;
-            } else {
-                report.sessions_loaded += 1;
-                memory.restore(record);
+        let counts: Vec<_> = std::thread::scope(|scope| {
+            let loaders: Vec<_> = (replayed.records.parts.into_iter())
+                .map(|part| {
+                    let memory = &memory;
+                    scope.spawn(move || {
+                        let (mut loaded, mut expired) = (0u64, 0u64);
+                        for record in part.into_values() {
+                            if record.is_expired_at(now) {
+                                expired += 1;
+                            } else {
+                                loaded += 1;
+                                memory.restore(record);
+                            }
+                        }
+                        (loaded, expired)
+                    })
+                })
+                .collect();
+            loaders.into_iter().map(|loader| loader.join()).collect()
+        });
+        for count in counts {
+            match count {
+                Ok((loaded, expired)) => {
+                    report.sessions_loaded += loaded;
+                    report.expired_skipped += expired;
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
         let segment = segment_path(&dir, replayed.segment);

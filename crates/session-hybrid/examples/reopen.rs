@@ -1,0 +1,97 @@
+//! How long reopening a directory takes: fills a store with `N` sessions of about 0.5 KiB
+//! (default 1,000,000; every fourth one owned), closes it, and times `HybridStore::open`.
+//!
+//! ```text
+//! cargo run --release -p session-hybrid --example reopen -- [N] [DIR]
+//! ```
+//!
+//! Without `DIR` a temp directory is used and removed afterwards. A `DIR` that already holds
+//! files is not filled again, only reopened, so repeated runs time the reopen alone.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use session_core::{Bytes, Record, SessionKey, SessionStore, Timestamp};
+use session_hybrid::HybridStore;
+
+/// A uniform key for session `i` (the splitmix64 finalizer, as the benchmark harness uses).
+fn key(i: u64) -> SessionKey {
+    let mut bytes = [0u8; 32];
+    let mut z = i;
+    for chunk in bytes.chunks_mut(8) {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut x = z;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        chunk.copy_from_slice(&(x ^ (x >> 31)).to_le_bytes());
+    }
+    SessionKey::from_bytes(bytes)
+}
+
+fn size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn fill(dir: &Path, n: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let store = HybridStore::builder(dir)
+        .cleanup_interval(Duration::ZERO)
+        .open()?;
+    let data = Bytes::from(vec![b's'; 480]);
+    let started = Instant::now();
+    for i in 0..n {
+        let expires = Timestamp::now() + Duration::from_secs(86_400);
+        let mut r = Record::new(key(i), data.clone(), expires);
+        if i % 4 == 0 {
+            r.owner = Some(format!("user-{}", i / 4));
+        }
+        store.create(&r).await?;
+    }
+    store.close().await?;
+    let took = started.elapsed();
+    println!(
+        "filled {n} sessions in {took:.2?}; directory holds {} MiB",
+        size(dir) >> 20
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let tmp = tempfile::tempdir()?;
+    let dir = args
+        .next()
+        .map_or_else(|| tmp.path().to_owned(), Into::into);
+    let filled_before = std::fs::read_dir(&dir).is_ok_and(|mut e| e.next().is_some());
+    if filled_before {
+        println!(
+            "{} already holds sessions: timing the reopen only",
+            dir.display()
+        );
+    } else {
+        fill(&dir, n).await?;
+    }
+
+    let started = Instant::now();
+    let store = HybridStore::builder(&dir)
+        .cleanup_interval(Duration::ZERO)
+        .open()?;
+    let opened = started.elapsed();
+    println!("reopened in {opened:.2?}: {:?}", store.replay_report());
+    if !filled_before {
+        assert_eq!(store.count().await?, n);
+    }
+    Ok(())
+}
