@@ -41,10 +41,11 @@ pub(crate) fn encode(record: &Record, version: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes a stored value found under `key`.
-pub(crate) fn decode(key: SessionKey, value: &[u8]) -> Result<Record> {
+/// Decodes a stored value found under `key`. The record's data is a view into `value`, not a
+/// copy (it keeps the 30-byte header and the owner alive with it).
+pub(crate) fn decode(key: SessionKey, value: Vec<u8>) -> Result<Record> {
     let corrupt = |what: &'static str| Error::corrupt(what);
-    let Some((header, rest)) = value.split_first_chunk::<HEADER_LEN>() else {
+    let Some((header, rest)) = value.as_slice().split_first_chunk::<HEADER_LEN>() else {
         return Err(corrupt("stored session is shorter than its header"));
     };
     if header[0] != FORMAT {
@@ -68,16 +69,15 @@ pub(crate) fn decode(key: SessionKey, value: &[u8]) -> Result<Record> {
     if rest.len() < owner_len {
         return Err(corrupt("stored session is shorter than its owner length"));
     }
-    let (owner, data) = rest.split_at(owner_len);
     let owner = if has_owner {
-        let owner = std::str::from_utf8(owner).map_err(Error::corrupt)?;
+        let owner = std::str::from_utf8(&rest[..owner_len]).map_err(Error::corrupt)?;
         Some(owner.to_owned())
     } else {
         None
     };
     Ok(Record {
         key,
-        data: Bytes::copy_from_slice(data),
+        data: Bytes::from(value).slice(HEADER_LEN + owner_len..),
         created_at,
         expires_at,
         version,
@@ -112,7 +112,7 @@ mod tests {
                 Ok(v) => v,
                 Err(e) => panic!("encode failed: {e}"),
             };
-            match decode(record.key, &value) {
+            match decode(record.key, value) {
                 Ok(back) => assert_eq!(back, record),
                 Err(e) => panic!("decode failed: {e}"),
             }
@@ -123,7 +123,7 @@ mod tests {
     fn version_is_replaced_and_exact_for_large_values() {
         let record = sample();
         let value = encode(&record, u64::MAX - 1).map_err(|e| e.to_string());
-        let back = value.and_then(|v| decode(record.key, &v).map_err(|e| e.to_string()));
+        let back = value.and_then(|v| decode(record.key, v).map_err(|e| e.to_string()));
         assert_eq!(back.map(|r| r.version), Ok(u64::MAX - 1));
     }
 
@@ -137,7 +137,7 @@ mod tests {
             b"plain string value here, not ours".as_slice(),
         ] {
             assert!(
-                matches!(decode(record.key, bad), Err(Error::Corrupt(_))),
+                matches!(decode(record.key, bad.to_vec()), Err(Error::Corrupt(_))),
                 "{bad:?} must be corrupt"
             );
         }

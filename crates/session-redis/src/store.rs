@@ -566,7 +566,7 @@ impl SessionStore for RedisStore {
             .await?;
         match value {
             None => Ok(None),
-            Some(value) => codec::decode(*key, &value).map(Some),
+            Some(value) => codec::decode(*key, value).map(Some),
         }
     }
 
@@ -708,12 +708,13 @@ impl SessionStore for RedisStore {
             })
             .await?;
         let mut records = Vec::with_capacity(pairs.len() / 2);
-        for pair in pairs.chunks_exact(2) {
-            let key = std::str::from_utf8(&pair[0])
+        let mut pairs = pairs.into_iter();
+        while let (Some(member), Some(value)) = (pairs.next(), pairs.next()) {
+            let key = std::str::from_utf8(&member)
                 .ok()
                 .and_then(SessionKey::from_hex)
                 .ok_or_else(|| Error::corrupt("an owner index member is not a session key"))?;
-            records.push(codec::decode(key, &pair[1])?);
+            records.push(codec::decode(key, value)?);
         }
         Ok(records)
     }
