@@ -11,8 +11,9 @@ use deadpool_redis::redis::Script;
 ///
 /// - `owner_of(key, header)`: the owner stored in a record, or nil.
 /// - `expires_of(header)`: the deadline in the header, as a Lua number (exact below 2^53 ms).
-/// - `index_add(zset, score, member)`: adds a member to an owner index and lets the index
-///   expire with its longest-lived member, so an index nobody reads again still goes away.
+/// - `index_expire(zset)`: lets an owner index expire with its longest-lived member, so an
+///   index nobody reads again still goes away.
+/// - `index_add(zset, score, member)`: adds a member to an owner index, then `index_expire`.
 const PRELUDE: &str = r"
 local function be32(s, i)
   return ((string.byte(s, i) * 256 + string.byte(s, i + 1)) * 256 + string.byte(s, i + 2)) * 256 + string.byte(s, i + 3)
@@ -28,10 +29,13 @@ local function expires_of(h)
   for i = 18, 25 do n = n * 256 + string.byte(h, i) end
   return n
 end
+local function index_expire(z)
+  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('PEXPIREAT', z, top[2]) end
+end
 local function index_add(z, score, member)
   redis.call('ZADD', z, score, member)
-  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', z, top[2])
+  index_expire(z)
 end
 local function header(key)
   local h = redis.call('GETRANGE', key, 0, 29)
@@ -117,7 +121,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
 ";
 
 /// `list_by_owner`: the owner's live records, dropping index members whose record is gone or
-/// now belongs to someone else.
+/// now belongs to someone else, and resetting the index's expiry to its last live member.
 ///
 /// KEYS: owner index. ARGV: prefix, owner. Returns `[member, value, member, value, ...]`.
 const LIST_BY_OWNER: &str = r"
@@ -133,6 +137,7 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('ZREM', KEYS[1], m)
   end
 end
+index_expire(KEYS[1])
 return out
 ";
 

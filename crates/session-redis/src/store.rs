@@ -11,6 +11,7 @@
 //! through the millisecond of its deadline, the contract drops a record at it, and this makes
 //! the two agree without a clock check on every read.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -390,31 +391,38 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let work = async {
+        self.timed(async {
             let conn = self.inner.pools.get().await.map_err(pool_error)?;
             op(conn).await
+        })
+        .await
+    }
+
+    /// Fails `work` with [`Error::Unavailable`] when it outlasts the command timeout.
+    async fn timed<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let Some(limit) = self.inner.command_timeout else {
+            return work.await;
         };
-        match self.inner.command_timeout {
-            None => work.await,
-            Some(limit) => match tokio::time::timeout(limit, work).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::unavailable(
-                    STORE,
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer from Redis within {limit:?}"),
-                    ),
-                )),
-            },
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::unavailable(
+                STORE,
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from Redis within {limit:?}"),
+                ),
+            )),
         }
     }
 
     /// Every live session key, by `SCAN` in batches, deduplicated (a `SCAN` may return a key
-    /// twice while Redis resizes its table).
-    async fn scan(&self) -> Result<std::collections::HashSet<SessionKey>> {
+    /// twice while Redis resizes its table). The timeout applies to each batch, not the walk.
+    async fn scan(&self) -> Result<HashSet<SessionKey>> {
         let inner = &*self.inner;
-        let mut conn = inner.pools.get().await.map_err(pool_error)?;
-        let mut found = std::collections::HashSet::new();
+        let mut conn = self
+            .timed(async { inner.pools.get().await.map_err(pool_error) })
+            .await?;
+        let mut found = HashSet::new();
         let mut cursor: u64 = 0;
         loop {
             let mut cmd = redis::cmd("SCAN");
@@ -423,19 +431,12 @@ impl RedisStore {
                 .arg(&inner.scan_pattern)
                 .arg("COUNT")
                 .arg(inner.scan_count);
-            let step = conn.scan_step(&cmd, &inner.prefix);
-            let (next, keys) = match inner.command_timeout {
-                None => step.await.map_err(redis_error)?,
-                Some(limit) => tokio::time::timeout(limit, step)
+            let step = async {
+                conn.scan_step(&cmd, &inner.prefix)
                     .await
-                    .map_err(|_| {
-                        Error::unavailable(
-                            STORE,
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, "SCAN timed out"),
-                        )
-                    })?
-                    .map_err(redis_error)?,
+                    .map_err(redis_error)
             };
+            let (next, keys) = self.timed(step).await?;
             for k in keys {
                 let hex = k
                     .get(inner.prefix.len()..)
