@@ -1,0 +1,29 @@
+//! The registry: every target the harness knows, one file per family.
+//!
+//! To add a backend, write `targets/<family>.rs` with a function returning its [`Target`]s
+//! and list them in [`all`]. See the crate README.
+
+use crate::target::Target;
+
+mod limit;
+mod memory;
+mod tower_sessions;
+
+/// Every target, in table order: ours, then the limit, then the peers.
+pub(crate) fn all() -> Vec<Target> {
+    let mut targets = Vec::new();
+    targets.extend(memory::targets());
+    targets.extend(limit::targets());
+    targets.extend(tower_sessions::targets());
+    targets
+}
+
+/// The targets a run uses when `--targets` is not given.
+pub(crate) fn default_names() -> &'static [&'static str] {
+    &[
+        "memory",
+        "dashmap",
+        "tower-sessions-memory-store",
+        "tower-sessions-moka-store",
+    ]
+}
