@@ -357,6 +357,19 @@ fn unsupported(path: &Path, bad: Bad) -> Error {
     )
 }
 
+/// The whole file of `found` with a new expiry: the body (and its checksum) is copied as it
+/// is. The file is still rewritten whole, because patching the header in place could tear it.
+fn retimed(found: &Found, expires_at: Timestamp) -> Vec<u8> {
+    let header = Header {
+        expires_at,
+        ..found.header
+    };
+    let mut bytes = Vec::with_capacity(found.file.len());
+    bytes.extend_from_slice(&header.encode());
+    bytes.extend_from_slice(&found.file[HEADER_LEN..]);
+    bytes
+}
+
 /// Renames `from` over `to`, creating `to`'s directory if it is missing.
 fn rename_into(from: &Path, to: &Path, to_dir: &Path) -> Result<()> {
     match fs::rename(from, to) {
@@ -505,6 +518,13 @@ impl Inner {
         let key = &record.key;
         let dir = self.layout.shard_dir(key);
         let path = self.layout.record_path(key);
+        // A live record seen without the lock is a valid answer (the key was taken at that
+        // moment) and spares writing a file for nothing.
+        if let Peek::Found(found) = peek(&path, Depth::Header)?
+            && found.header.live(Timestamp::now())
+        {
+            return Err(Error::AlreadyExists);
+        }
         let bytes = format::encode(
             record.expires_at,
             record.created_at,
@@ -515,186 +535,234 @@ impl Inner {
         // Written and fsynced before taking the lock, so the lock is held only for the checks
         // and the rename.
         let temp = TempFile::write(&dir, key, &bytes)?;
-        let _lock = self.locks.lock(key)?;
-        let now = Timestamp::now();
-        // `None`: nothing there. `Some(owner)`: an expired or corrupt file to replace.
-        let stale: Option<Option<String>> = match peek(&path, Depth::Owner)? {
-            Peek::Missing => None,
-            Peek::Found(found) if found.header.live(now) => return Err(Error::AlreadyExists),
-            Peek::Found(found) => Some(found.owner),
-            Peek::Bad(bad @ Bad::Unsupported(_), _) => return Err(unsupported(&path, bad)),
-            Peek::Bad(Bad::Corrupt(reason), _) => {
-                tracing::warn!(path = %path.display(), reason, "corrupt session file: replaced by a create");
-                Some(None)
-            }
-        };
-        if let Some(owner) = &record.owner {
-            self.add_marker(owner, key)?;
-        }
-        match &stale {
-            // `link` refuses an existing name in every process, lock or not.
-            None => {
-                if !temp.link_new(&path)? {
-                    return Err(Error::AlreadyExists);
-                }
-            }
-            Some(_) => temp.rename_to(&path)?,
-        }
-        sync_dir(&dir)?;
-        if let Some(Some(old)) = &stale
-            && record.owner.as_ref() != Some(old)
         {
-            self.remove_marker(old, key);
+            let _lock = self.locks.lock(key)?;
+            let now = Timestamp::now();
+            // `None`: nothing there. `Some(owner)`: an expired or corrupt file to replace.
+            let stale: Option<Option<String>> = match peek(&path, Depth::Owner)? {
+                Peek::Missing => None,
+                Peek::Found(found) if found.header.live(now) => return Err(Error::AlreadyExists),
+                Peek::Found(found) => Some(found.owner),
+                Peek::Bad(bad @ Bad::Unsupported(_), _) => return Err(unsupported(&path, bad)),
+                Peek::Bad(Bad::Corrupt(reason), _) => {
+                    tracing::warn!(path = %path.display(), reason, "corrupt session file: replaced by a create");
+                    Some(None)
+                }
+            };
+            if let Some(owner) = &record.owner {
+                self.add_marker(owner, key)?;
+            }
+            match &stale {
+                // `link` refuses an existing name in every process, lock or not.
+                None => {
+                    if !temp.link_new(&path)? {
+                        return Err(Error::AlreadyExists);
+                    }
+                }
+                Some(_) => temp.rename_to(&path)?,
+            }
+            if let Some(Some(old)) = &stale
+                && record.owner.as_ref() != Some(old)
+            {
+                self.remove_marker(old, key);
+            }
         }
-        Ok(())
+        // The directory fsync needs no lock: it only makes the rename durable, and the call
+        // does not return (or report success) before it is done.
+        sync_dir(&dir)
     }
 
     fn save(&self, record: &Record) -> Result<u64> {
         let key = &record.key;
         let dir = self.layout.shard_dir(key);
         let path = self.layout.record_path(key);
-        let _lock = self.locks.lock(key)?;
-        let now = Timestamp::now();
-        let stored = match peek(&path, Depth::Owner)? {
-            Peek::Found(found) if found.header.live(now) => found,
-            Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
-            Peek::Bad(bad, id) => {
-                self.bad(key, &path, bad, id, true)?;
-                return Err(Error::NotFound);
-            }
-        };
-        if stored.header.version != record.version {
-            return Err(Error::Conflict);
-        }
         let Some(version) = record.version.checked_add(1) else {
             return Err(Error::backend(
                 STORE,
                 "the session's version counter is exhausted",
             ));
         };
-        let bytes = format::encode(
-            record.expires_at,
-            stored.header.created_at,
-            version,
-            record.owner.as_deref(),
-            &record.data,
-        );
-        let temp = TempFile::write(&dir, key, &bytes)?;
-        let owner_changed = stored.owner != record.owner;
-        if owner_changed && let Some(owner) = &record.owner {
-            self.add_marker(owner, key)?;
+        let encode = |created_at| {
+            format::encode(
+                record.expires_at,
+                created_at,
+                version,
+                record.owner.as_deref(),
+                &record.data,
+            )
+        };
+        // First without the lock: a failure seen here is a valid answer (the save failed at
+        // that moment), and a likely success gets its file written and fsynced before the
+        // lock is taken, so the lock covers only the re-check and the rename.
+        let early = match peek(&path, Depth::Header)? {
+            Peek::Found(found) if found.header.live(Timestamp::now()) => {
+                if found.header.version != record.version {
+                    return Err(Error::Conflict);
+                }
+                let created_at = found.header.created_at;
+                Some((created_at, TempFile::write(&dir, key, &encode(created_at))?))
+            }
+            Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
+            Peek::Bad(..) => None,
+        };
+        {
+            let _lock = self.locks.lock(key)?;
+            let now = Timestamp::now();
+            let stored = match peek(&path, Depth::Owner)? {
+                Peek::Found(found) if found.header.live(now) => found,
+                Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
+                Peek::Bad(bad, id) => {
+                    self.bad(key, &path, bad, id, true)?;
+                    return Err(Error::NotFound);
+                }
+            };
+            if stored.header.version != record.version {
+                return Err(Error::Conflict);
+            }
+            let temp = match early {
+                Some((created_at, temp)) if created_at == stored.header.created_at => temp,
+                // Deleted and created again at the same version meanwhile: keep the new
+                // record's creation time.
+                _ => TempFile::write(&dir, key, &encode(stored.header.created_at))?,
+            };
+            let owner_changed = stored.owner != record.owner;
+            if owner_changed && let Some(owner) = &record.owner {
+                self.add_marker(owner, key)?;
+            }
+            temp.rename_to(&path)?;
+            if owner_changed && let Some(old) = &stored.owner {
+                self.remove_marker(old, key);
+            }
         }
-        temp.rename_to(&path)?;
         sync_dir(&dir)?;
-        if owner_changed && let Some(old) = &stored.owner {
-            self.remove_marker(old, key);
-        }
         Ok(version)
     }
 
     fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
         let dir = self.layout.shard_dir(key);
         let path = self.layout.record_path(key);
-        let _lock = self.locks.lock(key)?;
-        let now = Timestamp::now();
-        let stored = match peek(&path, Depth::Whole)? {
-            Peek::Found(found) if found.header.live(now) => found,
-            Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
-            Peek::Bad(bad, id) => {
-                self.bad(key, &path, bad, id, true)?;
-                return Err(Error::NotFound);
+        // As in `save`: check and write the new file first, then re-check under the lock
+        // that the file is still the one read (same header, so same body) and rename.
+        let early = match peek(&path, Depth::Whole)? {
+            Peek::Found(found) if found.header.live(Timestamp::now()) => {
+                if found.header.expires_at == expires_at {
+                    return Ok(());
+                }
+                Some((
+                    found.header,
+                    TempFile::write(&dir, key, &retimed(&found, expires_at))?,
+                ))
             }
+            Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
+            Peek::Bad(..) => None,
         };
-        if stored.header.expires_at == expires_at {
-            return Ok(());
+        {
+            let _lock = self.locks.lock(key)?;
+            let now = Timestamp::now();
+            let temp = match (early, peek(&path, Depth::Header)?) {
+                (Some((read, temp)), Peek::Found(found))
+                    if found.header == read && read.live(now) =>
+                {
+                    temp
+                }
+                // Changed since: read it again under the lock.
+                _ => {
+                    let stored = match peek(&path, Depth::Whole)? {
+                        Peek::Found(found) if found.header.live(now) => found,
+                        Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
+                        Peek::Bad(bad, id) => {
+                            self.bad(key, &path, bad, id, true)?;
+                            return Err(Error::NotFound);
+                        }
+                    };
+                    if stored.header.expires_at == expires_at {
+                        return Ok(());
+                    }
+                    TempFile::write(&dir, key, &retimed(&stored, expires_at))?
+                }
+            };
+            temp.rename_to(&path)?;
         }
-        // The body (and its checksum) is copied as it is; only the header changes. The whole
-        // file is still rewritten, because patching the header in place could tear it.
-        let header = Header {
-            expires_at,
-            ..stored.header
-        };
-        let mut bytes = Vec::with_capacity(stored.file.len());
-        bytes.extend_from_slice(&header.encode());
-        bytes.extend_from_slice(&stored.file[HEADER_LEN..]);
-        let temp = TempFile::write(&dir, key, &bytes)?;
-        temp.rename_to(&path)?;
         sync_dir(&dir)
     }
 
     /// Removes the record under `key` (the lock is held by the caller); returns whether it was
-    /// live. Anything unreadable at the key is removed too: a delete (a logout) must not be
-    /// blocked by a file it cannot decode.
-    fn delete_locked(&self, key: &SessionKey, now: Timestamp) -> Result<bool> {
-        let dir = self.layout.shard_dir(key);
+    /// live, and whether anything was removed (so the caller fsyncs the directory: a delete is
+    /// a logout, which must not come back after a crash). Anything unreadable at the key is
+    /// removed too: a logout must not be blocked by a file it cannot decode.
+    fn delete_locked(&self, key: &SessionKey, now: Timestamp) -> Result<(bool, bool)> {
         let path = self.layout.record_path(key);
         let found = match peek(&path, Depth::Owner)? {
-            Peek::Missing => return Ok(false),
+            Peek::Missing => return Ok((false, false)),
             Peek::Bad(bad, _) => {
                 tracing::warn!(path = %path.display(), reason = %bad, "unreadable session file removed by a delete");
-                remove_file(&path)?;
-                sync_dir(&dir)?;
-                return Ok(false);
+                return Ok((false, remove_file(&path)?));
             }
             Peek::Found(found) => found,
         };
-        remove_file(&path)?;
-        // A delete is a logout: it must not come back after a crash.
-        sync_dir(&dir)?;
+        let removed = remove_file(&path)?;
         if let Some(owner) = &found.owner {
             self.remove_marker(owner, key);
         }
-        Ok(found.header.live(now))
+        Ok((found.header.live(now), removed))
     }
 
     fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let _lock = self.locks.lock(key)?;
-        self.delete_locked(key, Timestamp::now())
+        let (live, removed) = {
+            let _lock = self.locks.lock(key)?;
+            self.delete_locked(key, Timestamp::now())?
+        };
+        if removed {
+            sync_dir(&self.layout.shard_dir(key))?;
+        }
+        Ok(live)
     }
 
     fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         let (old_dir, old_path) = (self.layout.shard_dir(old), self.layout.record_path(old));
         let (new_dir, new_path) = (self.layout.shard_dir(new), self.layout.record_path(new));
-        let _locks = self.locks.lock_two(old, new)?;
-        let now = Timestamp::now();
-        let moving = match peek(&old_path, Depth::Owner)? {
-            Peek::Found(found) if found.header.live(now) => found,
-            Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
-            Peek::Bad(bad, id) => {
-                self.bad(old, &old_path, bad, id, true)?;
-                return Err(Error::NotFound);
+        {
+            let _locks = self.locks.lock_two(old, new)?;
+            let now = Timestamp::now();
+            let moving = match peek(&old_path, Depth::Owner)? {
+                Peek::Found(found) if found.header.live(now) => found,
+                Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
+                Peek::Bad(bad, id) => {
+                    self.bad(old, &old_path, bad, id, true)?;
+                    return Err(Error::NotFound);
+                }
+            };
+            if old == new {
+                return Err(Error::AlreadyExists);
             }
-        };
-        if old == new {
-            return Err(Error::AlreadyExists);
-        }
-        let replaced: Option<String> = match peek(&new_path, Depth::Owner)? {
-            Peek::Missing => None,
-            Peek::Found(found) if found.header.live(now) => return Err(Error::AlreadyExists),
-            Peek::Found(found) => found.owner,
-            Peek::Bad(bad @ Bad::Unsupported(_), _) => return Err(unsupported(&new_path, bad)),
-            Peek::Bad(Bad::Corrupt(reason), _) => {
-                tracing::warn!(path = %new_path.display(), reason, "corrupt session file: replaced by change_id");
-                None
+            let replaced: Option<String> = match peek(&new_path, Depth::Owner)? {
+                Peek::Missing => None,
+                Peek::Found(found) if found.header.live(now) => return Err(Error::AlreadyExists),
+                Peek::Found(found) => found.owner,
+                Peek::Bad(bad @ Bad::Unsupported(_), _) => return Err(unsupported(&new_path, bad)),
+                Peek::Bad(Bad::Corrupt(reason), _) => {
+                    tracing::warn!(path = %new_path.display(), reason, "corrupt session file: replaced by change_id");
+                    None
+                }
+            };
+            if let Some(owner) = &moving.owner {
+                self.add_marker(owner, new)?;
             }
-        };
-        if let Some(owner) = &moving.owner {
-            self.add_marker(owner, new)?;
+            // One rename, not link + unlink: between those two steps both keys would be live,
+            // and the contract is that no reader ever sees both (or neither).
+            rename_into(&old_path, &new_path, &new_dir)?;
+            if let Some(owner) = &moving.owner {
+                self.remove_marker(owner, old);
+            }
+            if let Some(stale) = replaced
+                && moving.owner.as_ref() != Some(&stale)
+            {
+                self.remove_marker(&stale, new);
+            }
         }
-        // One rename, not link + unlink: between those two steps both keys would be live, and
-        // the contract is that no reader ever sees both (or neither).
-        rename_into(&old_path, &new_path, &new_dir)?;
         sync_dir(&new_dir)?;
         if old_dir != new_dir {
             sync_dir(&old_dir)?;
-        }
-        if let Some(owner) = &moving.owner {
-            self.remove_marker(owner, old);
-        }
-        if let Some(stale) = replaced
-            && moving.owner.as_ref() != Some(&stale)
-        {
-            self.remove_marker(&stale, new);
         }
         Ok(())
     }
@@ -857,7 +925,11 @@ impl Inner {
                 Peek::Missing | Peek::Bad(..) => false,
             };
             if owned {
-                if self.delete_locked(&key, now)? {
+                let (live, gone) = self.delete_locked(&key, now)?;
+                if gone {
+                    sync_dir(&self.layout.shard_dir(&key))?;
+                }
+                if live {
                     removed += 1;
                 }
             } else {
