@@ -105,18 +105,20 @@ impl Queries {
                  WHERE s.expires_at <= now()"
             ),
             load: format!("SELECT {cols} FROM {t} WHERE key = $1 AND expires_at > now()"),
-            // `cur` reads the statement's snapshot; `upd` is the conditional write. When `upd`
-            // writes nothing, `cur` tells a stale version (Conflict) from a missing row
-            // (NotFound) without a second round trip.
+            // The conditional write, then, only when it wrote nothing (`CASE` evaluates the
+            // second sub-select lazily), a look at the statement's snapshot to tell a live row
+            // of another version (Conflict) from no live row (NotFound): one round trip, and
+            // the successful save pays for no second index probe.
             save: format!(
-                "WITH cur AS (SELECT 1 FROM {t} WHERE key = $1 AND expires_at > now()),
-                 upd AS (
+                "WITH upd AS (
                     UPDATE {t} SET data = $3, expires_at = $4, owner = $5,
                         version = version + 1, updated_at = now()
                     WHERE key = $1 AND version = $2 AND expires_at > now()
                     RETURNING version
                  )
-                 SELECT (SELECT version FROM upd), EXISTS (SELECT 1 FROM cur)"
+                 SELECT v.version, CASE WHEN v.version IS NOT NULL THEN true
+                    ELSE EXISTS (SELECT 1 FROM {t} WHERE key = $1 AND expires_at > now()) END
+                 FROM (SELECT (SELECT version FROM upd) AS version) AS v"
             ),
             delete: format!("DELETE FROM {t} WHERE key = $1 RETURNING expires_at > now()"),
             delete_many: format!(
