@@ -30,8 +30,8 @@ usage: session-bench [options]   (cargo xtask bench -- [options])
   --workloads a,b,...     create, load, save, mixed (default: all four)
   --tasks 1,64            concurrent tokio tasks per round (default: 1,64)
   --workers N             runtime worker threads (default: 2)
-  --rounds N              timed rounds per cell (default: 5)
-  --round-ms N            length of a round (default: 400)
+  --rounds N              timed rounds per cell (default: 9)
+  --round-ms N            length of a round (default: 250)
   --warmup-ms N           untimed round before each cell (default: 200)
   --population N          sessions stored before load/save/mixed (default: 100000)
   --rss-sessions N        sessions per RSS measurement, 0 to skip (default: 1000000)
@@ -74,8 +74,8 @@ impl Default for Config {
             workloads: Workload::ALL.to_vec(),
             tasks: vec![1, 64],
             workers: 2,
-            rounds: 5,
-            round: Duration::from_millis(400),
+            rounds: 9,
+            round: Duration::from_millis(250),
             warmup: Duration::from_millis(200),
             population: 100_000,
             rss_sessions: 1_000_000,

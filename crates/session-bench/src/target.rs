@@ -97,6 +97,10 @@ impl fmt::Debug for Target {
 /// harness remembers the last version it saw of each pre-populated session (in `versions`,
 /// as the request would have it from its load), so a save costs one store call; when two
 /// tasks race on one session the loser gets [`Outcome::Conflict`] and re-reads the version.
+///
+/// Calls go through `&dyn SessionStore` (`store.as_ref()`): a method called on the `Arc`
+/// itself resolves to session-core's forwarding impl for `Arc<T>`, which boxes a second
+/// `async_trait` future around the store's own on every call.
 #[derive(Clone)]
 pub(crate) struct StoreTarget {
     store: Arc<dyn SessionStore>,
@@ -146,7 +150,7 @@ impl BenchTarget for StoreTarget {
     async fn create(&mut self, i: u64) -> OpResult {
         self.stamp(i);
         self.scratch.version = 1;
-        match self.store.create(&self.scratch).await {
+        match self.store.as_ref().create(&self.scratch).await {
             Ok(()) => Ok(Outcome::Done),
             Err(Error::AlreadyExists) => Ok(Outcome::Conflict),
             Err(e) => Err(e.into()),
@@ -154,7 +158,7 @@ impl BenchTarget for StoreTarget {
     }
 
     async fn load(&mut self, i: u64) -> OpResult {
-        match self.store.load(&session_key(i)).await? {
+        match self.store.as_ref().load(&session_key(i)).await? {
             Some(_) => Ok(Outcome::Done),
             None => Ok(Outcome::Missing),
         }
@@ -166,12 +170,12 @@ impl BenchTarget for StoreTarget {
         self.scratch.version = match slot {
             Some(slot) => slot.load(Ordering::Relaxed) + 1,
             // Not a pre-populated session: a request would have loaded it first.
-            None => match self.store.load(&self.scratch.key).await? {
+            None => match self.store.as_ref().load(&self.scratch.key).await? {
                 Some(record) => record.version,
                 None => return Ok(Outcome::Missing),
             },
         };
-        match self.store.save(&self.scratch).await {
+        match self.store.as_ref().save(&self.scratch).await {
             Ok(version) => {
                 if let Some(slot) = slot {
                     slot.fetch_max(version - 1, Ordering::Relaxed);
@@ -180,7 +184,7 @@ impl BenchTarget for StoreTarget {
             }
             Err(Error::Conflict) => {
                 if let (Some(slot), Some(record)) =
-                    (slot, self.store.load(&self.scratch.key).await?)
+                    (slot, self.store.as_ref().load(&self.scratch.key).await?)
                 {
                     slot.fetch_max(record.version - 1, Ordering::Relaxed);
                 }
@@ -192,7 +196,7 @@ impl BenchTarget for StoreTarget {
     }
 
     async fn delete(&mut self, i: u64) -> OpResult {
-        match self.store.delete(&session_key(i)).await? {
+        match self.store.as_ref().delete(&session_key(i)).await? {
             true => Ok(Outcome::Done),
             false => Ok(Outcome::Missing),
         }
