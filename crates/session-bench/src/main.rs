@@ -472,7 +472,11 @@ mod tests {
     async fn every_target_does_what_it_is_timed_doing() -> Result<(), BoxError> {
         let payload = Arc::new(Payload::new()?);
         for target in targets::all() {
-            let instance = build(&target, &payload, 100).await?.ok_or("unavailable")?;
+            // A server-backed target without its server says so and is skipped (or panics
+            // when SESSION_REQUIRE_SERVICES=1, as in CI).
+            let Some(instance) = build(&target, &payload, 100).await? else {
+                continue;
+            };
             let fill = instance.fill(0..100, 2).await;
             assert_eq!(
                 (fill.ops, fill.errors, fill.conflicts),
@@ -498,7 +502,9 @@ mod tests {
                     tally.first_error
                 );
             }
-            let fresh = build(&target, &payload, 0).await?.ok_or("unavailable")?;
+            let fresh = build(&target, &payload, 0)
+                .await?
+                .ok_or("target became unavailable")?;
             let plan = RoundPlan {
                 workload: Workload::Create,
                 tasks: 4,
