@@ -350,8 +350,14 @@ impl<R: Read> FrameReader<R> {
         }
         let len = len as usize;
         self.payload.clear();
-        self.payload.resize(len, 0);
-        self.inner.read_exact(&mut self.payload)?;
+        // `read_to_end` fills the reused buffer's spare capacity without zeroing it first.
+        (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.payload)?;
+        if self.payload.len() != len {
+            // The file shrank while being read.
+            return Ok(Next::Torn);
+        }
         self.remaining -= len as u64;
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&header[..4]);
