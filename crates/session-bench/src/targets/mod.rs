@@ -7,6 +7,7 @@ use crate::target::Target;
 
 mod limit;
 mod memory;
+mod redis;
 mod tower_sessions;
 
 /// Every target, in table order: ours, then the limit, then the peers.
@@ -15,6 +16,7 @@ pub(crate) fn all() -> Vec<Target> {
     targets.extend(memory::targets());
     targets.extend(limit::targets());
     targets.extend(tower_sessions::targets());
+    targets.extend(redis::targets());
     targets
 }
 
