@@ -28,8 +28,10 @@
 //! - puts a lazy [`Session`] handle in the request extensions (the axum extractor takes it
 //!   from there), so a request that never touches its session does no store I/O;
 //! - once the inner service has produced the response head, commits the session exactly once
-//!   and writes `Set-Cookie` only when the id is new or rotated, its deadline moved, or it
-//!   was destroyed (then an expired removal cookie with the same attributes);
+//!   and writes `Set-Cookie` only when the id is new or rotated, or the session ended (then an
+//!   expired removal cookie with the same attributes). A persistent cookie carries the
+//!   session's absolute deadline, which never moves; the idle timeout is enforced on the
+//!   server, so a busy session does not re-send its cookie on every request;
 //! - marks responses that set a cookie `Vary: Cookie` and `Cache-Control:
 //!   no-cache="Set-Cookie"`, so no shared cache hands one user's cookie to another;
 //! - on a store error, calls the error handler (default: log with the masked id, answer 500)
@@ -192,8 +194,8 @@ impl<C: Codec> SessionLayerBuilder<C> {
         self
     }
 
-    /// Persistent cookies carry the session's deadline (`Max-Age`, `Expires`); browser-session
-    /// cookies (false) vanish when the browser closes. Default true.
+    /// Persistent cookies carry the session's absolute deadline (`Max-Age`, `Expires`);
+    /// browser-session cookies (false) vanish when the browser closes. Default true.
     pub fn persistent(mut self, persistent: bool) -> Self {
         self.settings.persistent = persistent;
         self

@@ -365,32 +365,61 @@ async fn sign_out_everywhere_ends_the_owners_other_sessions() {
 #[tokio::test]
 async fn idle_timeout_ends_an_idle_session_and_extends_a_busy_one() {
     let s = serve(|b| b.idle_timeout(Duration::from_millis(800))).await;
-    let busy = browser();
-    let idle = browser();
-    busy.get(format!("{}/count", s.base))
+    let busy = raw();
+    let first = busy
+        .get(format!("{}/count", s.base))
         .send()
         .await
         .expect("send");
+    let (cookie, header) = set_cookie(&first).expect("cookie");
+    assert!(
+        header.contains("Max-Age=86400"),
+        "the cookie carries the absolute deadline: {header}"
+    );
+    let idle = browser();
     idle.get(format!("{}/count", s.base))
         .send()
         .await
         .expect("send");
-    let mut touched = false;
+    let id: SessionId = cookie.parse().expect("id");
+    let first_deadline = s
+        .store
+        .inner
+        .load(&id.key())
+        .await
+        .expect("load")
+        .expect("live")
+        .expires_at;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let res = busy
             .get(format!("{}/peek", s.base))
+            .header(COOKIE, format!("{NAME}={cookie}"))
             .send()
             .await
             .expect("send");
-        touched |= set_cookie(&res).is_some();
+        assert!(
+            set_cookie(&res).is_none(),
+            "sliding the idle deadline must not re-send the cookie"
+        );
         assert_eq!(
             text(res).await,
             "1",
             "a session in use must stay alive past its idle timeout"
         );
     }
-    assert!(touched, "extending the deadline re-sends the cookie");
+    let later = s
+        .store
+        .inner
+        .load(&id.key())
+        .await
+        .expect("load")
+        .expect("live")
+        .expires_at;
+    assert!(
+        later > first_deadline + Duration::from_millis(1000),
+        "reads must push the idle deadline forward (touch)"
+    );
     assert_eq!(
         text(
             idle.get(format!("{}/peek", s.base))

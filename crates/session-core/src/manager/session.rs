@@ -109,12 +109,11 @@ pub enum Status {
 pub enum CommitOutcome {
     /// Send nothing: the client's cookie (if any) is still right.
     Unchanged,
-    /// Send a cookie carrying `id`, valid until `expires_at` (the id is new or rotated, or
-    /// its deadline moved).
+    /// Send a cookie carrying `id` (the id is new or rotated), valid until `expires_at`.
     SetCookie {
         /// The id to put in the cookie.
         id: SessionId,
-        /// The session's deadline.
+        /// The session's absolute deadline (the idle timeout is enforced by the server).
         expires_at: Timestamp,
     },
     /// Send a removal cookie: the session the client holds has ended.
@@ -444,8 +443,7 @@ impl<C: Codec> Session<C> {
                             expires_at,
                             ..stored
                         });
-                        let moved = expires_at != stored.expires_at;
-                        return Ok(self.settle(&mut st, moved));
+                        return Ok(self.settle(&mut st));
                     }
                     Err(Error::Conflict) if conflicts < config.conflict_retries => {
                         conflicts += 1;
@@ -469,14 +467,14 @@ impl<C: Codec> Session<C> {
                                 expires_at: deadline,
                                 ..stored
                             });
-                            return Ok(self.settle(&mut st, true));
+                            return Ok(self.settle(&mut st));
                         }
                         Err(Error::NotFound) => return Ok(self.ended_concurrently(&mut st)),
                         Err(e) => return Err(e),
                     }
                 }
             }
-            return Ok(self.settle(&mut st, false));
+            return Ok(self.settle(&mut st));
         }
         if st.ended {
             st.ended = false;
@@ -516,7 +514,7 @@ impl<C: Codec> Session<C> {
                     st.id = Some(id);
                     st.id_changed = true;
                     st.ended = false;
-                    return Ok(self.settle(st, true));
+                    return Ok(self.settle(st));
                 }
                 Err(Error::AlreadyExists) => id = SessionId::generate(),
                 Err(e) => return Err(e),
@@ -560,15 +558,21 @@ impl<C: Codec> Session<C> {
     }
 
     /// Marks the state clean after a write and says whether the cookie must be sent.
-    fn settle(&self, st: &mut State, deadline_moved: bool) -> CommitOutcome {
+    ///
+    /// The cookie carries the session's absolute deadline, which never moves (not even on
+    /// rotation), while the idle timeout is enforced here on the server. So a cookie is sent
+    /// only for a new or rotated id, never because an idle deadline slid forward: a busy
+    /// session does not re-send `Set-Cookie` on every request, and a cookie that outlives an
+    /// idle-expired session only ever yields a fresh session.
+    fn settle(&self, st: &mut State) -> CommitOutcome {
         st.ops.clear();
         st.modified = false;
-        let send = st.id_changed || deadline_moved;
-        st.id_changed = false;
+        let send = std::mem::take(&mut st.id_changed);
+        let lifetime = self.inner.manager.config.lifetime;
         match (&st.id, &st.stored) {
             (Some(id), Some(stored)) if send => CommitOutcome::SetCookie {
                 id: id.clone(),
-                expires_at: stored.expires_at,
+                expires_at: stored.created_at + lifetime,
             },
             _ => CommitOutcome::Unchanged,
         }
