@@ -8,6 +8,7 @@ use crate::target::Target;
 mod limit;
 mod memory;
 mod redis;
+mod postgres;
 mod tower_sessions;
 
 /// Every target, in table order: ours, then the limit, then the peers.
@@ -17,6 +18,7 @@ pub(crate) fn all() -> Vec<Target> {
     targets.extend(limit::targets());
     targets.extend(tower_sessions::targets());
     targets.extend(redis::targets());
+    targets.extend(postgres::targets());
     targets
 }
 
