@@ -144,6 +144,9 @@ fn child(spec: &str) {
                     let mut n = w;
                     loop {
                         session_life(&store, lazy.then_some(&acks), n).await;
+                        // A lazy store call never waits, so without this the writers would keep both
+                        // workers and starve the task that flushes and acknowledges.
+                        tokio::task::yield_now().await;
                         n += 8;
                     }
                 })
@@ -233,6 +236,11 @@ fn run_parent(test_name: &str, mode: &str) {
             "the child acknowledged only {seen} changes in 90 s"
         );
         std::thread::sleep(Duration::from_millis(2));
+    }
+    // The directory belongs to the running child: this process must not get it.
+    match HybridStore::open(tmp.path()) {
+        Err(session_core::Error::Config(msg)) => assert!(msg.contains("in use"), "{msg}"),
+        other => panic!("opening a directory another process holds must fail, got {other:?}"),
     }
     assert!(
         matches!(child.try_wait(), Ok(None)),
