@@ -117,7 +117,7 @@ impl HybridStoreBuilder {
 
     /// Opens the directory (creating it if needed), replays it, and starts the flusher.
     ///
-    /// This blocks while the snapshot and log are read (about a second per million
+    /// This blocks while the snapshot and log are read (a few seconds per million
     /// sessions): open stores before serving, or inside `spawn_blocking`.
     ///
     /// # Errors
