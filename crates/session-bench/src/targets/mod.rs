@@ -5,6 +5,7 @@
 
 use crate::target::Target;
 
+mod files;
 mod limit;
 mod memory;
 mod redis;
@@ -19,6 +20,7 @@ pub(crate) fn all() -> Vec<Target> {
     targets.extend(tower_sessions::targets());
     targets.extend(redis::targets());
     targets.extend(postgres::targets());
+    targets.extend(files::targets());
     targets
 }
 
