@@ -27,7 +27,7 @@ usage: session-bench [options]   (cargo xtask bench -- [options])
   --quick                 a short run: smaller sizes, fewer and shorter rounds
   --targets a,b,...       targets to run (default: memory,dashmap,tower-sessions-memory-store,
                           tower-sessions-moka-store; `all` for every one; --list shows them)
-  --workloads a,b,...     create, load, save, mixed (default: all four)
+  --workloads a,b,...     create, load, save, mixed (default: all four); none skips throughput
   --tasks 1,64            concurrent tokio tasks per round (default: 1,64)
   --workers N             runtime worker threads (default: 2)
   --rounds N              timed rounds per cell (default: 9)
@@ -127,6 +127,7 @@ fn parse(args: Vec<String>) -> Result<Config, BoxError> {
             "--workloads" => {
                 c.workloads = list(flag, it.next())?
                     .iter()
+                    .filter(|w| *w != "none")
                     .map(|w| Workload::parse(w).ok_or_else(|| format!("unknown workload {w}")))
                     .collect::<Result<_, _>>()?;
             }

@@ -275,9 +275,24 @@ impl Report<'_> {
         sorted.sort();
         let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
         let runs: Vec<String> = s.alone.iter().map(|d| ms(*d)).collect();
+        let mut cpu = s.alone_cpu.clone();
+        cpu.sort();
+        let cpu_text = match (cpu.first(), cpu.get(cpu.len() / 2)) {
+            (Some(min), Some(median)) => format!(
+                " CPU time of the sweeping thread: median {}, least {} (runs: {}).",
+                ms(*median),
+                ms(*min),
+                s.alone_cpu
+                    .iter()
+                    .map(|d| ms(*d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => String::new(),
+        };
         let u = &s.under_load;
         format!(
-            "`MemoryStore::sweep` of {} expired among {} live sessions: median **{}** (runs: {}).\n\n\
+            "`MemoryStore::sweep` of {} expired among {} live sessions: wall-clock median **{}** (runs: {}).{}\n\n\
              Under load ({} tasks loading random live sessions, sweep on a blocking thread): the sweep took {}; \
              {} loads completed during it ({} loads/s, against {} loads/s just before), \
              the slowest load during it took {} (before: {}).\n\n\
@@ -286,6 +301,7 @@ impl Report<'_> {
             grouped(s.live as f64),
             ms(median),
             runs.join(", "),
+            cpu_text,
             u.loaders,
             ms(u.sweep),
             grouped(u.loads_during as f64),

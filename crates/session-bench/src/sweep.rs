@@ -21,6 +21,8 @@ pub(crate) struct SweepReport {
     pub(crate) expired: u64,
     /// Each sweep of `expired` expired among `live` live, with nothing else running.
     pub(crate) alone: Vec<Duration>,
+    /// CPU time of the sweeping thread for each of those (unskewed by waiting for a CPU).
+    pub(crate) alone_cpu: Vec<Duration>,
     pub(crate) under_load: UnderLoad,
     /// `DashMap::retain` over the same number of entries: a store with no expiry index.
     pub(crate) full_scan: Duration,
@@ -77,6 +79,14 @@ fn check(removed: u64, expected: u64) -> Result<(), BoxError> {
     }
 }
 
+/// CPU time of the calling thread, from `/proc/thread-self/schedstat`.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        stat.split_whitespace().next()?.parse().ok()?,
+    ))
+}
+
 #[derive(Default)]
 struct LoaderStats {
     count: [u64; 3],
@@ -114,12 +124,16 @@ pub(crate) async fn run(
     };
     let past = || Timestamp::now() - Duration::from_secs(60);
 
-    let mut alone = Vec::new();
+    let (mut alone, mut alone_cpu) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         fill(&store, add_expired(), data, past(), tasks).await?;
+        let cpu = thread_cpu();
         let start = Instant::now();
         let removed = store.sweep(Timestamp::now());
         alone.push(start.elapsed());
+        if let (Some(before), Some(after)) = (cpu, thread_cpu()) {
+            alone_cpu.push(after.saturating_sub(before));
+        }
         check(removed, expired)?;
     }
 
@@ -201,6 +215,7 @@ pub(crate) async fn run(
         live,
         expired,
         alone,
+        alone_cpu,
         under_load: UnderLoad {
             loaders,
             sweep,
