@@ -13,6 +13,29 @@ struct Case {
     store: RedisStore,
     raw: redis::aio::MultiplexedConnection,
     prefix: String,
+    _cleanup: Cleanup,
+}
+
+/// Deletes every key under the prefix when the case ends, even by a panic (on a thread of
+/// its own, with a blocking connection, since this may run inside the case's runtime).
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (url, pattern) = (self.url.clone(), format!("{}*", self.prefix));
+        let cleaner = std::thread::spawn(move || -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(url)?.get_connection()?;
+            let keys: Vec<Vec<u8>> = redis::Commands::scan_match(&mut conn, &pattern)?.collect();
+            if !keys.is_empty() {
+                redis::cmd("DEL").arg(keys).query::<u64>(&mut conn)?;
+            }
+            Ok(())
+        });
+        let _ = cleaner.join();
+    }
 }
 
 async fn case() -> Option<Case> {
@@ -22,7 +45,7 @@ async fn case() -> Option<Case> {
         Ok(store) => store,
         Err(e) => panic!("building the store failed: {e}"),
     };
-    let client = match redis::Client::open(url) {
+    let client = match redis::Client::open(url.as_str()) {
         Ok(client) => client,
         Err(e) => panic!("bad REDIS_URL: {e}"),
     };
@@ -30,7 +53,16 @@ async fn case() -> Option<Case> {
         Ok(conn) => conn,
         Err(e) => panic!("raw connection failed: {e}"),
     };
-    Some(Case { store, raw, prefix })
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    Some(Case {
+        store,
+        raw,
+        prefix,
+        _cleanup,
+    })
 }
 
 impl Case {
@@ -46,27 +78,6 @@ impl Case {
         match cmd.query_async(&mut self.raw).await {
             Ok(v) => v,
             Err(e) => panic!("raw command failed: {e}"),
-        }
-    }
-
-    async fn cleanup(mut self) {
-        let keys: Vec<String> = {
-            let mut iter = match self
-                .raw
-                .scan_match::<_, String>(format!("{}*", self.prefix))
-                .await
-            {
-                Ok(iter) => iter,
-                Err(e) => panic!("SCAN failed: {e}"),
-            };
-            let mut keys = Vec::new();
-            while let Some(k) = iter.next_item().await {
-                keys.push(k);
-            }
-            keys
-        };
-        if !keys.is_empty() {
-            let _: u64 = self.raw(redis::cmd("DEL").arg(keys)).await;
         }
     }
 }
@@ -114,7 +125,6 @@ async fn expiry_is_done_by_redis() {
     assert!(case.store.expiry_is_native());
     assert_eq!(must("count_expired", case.store.count_expired()).await, 0);
     assert_eq!(must("delete_expired", case.store.delete_expired()).await, 0);
-    case.cleanup().await;
 }
 
 /// The owner index is a sorted set of hex keys scored by deadline; reading it drops expired
@@ -160,7 +170,6 @@ async fn owner_index_is_scored_trimmed_and_expires() {
             .await
             .is_empty()
     );
-    case.cleanup().await;
 }
 
 /// `change_id` renames the key, keeping the exact Redis expiry, and moves the index member.
@@ -188,7 +197,6 @@ async fn change_id_keeps_the_redis_expiry() {
         )
         .await;
     assert_eq!(members, vec![new.to_hex()]);
-    case.cleanup().await;
 }
 
 /// A value under a session key that this store did not write is an error, never a session.
@@ -224,5 +232,4 @@ async fn foreign_values_are_errors() {
         case.store.load(&r.key).await,
         Err(Error::Backend { store: "redis", .. })
     ));
-    case.cleanup().await;
 }
