@@ -7,7 +7,7 @@ use std::time::Duration;
 use session_core::conformance::service_url;
 use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
 use session_redis::RedisStore;
-use session_redis::redis::{self, AsyncCommands};
+use session_redis::redis;
 
 struct Case {
     store: RedisStore,
