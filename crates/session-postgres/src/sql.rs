@@ -52,6 +52,9 @@ pub(crate) struct Queries {
     pub(crate) create_expiry_index: String,
     pub(crate) create_owner_index: String,
     pub(crate) create_schema: String,
+    /// The quoted, schema-qualified index names, for `to_regclass`.
+    pub(crate) expiry_index: String,
+    pub(crate) owner_index: String,
     pub(crate) insert: String,
     pub(crate) load: String,
     pub(crate) save: String,
@@ -74,6 +77,8 @@ impl Queries {
         let cols = "key, data, created_at, expires_at, version, owner";
         Self {
             create_schema: format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)),
+            expiry_index: format!("{}.{}", quote(schema), quote(&format!("{table}_expires_at_idx"))),
+            owner_index: format!("{}.{}", quote(schema), quote(&format!("{table}_owner_idx"))),
             create_table: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
                     key bytea PRIMARY KEY CHECK (octet_length(key) = 32),

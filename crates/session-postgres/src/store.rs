@@ -8,8 +8,8 @@ use session_core::{
     Bytes, CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
     check_data_len,
 };
+use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection as _, Row as _};
 
 use crate::codec::{PgMillis, STORE, is_unique_violation, map_err, version_from_db, version_to_db};
 use crate::sql::{MAX_SCHEMA_LEN, MAX_TABLE_LEN, Queries, migration_lock_key, validate_identifier};
@@ -240,39 +240,42 @@ impl PostgresStore {
     /// Creates the schema, table and indexes if they are missing. Idempotent, and safe when
     /// many app servers call it at once: it runs in one transaction holding an advisory lock
     /// on the schema, so concurrent callers wait for each other instead of racing on the
-    /// catalog.
+    /// catalog. Once everything exists it runs no DDL, so it takes no lock that would hold up
+    /// requests on the table.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the server cannot be reached, [`Error::Backend`] when it
     /// refuses (e.g. no `CREATE` privilege).
     pub async fn migrate(&self) -> Result<()> {
         let inner = &*self.inner;
-        let mut conn = inner.pool.acquire().await.map_err(map_err)?;
-        let mut tx = conn.begin().await.map_err(map_err)?;
+        let mut tx = inner.pool.begin().await.map_err(map_err)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(migration_lock_key(&inner.schema))
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        // `CREATE SCHEMA IF NOT EXISTS` needs the database's CREATE privilege even when the
-        // schema exists, so only ask for it when the schema is really missing.
-        let schema_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-                .bind(&inner.schema)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        if !schema_exists {
-            sqlx::query(&inner.sql.create_schema)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
-        for ddl in [
-            &inner.sql.create_table,
-            &inner.sql.create_expiry_index,
-            &inner.sql.create_owner_index,
-        ] {
+        // Look before creating: `CREATE SCHEMA IF NOT EXISTS` needs the database's CREATE
+        // privilege even when the schema exists, and `CREATE INDEX IF NOT EXISTS` takes a
+        // SHARE lock on the table (blocking writes) before it finds the index there. So a
+        // server starting next to busy ones runs no DDL at all once everything exists.
+        let (schema_ok, table_ok, expiry_ok, owner_ok): (bool, bool, bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                    to_regclass($2) IS NOT NULL, to_regclass($3) IS NOT NULL, to_regclass($4) IS NOT NULL",
+        )
+        .bind(&inner.schema)
+        .bind(&inner.sql.qualified)
+        .bind(&inner.sql.expiry_index)
+        .bind(&inner.sql.owner_index)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let steps = [
+            (schema_ok, &inner.sql.create_schema),
+            (table_ok, &inner.sql.create_table),
+            (expiry_ok, &inner.sql.create_expiry_index),
+            (owner_ok, &inner.sql.create_owner_index),
+        ];
+        for (_, ddl) in steps.iter().filter(|(exists, _)| !exists) {
             sqlx::query(ddl).execute(&mut *tx).await.map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)

@@ -51,6 +51,34 @@ async fn migrate_twice_keeps_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_an_existing_table_does_not_wait_for_writers() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let (store, _guard) = fresh(&url).await;
+    // An open write transaction holds ROW EXCLUSIVE on the table; any DDL on it (even a
+    // `CREATE INDEX IF NOT EXISTS` that finds the index) would queue behind it.
+    let mut writer = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("writer connection");
+    let mut tx = writer.begin().await.expect("begin");
+    sqlx::query(&format!(
+        "DELETE FROM \"{}\".\"{}\" WHERE false",
+        store.schema(),
+        store.table()
+    ))
+    .execute(&mut *tx)
+    .await
+    .expect("take ROW EXCLUSIVE");
+    let migrated = tokio::time::timeout(Duration::from_secs(10), store.migrate()).await;
+    assert!(
+        matches!(migrated, Ok(Ok(()))),
+        "migrate waited for a writer: {migrated:?}"
+    );
+    tx.rollback().await.expect("rollback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_of_a_new_schema_all_succeed() {
     let Some(url) = common::database_url() else {
         return;
