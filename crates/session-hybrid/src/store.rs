@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -15,6 +17,9 @@ use crate::journal::{Compaction, Flusher, Journal};
 use crate::replay::{self, segment_path, sync_dir};
 
 const STORE: &str = "hybrid";
+
+/// The boxed future `async_trait` makes of a [`SessionStore`] method.
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 const LOCK_FILE: &str = "LOCK";
 
 /// A [`SessionStore`] with the speed of [`MemoryStore`] (it *is* one) that keeps its sessions
@@ -279,24 +284,71 @@ impl Drop for HybridStore {
 
 #[async_trait]
 impl SessionStore for HybridStore {
-    async fn create(&self, record: &Record) -> Result<()> {
-        self.check_open()?;
-        self.durable(self.memory.create(record).await).await
+    // The hot methods hand out the memory store's own boxed future when there is nothing to
+    // add (reads, and writes under `Lazy`) instead of boxing a wrapper around it: one
+    // allocation per call instead of two, a tenth of the cost of a load.
+
+    fn create<'s, 'r, 'f>(&'s self, record: &'r Record) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        'r: 'f,
+        Self: 'f,
+    {
+        if let Err(e) = self.check_open() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        match self.durability {
+            Durability::EveryWrite => {
+                Box::pin(async move { self.durable(self.memory.create(record).await).await })
+            }
+            _ => self.memory.create(record),
+        }
     }
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        self.check_open()?;
-        self.memory.load(key).await
+    fn load<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, Option<Record>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        if let Err(e) = self.check_open() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.memory.load(key)
     }
 
-    async fn save(&self, record: &Record) -> Result<u64> {
-        self.check_open()?;
-        self.durable(self.memory.save(record).await).await
+    fn save<'s, 'r, 'f>(&'s self, record: &'r Record) -> StoreFuture<'f, u64>
+    where
+        's: 'f,
+        'r: 'f,
+        Self: 'f,
+    {
+        if let Err(e) = self.check_open() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        match self.durability {
+            Durability::EveryWrite => {
+                Box::pin(async move { self.durable(self.memory.save(record).await).await })
+            }
+            _ => self.memory.save(record),
+        }
     }
 
-    async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        self.check_open()?;
-        self.durable(self.memory.delete(key).await).await
+    fn delete<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, bool>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        if let Err(e) = self.check_open() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        match self.durability {
+            Durability::EveryWrite => {
+                Box::pin(async move { self.durable(self.memory.delete(key).await).await })
+            }
+            _ => self.memory.delete(key),
+        }
     }
 
     async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
@@ -304,9 +356,16 @@ impl SessionStore for HybridStore {
         self.durable(self.memory.delete_many(keys).await).await
     }
 
-    async fn exists(&self, key: &SessionKey) -> Result<bool> {
-        self.check_open()?;
-        self.memory.exists(key).await
+    fn exists<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, bool>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        if let Err(e) = self.check_open() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.memory.exists(key)
     }
 
     async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
@@ -314,9 +373,27 @@ impl SessionStore for HybridStore {
         self.durable(self.memory.change_id(old, new).await).await
     }
 
-    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
-        self.check_open()?;
-        self.durable(self.memory.touch(key, expires_at).await).await
+    fn touch<'s, 'k, 'f>(
+        &'s self,
+        key: &'k SessionKey,
+        expires_at: Timestamp,
+    ) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        if let Err(e) = self.check_open() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        match self.durability {
+            Durability::EveryWrite => {
+                Box::pin(
+                    async move { self.durable(self.memory.touch(key, expires_at).await).await },
+                )
+            }
+            _ => self.memory.touch(key, expires_at),
+        }
     }
 
     async fn count(&self) -> Result<u64> {
