@@ -9,14 +9,31 @@ use session_core::{Error, Result};
 /// The longest table name accepted: PostgreSQL truncates identifiers at 63 bytes, and the
 /// index names add up to 15 (`_expires_at_idx`). Without this, two long names could truncate
 /// to the same index name and `CREATE INDEX IF NOT EXISTS` would silently skip one.
-pub(crate) const MAX_TABLE_LEN: usize = 48;
+const MAX_TABLE_LEN: usize = 48;
 /// The longest schema name PostgreSQL keeps untruncated.
-pub(crate) const MAX_SCHEMA_LEN: usize = 63;
+const MAX_SCHEMA_LEN: usize = 63;
+
+/// Checks a schema name: a plain identifier (see [`validate_identifier`]) outside the `pg_`
+/// names PostgreSQL reserves for itself.
+pub(crate) fn validate_schema(name: &str) -> Result<()> {
+    validate_identifier("schema", name, MAX_SCHEMA_LEN)?;
+    if name.to_ascii_lowercase().starts_with("pg_") {
+        return Err(Error::Config(
+            format!("schema name {name:?} is reserved: PostgreSQL keeps names starting with pg_ for itself").into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a table name: a plain identifier of at most [`MAX_TABLE_LEN`] bytes.
+pub(crate) fn validate_table(name: &str) -> Result<()> {
+    validate_identifier("table", name, MAX_TABLE_LEN)
+}
 
 /// Checks that `name` is a plain SQL identifier: an ASCII letter or `_`, then ASCII letters,
 /// digits or `_`, at most `max` bytes. Names are also double-quoted wherever they are used, so
 /// this is defence in depth, and it keeps names readable in `psql` and logs.
-pub(crate) fn validate_identifier(what: &str, name: &str, max: usize) -> Result<()> {
+fn validate_identifier(what: &str, name: &str, max: usize) -> Result<()> {
     let mut bytes = name.bytes();
     let first_ok = bytes
         .next()
@@ -28,11 +45,6 @@ pub(crate) fn validate_identifier(what: &str, name: &str, max: usize) -> Result<
                 "{what} name {name:?} is not a plain identifier: use 1 to {max} ASCII letters, digits or underscores, not starting with a digit"
             )
             .into(),
-        ));
-    }
-    if what == "schema" && name.to_ascii_lowercase().starts_with("pg_") {
-        return Err(Error::Config(
-            format!("schema name {name:?} is reserved: PostgreSQL keeps names starting with pg_ for itself").into(),
         ));
     }
     Ok(())
@@ -209,16 +221,15 @@ mod tests {
             &"a".repeat(MAX_TABLE_LEN + 1),
         ] {
             assert!(
-                matches!(
-                    validate_identifier("table", bad, MAX_TABLE_LEN),
-                    Err(Error::Config(_))
-                ),
+                matches!(validate_table(bad), Err(Error::Config(_))),
                 "{bad:?} must be refused"
             );
         }
-        assert!(validate_identifier("schema", "pg_catalog", MAX_SCHEMA_LEN).is_err());
-        assert!(validate_identifier("schema", "PG_x", MAX_SCHEMA_LEN).is_err());
-        assert!(validate_identifier("schema", "app", MAX_SCHEMA_LEN).is_ok());
+        assert!(validate_schema("pg_catalog").is_err());
+        assert!(validate_schema("PG_x").is_err());
+        assert!(validate_schema("app").is_ok());
+        assert!(validate_schema(&"s".repeat(MAX_SCHEMA_LEN)).is_ok());
+        assert!(validate_schema(&"s".repeat(MAX_SCHEMA_LEN + 1)).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::codec::{PgMillis, STORE, is_unique_violation, map_err, version_from_db, version_to_db};
-use crate::sql::{MAX_SCHEMA_LEN, MAX_TABLE_LEN, Queries, migration_lock_key, validate_identifier};
+use crate::sql::{Queries, migration_lock_key, validate_schema, validate_table};
 
 /// Default largest session payload, in bytes: 4096, as Go's pgstore.
 pub const DEFAULT_MAX_DATA_LEN: usize = 4096;
@@ -127,16 +127,11 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Builds the store over `pool`. Does not touch the database: call
-    /// [`PostgresStore::migrate`] to create the table.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for a schema or table name that is not a plain identifier, or a
-    /// cleanup batch of zero.
-    pub fn build(self, pool: PgPool) -> Result<PostgresStore> {
-        validate_identifier("schema", &self.schema, MAX_SCHEMA_LEN)?;
-        validate_identifier("table", &self.table, MAX_TABLE_LEN)?;
-        let cleanup_batch = i64::try_from(self.cleanup_batch)
+    /// Checks the names and the batch size; returns the batch size as the query binds it.
+    fn validate(&self) -> Result<i64> {
+        validate_schema(&self.schema)?;
+        validate_table(&self.table)?;
+        i64::try_from(self.cleanup_batch)
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| {
@@ -148,7 +143,17 @@ impl PostgresStoreBuilder {
                     )
                     .into(),
                 )
-            })?;
+            })
+    }
+
+    /// Builds the store over `pool`. Does not touch the database: call
+    /// [`PostgresStore::migrate`] to create the table.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a schema or table name that is not a plain identifier, or a
+    /// cleanup batch of zero.
+    pub fn build(self, pool: PgPool) -> Result<PostgresStore> {
+        let cleanup_batch = self.validate()?;
         let sql = Queries::new(&self.schema, &self.table);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
@@ -171,6 +176,8 @@ impl PostgresStoreBuilder {
     /// [`Error::Config`] for a bad URL or name, [`Error::Unavailable`] when the server cannot
     /// be reached.
     pub async fn connect(self, url: &str) -> Result<PostgresStore> {
+        // Refuse a bad configuration before opening any connection.
+        self.validate()?;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(Error::Config(
                 "a PostgreSQL URL starts with postgres:// or postgresql://".into(),

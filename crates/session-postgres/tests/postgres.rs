@@ -543,6 +543,12 @@ async fn hostile_names_are_refused_and_odd_valid_ones_work() {
             "schema {schema:?} must be refused, got {err:?}"
         );
     }
+    // `connect` refuses before connecting: nothing listens on port 1, yet the error is Config.
+    let err = PostgresStore::builder()
+        .table("x;y")
+        .connect("postgres://postgres@127.0.0.1:1/test")
+        .await;
+    assert!(matches!(err, Err(Error::Config(_))), "got {err:?}");
     // A reserved word and mixed case are fine: they are always quoted.
     let schema = common::unique_name("Mixed");
     let _guard = DropOnExit::schema(&url, &schema);
