@@ -2,10 +2,15 @@
 //! identically configured deadpool pool, sending the one plain command each operation needs
 //! (`SET NX PXAT`, `GET`, `SET XX PXAT`, `DEL`) with the same bytes under the same key names.
 //!
-//! Each instance writes under its own random prefix and deletes it (`SCAN` + `DEL`) when its
-//! last handle is dropped.
+//! The peer is `tower-sessions-redis-store` (0.16, on fred 10 and tower-sessions-core 0.14)
+//! with a fred pool of as many clients as the deadpool pool has connections, through its own
+//! trait, with the session as tower-sessions keeps it. It writes bare ids (no prefix), so its
+//! instance remembers the ids it created and deletes exactly those keys.
+//!
+//! Each of our instances writes under its own random prefix and deletes it (`SCAN` + `UNLINK`)
+//! when its last handle is dropped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,19 +19,26 @@ use session_redis::RedisStore;
 use session_redis::deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use session_redis::redis::{self, AsyncCommands};
 
-use crate::keys::session_key;
+use time::OffsetDateTime;
+use tower_sessions_core_014::SessionStore as _;
+use tower_sessions_core_014::session::{Id, Record};
+use tower_sessions_redis_store::fred::prelude::{
+    ClientLike, Config as FredConfig, Pool as FredPool,
+};
+
+use crate::keys::{peer_id, session_key};
 use crate::runner::instance;
 use crate::session::TTL;
 use crate::target::{BenchTarget, OpResult, Outcome, Role, StoreTarget, Target};
 
-pub(super) fn targets() -> [Target; 2] {
+pub(super) fn targets() -> [Target; 3] {
     [
         Target {
             name: "redis",
             short: "redis",
             role: Role::Ours,
             in_process: false,
-            about: "session_redis::RedisStore on REDIS_URL (deadpool pool of 4 × CPUs connections), sessions without an owner",
+            about: "session_redis::RedisStore on REDIS_URL (deadpool pool, default size 4 × CPUs), sessions without an owner",
             build: |payload, keys| {
                 Box::pin(async move {
                     let Some(url) = redis_url() else {
@@ -66,7 +78,43 @@ pub(super) fn targets() -> [Target; 2] {
                 })
             },
         },
+        Target {
+            name: "tower-sessions-redis-store",
+            short: "ts-redis",
+            role: Role::Peer,
+            in_process: false,
+            about: "tower-sessions-redis-store 0.16 on REDIS_URL (fred 10 pool, as many clients as the deadpool pool has connections), data as a JSON value map",
+            build: |payload, _keys| {
+                Box::pin(async move {
+                    let Some(url) = redis_url() else {
+                        return Ok(None);
+                    };
+                    let pool =
+                        FredPool::new(FredConfig::from_url(&url)?, None, None, None, pool_size())?;
+                    pool.init().await?;
+                    let keys = Arc::new(PeerKeys {
+                        url,
+                        created: Mutex::new(Vec::new()),
+                    });
+                    Ok(Some(instance(Peer {
+                        store: Arc::new(tower_sessions_redis_store::RedisStore::new(pool)),
+                        record: Record {
+                            id: Id(0),
+                            data: payload.json.clone(),
+                            expiry_date: OffsetDateTime::now_utc() + peer_ttl(),
+                        },
+                        created: Vec::new(),
+                        keys,
+                    })))
+                })
+            },
+        },
     ]
+}
+
+/// Connections per pool for all three targets: deadpool's default.
+fn pool_size() -> usize {
+    PoolConfig::default().max_size
 }
 
 /// `REDIS_URL`, or `None` after saying why the target is skipped.
@@ -238,5 +286,107 @@ impl BenchTarget for Bare {
         } else {
             Outcome::Missing
         })
+    }
+}
+
+fn peer_ttl() -> time::Duration {
+    time::Duration::milliseconds(i64::try_from(TTL.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Every id the peer created, deleted when the last handle is gone.
+struct PeerKeys {
+    url: String,
+    created: Mutex<Vec<i128>>,
+}
+
+impl Drop for PeerKeys {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let ids = std::mem::take(
+            self.created
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let cleaner = std::thread::spawn(move || -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(url)?.get_connection()?;
+            for chunk in ids.chunks(1000) {
+                let keys: Vec<String> = chunk.iter().map(|&id| Id(id).to_string()).collect();
+                redis::cmd("UNLINK").arg(keys).query::<u64>(&mut conn)?;
+            }
+            Ok(())
+        });
+        if let Ok(Err(e)) = cleaner.join() {
+            eprintln!("could not remove the peer's Redis keys: {e}");
+        }
+    }
+}
+
+/// The peer, driven the way tower-sessions drives it: the whole record on every call. Each
+/// handle notes the ids it created in a list of its own (no lock per operation) and hands
+/// them to the shared cleanup list when dropped.
+struct Peer {
+    store: Arc<tower_sessions_redis_store::RedisStore<FredPool>>,
+    record: Record,
+    created: Vec<i128>,
+    keys: Arc<PeerKeys>,
+}
+
+impl Clone for Peer {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            record: self.record.clone(),
+            created: Vec::new(),
+            keys: Arc::clone(&self.keys),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let mut all = self
+            .keys
+            .created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.append(&mut self.created);
+    }
+}
+
+impl Peer {
+    fn stamp(&mut self, i: u64) {
+        self.record.id = Id(peer_id(i));
+        self.record.expiry_date = OffsetDateTime::now_utc() + peer_ttl();
+    }
+}
+
+impl BenchTarget for Peer {
+    async fn create(&mut self, i: u64) -> OpResult {
+        self.stamp(i);
+        self.store.create(&mut self.record).await?;
+        self.created.push(self.record.id.0);
+        // Its create picks a new random id instead of failing on a taken one.
+        Ok(if self.record.id.0 == peer_id(i) {
+            Outcome::Done
+        } else {
+            Outcome::Conflict
+        })
+    }
+    async fn load(&mut self, i: u64) -> OpResult {
+        Ok(match self.store.load(&Id(peer_id(i))).await? {
+            Some(_) => Outcome::Done,
+            None => Outcome::Missing,
+        })
+    }
+
+    async fn save(&mut self, i: u64) -> OpResult {
+        self.stamp(i);
+        self.store.save(&self.record).await?;
+        Ok(Outcome::Done)
+    }
+
+    async fn delete(&mut self, i: u64) -> OpResult {
+        self.store.delete(&Id(peer_id(i))).await?;
+        Ok(Outcome::Done)
     }
 }
