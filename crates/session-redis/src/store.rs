@@ -24,7 +24,7 @@ use session_core::{
 };
 
 use crate::codec::{self, HEADER_LEN};
-use crate::conn::{Conn, Pools};
+use crate::conn::{Conn, Pools, Shared};
 use crate::scripts::Scripts;
 
 const STORE: &str = "redis";
@@ -69,6 +69,7 @@ struct Inner {
     max_data_len: Option<usize>,
     command_timeout: Option<Duration>,
     scan_count: usize,
+    shared: Option<Shared>,
     scripts: Scripts,
 }
 
@@ -80,6 +81,7 @@ impl fmt::Debug for RedisStore {
             .field("max_data_len", &inner.max_data_len)
             .field("command_timeout", &inner.command_timeout)
             .field("pool", &inner.pools)
+            .field("multiplexed", &inner.shared)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +107,7 @@ pub struct RedisStoreBuilder {
     connect_timeout: Duration,
     command_timeout: Option<Duration>,
     scan_count: usize,
+    multiplexed: usize,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -128,6 +131,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("scan_count", &self.scan_count)
+            .field("multiplexed", &self.multiplexed)
             .finish()
     }
 }
@@ -143,6 +147,7 @@ impl Default for RedisStoreBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: Some(DEFAULT_COMMAND_TIMEOUT),
             scan_count: DEFAULT_SCAN_COUNT,
+            multiplexed: 0,
         }
     }
 }
@@ -239,6 +244,25 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Shares `connections` multiplexed connections among all operations instead of checking
+    /// a connection out of the pool for each one (default 0: check out per operation).
+    ///
+    /// Every redis-rs connection is multiplexed: many tasks can send on one at once, and their
+    /// commands are pipelined on its socket. Checking out per operation costs a round trip of
+    /// its own (deadpool-redis sends `PING` to health-check every checkout) and caps the
+    /// requests in flight at the pool size; shared connections cost neither, and serve more
+    /// concurrent requests per connection. The pool still opens every connection (and its
+    /// wait timeout still applies then), and the pool's size no longer limits concurrency.
+    ///
+    /// The price: no health check per operation. A connection the server closed while it was
+    /// idle (a `CLIENT KILL`, a restart, an idle timeout) fails the next operation that uses it
+    /// with [`Error::Unavailable`]; after any such failure every shared connection is dropped
+    /// and the next operations take fresh ones from the pool.
+    pub fn multiplexed(mut self, connections: usize) -> Self {
+        self.multiplexed = connections;
+        self
+    }
+
     /// Builds the store. Connections are opened on first use.
     ///
     /// # Errors
@@ -308,6 +332,7 @@ impl RedisStoreBuilder {
                 max_data_len: self.max_data_len,
                 command_timeout: self.command_timeout,
                 scan_count: self.scan_count,
+                shared: (self.multiplexed > 0).then(|| Shared::new(self.multiplexed)),
                 scripts: Scripts::new(),
             }),
         })
@@ -391,11 +416,26 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        self.timed(async {
-            let conn = self.inner.pools.get().await.map_err(pool_error)?;
-            op(conn).await
-        })
-        .await
+        let result = self.timed(async { op(self.checkout().await?).await }).await;
+        self.after(&result);
+        result
+    }
+
+    /// A connection for one operation: shared, or checked out of the pool.
+    async fn checkout(&self) -> Result<Conn> {
+        let inner = &*self.inner;
+        match &inner.shared {
+            None => inner.pools.get().await.map_err(pool_error),
+            Some(shared) => shared.get(&inner.pools).await.map_err(pool_error),
+        }
+    }
+
+    /// Drops the shared connections after a failure, so the next operations get fresh ones
+    /// from the pool. (Pooled connections need nothing: the pool checks them on checkout.)
+    fn after<T>(&self, result: &Result<T>) {
+        if let (Some(shared), Err(Error::Unavailable { .. })) = (&self.inner.shared, result) {
+            shared.reset();
+        }
     }
 
     /// Fails `work` with [`Error::Unavailable`] when it outlasts the command timeout.
@@ -419,9 +459,7 @@ impl RedisStore {
     /// twice while Redis resizes its table). The timeout applies to each batch, not the walk.
     async fn scan(&self) -> Result<HashSet<SessionKey>> {
         let inner = &*self.inner;
-        let mut conn = self
-            .timed(async { inner.pools.get().await.map_err(pool_error) })
-            .await?;
+        let mut conn = self.timed(self.checkout()).await?;
         let mut found = HashSet::new();
         let mut cursor: u64 = 0;
         loop {
@@ -436,7 +474,9 @@ impl RedisStore {
                     .await
                     .map_err(redis_error)
             };
-            let (next, keys) = self.timed(step).await?;
+            let result = self.timed(step).await;
+            self.after(&result);
+            let (next, keys) = result?;
             for k in keys {
                 let hex = k
                     .get(inner.prefix.len()..)

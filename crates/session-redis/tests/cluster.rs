@@ -176,10 +176,15 @@ fn cluster() -> &'static Cluster {
 }
 
 fn store(prefix: &str) -> RedisStore {
+    store_with(prefix, 0)
+}
+
+fn store_with(prefix: &str, multiplexed: usize) -> RedisStore {
     let built = RedisStore::builder()
         .cluster_urls(cluster().urls())
         .prefix(prefix)
         .max_data_len(Some(4096))
+        .multiplexed(multiplexed)
         .build();
     match built {
         Ok(store) => store,
@@ -206,21 +211,36 @@ impl Drop for Cleanup {
     }
 }
 
-async fn fresh_fixture() -> Fixture {
+async fn fixture(multiplexed: usize) -> Fixture {
     if service_url("REDIS_URL").is_none() {
         return Fixture::skipped("REDIS_URL is not set, so Redis is not expected to be installed");
     }
     let prefix = random_prefix("cluster");
     let again = prefix.clone();
-    Fixture::new(store(&prefix))
+    Fixture::new(store_with(&prefix, multiplexed))
         .reopen(move || {
-            let store = store(&again);
+            let store = store_with(&again, multiplexed);
             async move { store }
         })
         .guard(Cleanup(prefix))
 }
 
+async fn fresh_fixture() -> Fixture {
+    fixture(0).await
+}
+
 session_core::conformance_tests!(fresh_fixture, durable);
+
+/// The same suite on shared multiplexed cluster connections.
+mod multiplexed {
+    use session_core::conformance::Fixture;
+
+    async fn fresh_fixture() -> Fixture {
+        super::fixture(2).await
+    }
+
+    session_core::conformance_tests!(fresh_fixture, durable);
+}
 
 /// Every key of one store, sessions and owner indexes alike, is in the slot of its prefix's
 /// hash tag (so on one master), and stores with different prefixes spread over the masters.

@@ -1,16 +1,18 @@
 //! The shared conformance suite against the Redis at `REDIS_URL`, each case under its own
-//! random prefix, removed when the case ends.
+//! random prefix, removed when the case ends: once with a pooled connection per operation
+//! (the default), once on shared multiplexed connections (`multiplexed`).
 
 use session_core::SessionId;
 use session_core::conformance::{Fixture, service_url};
 use session_redis::RedisStore;
 use session_redis::redis::{self, Commands};
 
-fn store(url: &str, prefix: &str) -> RedisStore {
+fn store(url: &str, prefix: &str, multiplexed: usize) -> RedisStore {
     let built = RedisStore::builder()
         .url(url)
         .prefix(prefix)
         .max_data_len(Some(4096))
+        .multiplexed(multiplexed)
         .build();
     match built {
         Ok(store) => store,
@@ -44,7 +46,7 @@ impl Drop for Cleanup {
     }
 }
 
-async fn fresh_fixture() -> Fixture {
+async fn fixture(multiplexed: usize) -> Fixture {
     let Some(url) = service_url("REDIS_URL") else {
         return Fixture::skipped("REDIS_URL is not set");
     };
@@ -55,12 +57,26 @@ async fn fresh_fixture() -> Fixture {
     );
     let reopen_url = url.clone();
     let reopen_prefix = prefix.clone();
-    Fixture::new(store(&url, &prefix))
+    Fixture::new(store(&url, &prefix, multiplexed))
         .reopen(move || {
-            let store = store(&reopen_url, &reopen_prefix);
+            let store = store(&reopen_url, &reopen_prefix, multiplexed);
             async move { store }
         })
         .guard(Cleanup { url, prefix })
 }
 
+async fn fresh_fixture() -> Fixture {
+    fixture(0).await
+}
+
 session_core::conformance_tests!(fresh_fixture, durable);
+
+mod multiplexed {
+    use session_core::conformance::Fixture;
+
+    async fn fresh_fixture() -> Fixture {
+        super::fixture(2).await
+    }
+
+    session_core::conformance_tests!(fresh_fixture, durable);
+}

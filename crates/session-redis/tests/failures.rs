@@ -141,10 +141,20 @@ async fn must<T>(what: &str, fut: impl Future<Output = session_core::Result<T>>)
     }
 }
 
-/// Recovery after a failure: the pool replaces dead connections when they are next checked
-/// out, so the very next operations on the same store succeed.
-async fn works(store: &RedisStore) {
+/// Recovery after a failure, with no new store. Checking out per operation, the pool's
+/// health check replaces dead connections first, so the very next operation succeeds. Shared
+/// multiplexed connections have no check per operation: one the server closed while it was
+/// idle fails the next operation that uses it (with `Unavailable`, after which all are
+/// replaced), so that mode may see one failure first.
+async fn works(store: &RedisStore, multiplexed: usize) {
     let r = record();
+    if multiplexed > 0 {
+        match store.create(&r).await {
+            Ok(()) | Err(Error::Unavailable { store: "redis", .. }) => {}
+            Err(e) => panic!("create on a stale shared connection failed with {e:?}"),
+        }
+        let _ = store.delete(&r.key).await;
+    }
     must("create after recovery", store.create(&r)).await;
     let back = must("load after recovery", store.load(&r.key)).await;
     assert_eq!(back, Some(r), "the store must work again after recovery");
@@ -152,13 +162,17 @@ async fn works(store: &RedisStore) {
 
 /// A write held by the server (`CLIENT PAUSE WRITE`) whose connection the server then kills
 /// fails with `Unavailable`; the next operation gets a fresh connection and works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_kill_during_a_call_is_unavailable_then_recovers() {
+async fn client_kill_during_a_call_is_unavailable_then_recovers_in(multiplexed: usize) {
     if service_url("REDIS_URL").is_none() {
         return;
     }
     let server = Server::start();
-    let store = build(RedisStore::builder().url(server.url()).pool_size(1));
+    let store = build(
+        RedisStore::builder()
+            .url(server.url())
+            .multiplexed(multiplexed)
+            .pool_size(1),
+    );
     let r = record();
     must("create", store.create(&r)).await;
 
@@ -201,7 +215,7 @@ async fn client_kill_during_a_call_is_unavailable_then_recovers() {
     assert_unavailable("touch on a connection killed by the server", result);
     server.run(redis::cmd("CLIENT").arg("UNPAUSE"));
 
-    works(&store).await;
+    works(&store, multiplexed).await;
     assert_eq!(
         must("load", store.load(&r.key)).await.map(|x| x.data),
         Some(r.data)
@@ -211,13 +225,17 @@ async fn client_kill_during_a_call_is_unavailable_then_recovers() {
 /// Loads and saves from many tasks while the server keeps killing every client connection:
 /// every failure is `Unavailable` (never a panic, a hang or a wrong answer), and once the
 /// killing stops the same store works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_kill_under_load_gives_typed_errors_then_recovers() {
+async fn client_kill_under_load_gives_typed_errors_then_recovers_in(multiplexed: usize) {
     if service_url("REDIS_URL").is_none() {
         return;
     }
     let server = Arc::new(Server::start());
-    let store = build(RedisStore::builder().url(server.url()).pool_size(4));
+    let store = build(
+        RedisStore::builder()
+            .url(server.url())
+            .multiplexed(multiplexed)
+            .pool_size(4),
+    );
     let r = record();
     must("create", store.create(&r)).await;
 
@@ -287,18 +305,22 @@ async fn client_kill_under_load_gives_typed_errors_then_recovers() {
             "a killed connection must give Unavailable, got {e:?}"
         );
     }
-    works(&store).await;
+    works(&store, multiplexed).await;
 }
 
 /// While the server is down every call fails with `Unavailable`; when it is back on the same
 /// port the same store works again (its data is gone: this server keeps nothing on disk).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_restart_is_unavailable_then_recovers() {
+async fn server_restart_is_unavailable_then_recovers_in(multiplexed: usize) {
     if service_url("REDIS_URL").is_none() {
         return;
     }
     let mut server = Server::start();
-    let store = build(RedisStore::builder().url(server.url()).pool_size(2));
+    let store = build(
+        RedisStore::builder()
+            .url(server.url())
+            .multiplexed(multiplexed)
+            .pool_size(2),
+    );
     let r = record();
     must("create", store.create(&r)).await;
 
@@ -314,7 +336,7 @@ async fn server_restart_is_unavailable_then_recovers() {
     );
 
     server.restart();
-    works(&store).await;
+    works(&store, multiplexed).await;
     assert_eq!(
         must("load of a session from before", store.load(&r.key)).await,
         None
@@ -323,8 +345,7 @@ async fn server_restart_is_unavailable_then_recovers() {
 
 /// A server that stops answering (SIGSTOP) makes calls fail with `Unavailable` after the
 /// command timeout instead of hanging; when it resumes, the store works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hung_server_times_out_then_recovers() {
+async fn hung_server_times_out_then_recovers_in(multiplexed: usize) {
     if service_url("REDIS_URL").is_none() {
         return;
     }
@@ -332,10 +353,11 @@ async fn hung_server_times_out_then_recovers() {
     let store = build(
         RedisStore::builder()
             .url(server.url())
+            .multiplexed(multiplexed)
             .pool_size(1)
             .command_timeout(Some(Duration::from_millis(300))),
     );
-    works(&store).await;
+    works(&store, multiplexed).await;
 
     server.signal("-STOP");
     let started = Instant::now();
@@ -349,7 +371,7 @@ async fn hung_server_times_out_then_recovers() {
         started.elapsed() >= Duration::from_millis(300),
         "timed out before the limit"
     );
-    works(&store).await;
+    works(&store, multiplexed).await;
 }
 
 /// With every connection checked out, a call fails with `Unavailable` after the pool's wait
@@ -406,6 +428,51 @@ async fn exhausted_pool_is_unavailable_not_a_hang() {
     }
 }
 
+/// With shared multiplexed connections the pool is needed only to open them: while the pool
+/// is exhausted a store that has none yet fails with `Unavailable`; once it has one, it keeps
+/// working whoever holds the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexed_store_needs_the_pool_only_to_connect() {
+    let Some(url) = service_url("REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("failures:{}:", &SessionId::generate().key().to_hex()[..16]);
+    let store = build(
+        RedisStore::builder()
+            .url(&url)
+            .prefix(&prefix)
+            .pool_size(1)
+            .wait_timeout(Duration::from_millis(100))
+            .multiplexed(1),
+    );
+    let Some(pool) = store.pool() else {
+        panic!("a single-server store has a pool")
+    };
+    let held = match pool.get().await {
+        Ok(conn) => conn,
+        Err(e) => panic!("checkout failed: {e}"),
+    };
+    let r = record();
+    match tokio::time::timeout(Duration::from_secs(3), store.create(&r)).await {
+        Ok(result) => assert_unavailable("create with no connection and an exhausted pool", result),
+        Err(_) => panic!("a create on an exhausted pool hung"),
+    }
+    drop(held);
+    must("create", store.create(&r)).await;
+    let held = match pool.get().await {
+        Ok(conn) => conn,
+        Err(e) => panic!("the store must give its pooled connection back: {e}"),
+    };
+    assert_eq!(
+        must("load while the pool is held", store.load(&r.key))
+            .await
+            .map(|x| x.key),
+        Some(r.key)
+    );
+    drop(held);
+    assert!(must("delete", store.delete(&r.key)).await);
+}
+
 /// A bad URL or prefix is refused when the store is built, before any I/O.
 #[test]
 fn bad_configuration_is_refused() {
@@ -447,4 +514,44 @@ async fn too_large_is_checked_before_io() {
         !debug.contains("hunter2"),
         "the builder's Debug must hide the URL: {debug}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_during_a_call_is_unavailable_then_recovers() {
+    client_kill_during_a_call_is_unavailable_then_recovers_in(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_during_a_call_is_unavailable_then_recovers_multiplexed() {
+    client_kill_during_a_call_is_unavailable_then_recovers_in(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_under_load_gives_typed_errors_then_recovers() {
+    client_kill_under_load_gives_typed_errors_then_recovers_in(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_under_load_gives_typed_errors_then_recovers_multiplexed() {
+    client_kill_under_load_gives_typed_errors_then_recovers_in(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_is_unavailable_then_recovers() {
+    server_restart_is_unavailable_then_recovers_in(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_is_unavailable_then_recovers_multiplexed() {
+    server_restart_is_unavailable_then_recovers_in(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_times_out_then_recovers() {
+    hung_server_times_out_then_recovers_in(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_times_out_then_recovers_multiplexed() {
+    hung_server_times_out_then_recovers_in(2).await;
 }
