@@ -6,10 +6,11 @@
 use crate::target::Target;
 
 mod files;
+mod hybrid;
 mod limit;
 mod memory;
-mod redis;
 mod postgres;
+mod redis;
 mod tower_sessions;
 
 /// Every target, in table order: ours, then the limit, then the peers.
@@ -21,6 +22,7 @@ pub(crate) fn all() -> Vec<Target> {
     targets.extend(redis::targets());
     targets.extend(postgres::targets());
     targets.extend(files::targets());
+    targets.extend(hybrid::targets());
     targets
 }
 
