@@ -6,7 +6,6 @@
 use crate::target::Target;
 
 mod files;
-mod hybrid;
 mod limit;
 mod memory;
 mod postgres;
@@ -22,7 +21,6 @@ pub(crate) fn all() -> Vec<Target> {
     targets.extend(redis::targets());
     targets.extend(postgres::targets());
     targets.extend(files::targets());
-    targets.extend(hybrid::targets());
     targets
 }
 
