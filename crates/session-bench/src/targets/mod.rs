@@ -6,6 +6,7 @@
 use crate::target::Target;
 
 mod files;
+mod hybrid;
 mod limit;
 mod memory;
 mod postgres;
@@ -21,6 +22,7 @@ pub(crate) fn all() -> Vec<Target> {
     targets.extend(redis::targets());
     targets.extend(postgres::targets());
     targets.extend(files::targets());
+    targets.extend(hybrid::targets());
     targets
 }
 
