@@ -1,5 +1,7 @@
 //! How long reopening a directory takes: fills a store with `N` sessions of about 0.5 KiB
 //! (default 1,000,000; every fourth one owned), closes it, and times `HybridStore::open`.
+//! The fill also reports its slowest create, which includes any wait on a shard that a
+//! concurrent compaction was copying out.
 //!
 //! ```text
 //! cargo run --release -p session-hybrid --example reopen -- [N] [DIR]
@@ -45,18 +47,23 @@ async fn fill(dir: &Path, n: u64) -> Result<(), Box<dyn std::error::Error>> {
         .open()?;
     let data = Bytes::from(vec![b's'; 480]);
     let started = Instant::now();
+    let mut slowest = Duration::ZERO;
     for i in 0..n {
         let expires = Timestamp::now() + Duration::from_secs(86_400);
         let mut r = Record::new(key(i), data.clone(), expires);
         if i % 4 == 0 {
             r.owner = Some(format!("user-{}", i / 4));
         }
+        let one = Instant::now();
         store.create(&r).await?;
+        slowest = slowest.max(one.elapsed());
     }
     store.close().await?;
     let took = started.elapsed();
+    let compactions = store.compactions();
     println!(
-        "filled {n} sessions in {took:.2?}; directory holds {} MiB",
+        "filled {n} sessions in {took:.2?} ({compactions} compactions meanwhile, slowest create \
+         {slowest:.2?}); directory holds {} MiB",
         size(dir) >> 20
     );
     Ok(())

@@ -432,9 +432,9 @@ impl Snapshot {
         out.write_all(&frame)?;
         let mut count = 0u64;
         let mut failed = None;
-        // Each shard stays read-locked while its records are encoded here; buffered writes keep
-        // that to memory copies and an occasional 1 MiB write.
-        self.memory.for_each_live(|record| {
+        // Each shard is locked only while its records are cloned; encoding and writing
+        // happen outside the lock, so writers wait at most for that copy.
+        self.memory.for_each_live_shard(|records| {
             if failed.is_some() {
                 return;
             }
@@ -442,11 +442,14 @@ impl Snapshot {
                 failed = Some(io::Error::other("snapshot cancelled by shutdown"));
                 return;
             }
-            frame.clear();
-            codec::encode_record(&mut frame, &record);
-            match out.write_all(&frame) {
-                Ok(()) => count += 1,
-                Err(e) => failed = Some(e),
+            for record in &records {
+                frame.clear();
+                codec::encode_record(&mut frame, record);
+                if let Err(e) = out.write_all(&frame) {
+                    failed = Some(e);
+                    return;
+                }
+                count += 1;
             }
         });
         if let Some(error) = failed {

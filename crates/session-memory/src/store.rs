@@ -300,6 +300,25 @@ impl MemoryStore {
         }
     }
 
+    /// Calls `f` with the live records of one shard at a time. Each shard is read-locked only
+    /// while its records are cloned (cheap: the data is shared), and `f` runs after the lock
+    /// is released, so a slow `f` (writing a snapshot) never holds up writers.
+    pub fn for_each_live_shard(&self, mut f: impl FnMut(Vec<Record>)) {
+        let now = Timestamp::now();
+        for shard in self.shared.shards.iter() {
+            let records: Vec<Record> = {
+                let shard = read(shard);
+                shard
+                    .records
+                    .iter()
+                    .filter(|(_, e)| e.live(now))
+                    .map(|(k, e)| e.record(*k))
+                    .collect()
+            };
+            f(records);
+        }
+    }
+
     /// Inserts or replaces `record` as it is, without checks and without telling the
     /// observer: for restoring a store from a snapshot or journal.
     pub fn restore(&self, record: Record) {
