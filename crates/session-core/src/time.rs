@@ -37,7 +37,14 @@ impl Timestamp {
 impl From<SystemTime> for Timestamp {
     fn from(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Self(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            // Seconds and sub-second millis: cheaper than `as_millis`'s u128 division, and
+            // this runs on every store call.
+            Ok(d) => Self(
+                i64::try_from(d.as_secs())
+                    .unwrap_or(i64::MAX / 1000)
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(d.subsec_millis())),
+            ),
             Err(e) => Self(-i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX)),
         }
     }

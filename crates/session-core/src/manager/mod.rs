@@ -83,6 +83,12 @@ pub(crate) struct Config<C> {
 }
 
 impl<C: Codec> Config<C> {
+    /// The store as `&dyn`: calling through the `Arc` would go through the forwarding impl
+    /// and box a second future on every call.
+    pub(crate) fn store(&self) -> &dyn SessionStore {
+        &*self.store
+    }
+
     /// The deadline a session created at `created_at` has when last used at `now`: the
     /// earlier of its absolute end and its idle end.
     pub(crate) fn deadline(&self, created_at: Timestamp, now: Timestamp) -> Timestamp {
@@ -174,7 +180,7 @@ impl<C: Codec> SessionManager<C> {
     /// Ends the session `id` at once. Returns whether it was live.
     pub async fn destroy(&self, id: &SessionId) -> Result<bool> {
         let key = id.key();
-        let removed = self.config.store.delete(&key).await?;
+        let removed = self.config.store().delete(&key).await?;
         if removed {
             self.config.emit(SessionEvent::Destroyed { key });
         }
@@ -184,18 +190,18 @@ impl<C: Codec> SessionManager<C> {
     /// Ends every listed session; returns how many were live.
     pub async fn destroy_many(&self, ids: &[SessionId]) -> Result<u64> {
         let keys: Vec<SessionKey> = ids.iter().map(SessionId::key).collect();
-        self.config.store.delete_many(&keys).await
+        self.config.store().delete_many(&keys).await
     }
 
     /// Ends every live session of `owner` ("sign out everywhere"); returns how many.
     pub async fn destroy_owner(&self, owner: &str) -> Result<u64> {
-        self.config.store.delete_by_owner(owner).await
+        self.config.store().delete_by_owner(owner).await
     }
 
     /// The live sessions of `owner` (their records: creation time, expiry, size), e.g. for a
     /// "your devices" page.
     pub async fn sessions_of(&self, owner: &str) -> Result<Vec<Record>> {
-        self.config.store.list_by_owner(owner).await
+        self.config.store().list_by_owner(owner).await
     }
 }
 

@@ -183,7 +183,7 @@ impl<C: Codec> Session<C> {
         };
         let config = &self.inner.manager.config;
         let key = id.key();
-        let Some(record) = config.store.load(&key).await? else {
+        let Some(record) = config.store().load(&key).await? else {
             st.ended = true;
             config.emit(SessionEvent::Expired { key });
             return Ok(());
@@ -192,7 +192,7 @@ impl<C: Codec> Session<C> {
         // A lifetime shortened by configuration applies to sessions stored before the change.
         if record.created_at + config.lifetime <= now {
             st.ended = true;
-            let _ = config.store.delete(&key).await;
+            let _ = config.store().delete(&key).await;
             config.emit(SessionEvent::Expired { key });
             return Ok(());
         }
@@ -211,7 +211,7 @@ impl<C: Codec> Session<C> {
             Err(error) => {
                 tracing::warn!(session = %id, %error, "session data failed to decode; treating it as corrupt and starting afresh");
                 st.ended = true;
-                let _ = config.store.delete(&key).await;
+                let _ = config.store().delete(&key).await;
             }
         }
         Ok(())
@@ -350,7 +350,7 @@ impl<C: Codec> Session<C> {
         if let Some(stored) = st.stored {
             let mut attempts = 0;
             loop {
-                match config.store.change_id(&stored.key, &new_id.key()).await {
+                match config.store().change_id(&stored.key, &new_id.key()).await {
                     Ok(()) => {
                         config.emit(SessionEvent::Rotated {
                             old: stored.key,
@@ -387,7 +387,7 @@ impl<C: Codec> Session<C> {
         let mut st = self.loaded().await?;
         let config = &self.inner.manager.config;
         if let Some(stored) = st.stored.take() {
-            config.store.delete(&stored.key).await?;
+            config.store().delete(&stored.key).await?;
             config.emit(SessionEvent::Destroyed { key: stored.key });
         }
         let had_session = st.id.is_some() || self.inner.incoming.is_some();
@@ -435,7 +435,7 @@ impl<C: Codec> Session<C> {
                     version: stored.version,
                     owner: st.owner.clone(),
                 };
-                match config.store.save(&record).await {
+                match config.store().save(&record).await {
                     Ok(version) => {
                         config.emit(SessionEvent::Updated { key: stored.key });
                         st.stored = Some(Stored {
@@ -461,7 +461,7 @@ impl<C: Codec> Session<C> {
             if let Some(granularity) = config.touch_granularity() {
                 let deadline = config.deadline(stored.created_at, now);
                 if deadline > stored.expires_at + granularity {
-                    match config.store.touch(&stored.key, deadline).await {
+                    match config.store().touch(&stored.key, deadline).await {
                         Ok(()) => {
                             st.stored = Some(Stored {
                                 expires_at: deadline,
@@ -502,7 +502,7 @@ impl<C: Codec> Session<C> {
                 version: 1,
                 owner: st.owner.clone(),
             };
-            match config.store.create(&record).await {
+            match config.store().create(&record).await {
                 Ok(()) => {
                     config.emit(SessionEvent::Created { key: record.key });
                     st.stored = Some(Stored {
@@ -527,7 +527,7 @@ impl<C: Codec> Session<C> {
     /// false if the session is gone.
     async fn reload_and_replay(&self, st: &mut State, key: SessionKey) -> Result<bool> {
         let config = &self.inner.manager.config;
-        let Some(fresh) = config.store.load(&key).await? else {
+        let Some(fresh) = config.store().load(&key).await? else {
             return Ok(false);
         };
         let Ok(mut values) = config.codec.decode_map(&fresh.data) else {
