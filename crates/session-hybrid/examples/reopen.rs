@@ -1,13 +1,15 @@
 //! How long reopening a directory takes: fills a store with `N` sessions of about 0.5 KiB
 //! (default 1,000,000; every fourth one owned), closes it, and times `HybridStore::open`.
-//! The fill also reports its slowest create, which includes any wait on a shard that a
+//! The fill also reports its slowest write, which includes any wait on a shard that a
 //! concurrent compaction was copying out.
 //!
 //! ```text
-//! cargo run --release -p session-hybrid --example reopen -- [N] [DIR]
+//! cargo run --release -p session-hybrid --example reopen -- [N] [DIR] [SAVES]
 //! ```
 //!
-//! Without `DIR` a temp directory is used and removed afterwards. A `DIR` that already holds
+//! `SAVES` (default 0) saves of random sessions follow the fill, so the log holds more than
+//! the live sessions, as in a store that has run for a while. Without `DIR` a temp directory
+//! is used and removed afterwards. A `DIR` that already holds
 //! files is not filled again, only reopened, so repeated runs time the reopen alone.
 
 use std::path::Path;
@@ -41,7 +43,7 @@ fn size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-async fn fill(dir: &Path, n: u64) -> Result<(), Box<dyn std::error::Error>> {
+async fn fill(dir: &Path, n: u64, saves: u64) -> Result<(), Box<dyn std::error::Error>> {
     let store = HybridStore::builder(dir)
         .cleanup_interval(Duration::ZERO)
         .open()?;
@@ -58,11 +60,21 @@ async fn fill(dir: &Path, n: u64) -> Result<(), Box<dyn std::error::Error>> {
         store.create(&r).await?;
         slowest = slowest.max(one.elapsed());
     }
+    for s in 0..saves {
+        let i = key(s ^ 0x5EED).as_bytes()[0] as u64 * n / 256 + s % (n / 256).max(1);
+        let Some(mut r) = store.load(&key(i % n)).await? else {
+            continue;
+        };
+        r.expires_at = Timestamp::now() + Duration::from_secs(86_400);
+        let one = Instant::now();
+        store.save(&r).await?;
+        slowest = slowest.max(one.elapsed());
+    }
     store.close().await?;
     let took = started.elapsed();
     let compactions = store.compactions();
     println!(
-        "filled {n} sessions in {took:.2?} ({compactions} compactions meanwhile, slowest create \
+        "filled {n} sessions and saved {saves} in {took:.2?} ({compactions} compactions meanwhile, slowest write \
          {slowest:.2?}); directory holds {} MiB",
         size(dir) >> 20
     );
@@ -81,6 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args
         .next()
         .map_or_else(|| tmp.path().to_owned(), Into::into);
+    let saves: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(0);
     let filled_before = std::fs::read_dir(&dir).is_ok_and(|mut e| e.next().is_some());
     if filled_before {
         println!(
@@ -88,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             dir.display()
         );
     } else {
-        fill(&dir, n).await?;
+        fill(&dir, n, saves).await?;
     }
 
     let started = Instant::now();

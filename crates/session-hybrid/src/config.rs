@@ -12,8 +12,9 @@ use crate::store::HybridStore;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default size of buffered log at which a flush starts before the interval is up: 1 MiB.
 pub const DEFAULT_FLUSH_BYTES: usize = 1 << 20;
-/// Default ratio of log size to snapshot size at which the log is compacted.
-pub const DEFAULT_COMPACT_FACTOR: u32 = 4;
+/// Default ratio of log size to snapshot size at which the log is compacted. Reopening reads
+/// the snapshot and the log after it, so it reads at most `1 + factor` times the live data.
+pub const DEFAULT_COMPACT_FACTOR: u32 = 2;
 /// Default log size below which the log is never compacted: 64 MiB.
 pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 << 20;
 const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);

@@ -22,8 +22,11 @@ use crate::codec;
 use crate::replay::{self, segment_path, snapshot_path, snapshot_tmp_path, sync_dir};
 
 const STORE: &str = "hybrid";
-/// Above this, the flusher's spare buffer is freed instead of kept for the next batch.
-const KEEP_SPARE: usize = 16 << 20;
+/// Size of one buffer chunk. The buffer grows by whole chunks, never by reallocating, so a
+/// change appended while the flusher lags behind never copies what is already buffered.
+const CHUNK: usize = 1 << 20;
+/// Emptied chunks kept for reuse (their pages are already mapped); more are freed.
+const KEEP_CHUNKS: usize = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -32,7 +35,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Changes appended but not yet handed to the flusher.
 #[derive(Debug, Default)]
 struct Pending {
-    buf: Vec<u8>,
+    /// Encoded changes, in order; the last chunk is the one being filled.
+    chunks: Vec<Vec<u8>>,
+    /// Bytes in `chunks`.
+    bytes: usize,
+    /// Empty chunks handed back by the flusher.
+    spare: Vec<Vec<u8>>,
     /// Sequence number of the last change observed (buffered or not).
     seq: u64,
     /// Sequence number of the last change buffered.
@@ -81,11 +89,19 @@ impl ChangeObserver for Journal {
         if !p.accepting {
             return;
         }
-        codec::encode_change(&mut p.buf, &change);
+        let p = &mut *p;
+        if p.chunks.last().is_none_or(|c| c.len() >= CHUNK) {
+            let chunk = p.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK));
+            p.chunks.push(chunk);
+        }
+        if let Some(chunk) = p.chunks.last_mut() {
+            let before = chunk.len();
+            codec::encode_change(chunk, &change);
+            p.bytes += chunk.len() - before;
+        }
         p.buffered = p.seq;
-        if p.buf.len() >= self.flush_bytes && !p.flush_wanted {
+        if p.bytes >= self.flush_bytes && !p.flush_wanted {
             p.flush_wanted = true;
-            drop(p);
             self.wake.notify_one();
         }
     }
@@ -212,7 +228,6 @@ pub(crate) struct Flusher {
     /// After a failed compaction, the log size at which to try again.
     retry_at: u64,
     running: Option<Running>,
-    spare: Vec<u8>,
     compactions: Arc<AtomicU64>,
 }
 
@@ -244,7 +259,6 @@ impl Flusher {
             since_rotation: 0,
             retry_at: 0,
             running: None,
-            spare: Vec::new(),
             compactions,
         }
     }
@@ -266,16 +280,21 @@ impl Flusher {
                     };
                 }
                 p.flush_wanted = false;
-                let batch = std::mem::replace(&mut p.buf, std::mem::take(&mut self.spare));
-                (batch, p.buffered, p.stop)
+                p.bytes = 0;
+                (std::mem::take(&mut p.chunks), p.buffered, p.stop)
             };
             if Instant::now() >= deadline {
                 deadline = Instant::now() + self.interval;
             }
             let written = self.write_batch(&mut batch, seq);
-            batch.clear();
-            if batch.capacity() <= KEEP_SPARE {
-                self.spare = batch;
+            if !batch.is_empty() {
+                let mut p = lock(&self.journal.pending);
+                for mut chunk in batch {
+                    if p.spare.len() < KEEP_CHUNKS && chunk.capacity() == CHUNK {
+                        chunk.clear();
+                        p.spare.push(chunk);
+                    }
+                }
             }
             self.tend_compaction(stop, written);
             if stop {
@@ -286,7 +305,7 @@ impl Flusher {
 
     /// Writes and fsyncs one batch, publishing the outcome. On failure the batch goes back in
     /// front of the buffer and the file is cut back, so a retry appends whole frames only.
-    fn write_batch(&mut self, batch: &mut Vec<u8>, seq: u64) -> bool {
+    fn write_batch(&mut self, batch: &mut Vec<Vec<u8>>, seq: u64) -> bool {
         if batch.is_empty() {
             self.journal.flushed.send_if_modified(|f| {
                 let moved = f.durable < seq;
@@ -296,13 +315,14 @@ impl Flusher {
             });
             return true;
         }
-        let result = self
-            .file
-            .write_all(batch)
+        let len: u64 = batch.iter().map(|c| c.len() as u64).sum();
+        // One write per filled chunk (1 MiB), one fsync for the batch.
+        let result = batch
+            .iter()
+            .try_for_each(|chunk| self.file.write_all(chunk))
             .and_then(|()| self.file.sync_data());
         match result {
             Ok(()) => {
-                let len = batch.len() as u64;
                 self.segment_len += len;
                 self.since_rotation += len;
                 self.compaction.log_since_base += len;
@@ -320,8 +340,10 @@ impl Flusher {
                 }
                 {
                     let mut p = lock(&self.journal.pending);
-                    batch.extend_from_slice(&p.buf);
-                    std::mem::swap(&mut p.buf, batch);
+                    let newer = std::mem::take(&mut p.chunks);
+                    p.chunks = std::mem::take(batch);
+                    p.chunks.extend(newer);
+                    p.bytes += usize::try_from(len).unwrap_or(usize::MAX);
                 }
                 self.journal.flushed.send_modify(|f| {
                     f.attempted = seq;

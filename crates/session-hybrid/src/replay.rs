@@ -112,9 +112,10 @@ impl Rebuilt {
 
     fn part(&mut self, key: &SessionKey) -> &mut KeyMap<Record> {
         let n = self.parts.len();
-        // Byte 0, not the memory store's shard byte: each part spreads over every shard, and
-        // with 64 shards parallel loaders rarely meet on one lock.
-        &mut self.parts[usize::from(key.as_bytes()[0]) % n]
+        // Byte 16: neither among the bytes `KeyHasher` hashes (a part whose keys all share
+        // hash bits would use only some of its buckets) nor the memory store's shard byte (31),
+        // so each part spreads over every shard and parallel loaders rarely meet on a lock.
+        &mut self.parts[usize::from(key.as_bytes()[16]) % n]
     }
 
     fn insert(&mut self, record: Record) {
