@@ -57,6 +57,10 @@ struct Entry {
     data: Bytes,
     created_at: Timestamp,
     expires_at: Timestamp,
+    /// Where the record sits in its shard's expiry index: never after `expires_at`. A
+    /// deadline that moves later leaves the index alone (no B-tree work on the hot save and
+    /// touch paths); the sweep re-files the entry when it comes due.
+    indexed_at: Timestamp,
     version: u64,
     owner: Option<Arc<str>>,
 }
@@ -76,6 +80,22 @@ impl Entry {
     fn live(&self, now: Timestamp) -> bool {
         self.expires_at > now
     }
+
+    /// Moves the deadline, touching the index only when it moves earlier than the entry's
+    /// place there.
+    fn set_deadline(
+        &mut self,
+        by_expiry: &mut BTreeSet<(Timestamp, SessionKey)>,
+        key: &SessionKey,
+        at: Timestamp,
+    ) {
+        if at < self.indexed_at {
+            by_expiry.remove(&(self.indexed_at, *key));
+            by_expiry.insert((at, *key));
+            self.indexed_at = at;
+        }
+        self.expires_at = at;
+    }
 }
 
 /// One shard: its records and the expiry index of exactly those records, under one lock.
@@ -86,9 +106,12 @@ struct Shard {
 }
 
 impl Shard {
+    /// Expired records, found through the index entries that are due (some of which belong
+    /// to records whose deadline has since moved later).
     fn expired_count(&self, now: Timestamp) -> usize {
         self.by_expiry
             .range(..=(now, SessionKey::from_bytes([u8::MAX; 32])))
+            .filter(|(_, key)| self.records.get(key).is_some_and(|e| !e.live(now)))
             .count()
     }
 }
@@ -332,6 +355,7 @@ impl MemoryStore {
             data: record.data,
             created_at: record.created_at,
             expires_at: record.expires_at,
+            indexed_at: record.expires_at,
             version: record.version,
             owner: record.owner.map(Arc::from),
         };
@@ -416,7 +440,7 @@ impl Shared {
 
     /// Adds `entry` to the indexes. Called with the key's shard write-locked.
     fn index(&self, shard: &mut Shard, key: &SessionKey, entry: &Entry) {
-        shard.by_expiry.insert((entry.expires_at, *key));
+        shard.by_expiry.insert((entry.indexed_at, *key));
         if let Some(owner) = &entry.owner {
             self.owner_add(owner, *key);
         }
@@ -424,7 +448,7 @@ impl Shared {
 
     /// Removes `entry` from the indexes. Called with the key's shard write-locked.
     fn unindex(&self, shard: &mut Shard, key: &SessionKey, entry: &Entry) {
-        shard.by_expiry.remove(&(entry.expires_at, *key));
+        shard.by_expiry.remove(&(entry.indexed_at, *key));
         if let Some(owner) = &entry.owner {
             self.owner_remove(owner, key);
         }
@@ -469,12 +493,22 @@ impl Shared {
             let live = shard.by_expiry.split_off(&split);
             let expired = std::mem::replace(&mut shard.by_expiry, live);
             for (_, key) in expired {
-                if let Some(entry) = shard.records.remove(&key) {
-                    if let Some(owner) = &entry.owner {
-                        self.owner_remove(owner, &key);
+                match shard.records.get_mut(&key) {
+                    // Its deadline moved later after it was filed: file it again there.
+                    Some(entry) if entry.live(now) => {
+                        entry.indexed_at = entry.expires_at;
+                        shard.by_expiry.insert((entry.expires_at, key));
                     }
-                    self.observe(|| Change::Delete { key: &key });
-                    removed += 1;
+                    Some(_) => {
+                        if let Some(entry) = shard.records.remove(&key) {
+                            if let Some(owner) = &entry.owner {
+                                self.owner_remove(owner, &key);
+                            }
+                        }
+                        self.observe(|| Change::Delete { key: &key });
+                        removed += 1;
+                    }
+                    None => {}
                 }
             }
         }
@@ -506,6 +540,7 @@ impl SessionStore for MemoryStore {
             data: own(&record.data),
             created_at: record.created_at,
             expires_at: record.expires_at,
+            indexed_at: record.expires_at,
             version: record.version,
             owner: record.owner.as_deref().map(Arc::from),
         };
@@ -540,11 +575,7 @@ impl SessionStore for MemoryStore {
         if entry.version != record.version {
             return Err(Error::Conflict);
         }
-        if entry.expires_at != record.expires_at {
-            shard.by_expiry.remove(&(entry.expires_at, record.key));
-            shard.by_expiry.insert((record.expires_at, record.key));
-            entry.expires_at = record.expires_at;
-        }
+        entry.set_deadline(&mut shard.by_expiry, &record.key, record.expires_at);
         if entry.owner.as_deref() != record.owner.as_deref() {
             if let Some(old) = &entry.owner {
                 shared.owner_remove(old, &record.key);
@@ -625,11 +656,7 @@ impl SessionStore for MemoryStore {
         let Some(entry) = shard.records.get_mut(key).filter(|e| e.live(now)) else {
             return Err(Error::NotFound);
         };
-        if entry.expires_at != expires_at {
-            shard.by_expiry.remove(&(entry.expires_at, *key));
-            shard.by_expiry.insert((expires_at, *key));
-            entry.expires_at = expires_at;
-        }
+        entry.set_deadline(&mut shard.by_expiry, key, expires_at);
         let (version, created_at) = (entry.version, entry.created_at);
         shared.observe(|| Change::Touch {
             key,
@@ -769,4 +796,88 @@ fn move_within(
     });
     shard.records.insert(*new, entry);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::SessionId;
+
+    fn store() -> MemoryStore {
+        MemoryStore::builder()
+            .cleanup_interval(Duration::ZERO)
+            .build()
+            .expect("store")
+    }
+
+    fn record(expires_at: Timestamp) -> Record {
+        Record::new(SessionId::generate().key(), &b"x"[..], expires_at)
+    }
+
+    #[tokio::test]
+    async fn a_later_deadline_is_refiled_by_the_sweep_not_removed() {
+        let s = store();
+        let t0 = Timestamp::now() + Duration::from_secs(10);
+        let mut r = record(t0);
+        s.create(&r).await.expect("create");
+        r.expires_at = t0 + Duration::from_secs(100);
+        r.version = s.save(&r).await.expect("save");
+        // Sweeping when the old deadline has passed keeps the record and files it again.
+        assert_eq!(s.sweep(t0 + Duration::from_secs(1)), 0);
+        assert_eq!(
+            s.shared.read_shard(&r.key).by_expiry.len(),
+            1,
+            "one index entry per record"
+        );
+        assert!(
+            s.shared
+                .read_shard(&r.key)
+                .by_expiry
+                .contains(&(r.expires_at, r.key))
+        );
+        // Past the new deadline it goes.
+        assert_eq!(s.sweep(r.expires_at), 1);
+        assert!(s.shared.read_shard(&r.key).by_expiry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_earlier_deadline_moves_the_index_entry() {
+        let s = store();
+        let far = Timestamp::now() + Duration::from_secs(1000);
+        let r = record(far);
+        s.create(&r).await.expect("create");
+        let near = Timestamp::now() + Duration::from_secs(5);
+        s.touch(&r.key, near).await.expect("touch");
+        assert_eq!(
+            s.sweep(near),
+            1,
+            "a deadline moved earlier must be swept on time"
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_and_change_id_leave_no_index_entry_behind() {
+        let s = store();
+        let mut r = record(Timestamp::now() + Duration::from_secs(10));
+        s.create(&r).await.expect("create");
+        r.expires_at = r.expires_at + Duration::from_secs(50);
+        s.save(&r).await.expect("save");
+        let new = SessionId::generate().key();
+        s.change_id(&r.key, &new).await.expect("change_id");
+        let entries: usize = s
+            .shared
+            .shards
+            .iter()
+            .map(|sh| read(sh).by_expiry.len())
+            .sum();
+        assert_eq!(entries, 1);
+        s.delete(&new).await.expect("delete");
+        let entries: usize = s
+            .shared
+            .shards
+            .iter()
+            .map(|sh| read(sh).by_expiry.len())
+            .sum();
+        assert_eq!(entries, 0);
+    }
 }
