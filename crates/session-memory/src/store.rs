@@ -500,10 +500,8 @@ impl Shared {
                         shard.by_expiry.insert((entry.expires_at, key));
                     }
                     Some(_) => {
-                        if let Some(entry) = shard.records.remove(&key) {
-                            if let Some(owner) = &entry.owner {
-                                self.owner_remove(owner, &key);
-                            }
+                        if let Some(owner) = shard.records.remove(&key).and_then(|e| e.owner) {
+                            self.owner_remove(&owner, &key);
                         }
                         self.observe(|| Change::Delete { key: &key });
                         removed += 1;
