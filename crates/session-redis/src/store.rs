@@ -416,7 +416,10 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let result = self.timed(async { op(self.checkout().await?).await }).await;
+        // Boxed: the operation's future (redis-rs's included) is kilobytes, and every await
+        // point between here and the caller's `async_trait` box would otherwise copy it.
+        let work = Box::pin(async { op(self.checkout().await?).await });
+        let result = self.timed(work).await;
         self.after(&result);
         result
     }
