@@ -10,6 +10,7 @@
 //! Each of our instances writes under its own random prefix and deletes it (`SCAN` + `UNLINK`)
 //! when its last handle is dropped.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use session_core::{BoxError, SessionId, Timestamp};
 use session_redis::RedisStore;
 use session_redis::deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use session_redis::redis::aio::MultiplexedConnection;
 use session_redis::redis::{self, AsyncCommands};
 
 use time::OffsetDateTime;
@@ -31,7 +33,7 @@ use crate::runner::instance;
 use crate::session::TTL;
 use crate::target::{BenchTarget, OpResult, Outcome, Role, StoreTarget, Target};
 
-pub(super) fn targets() -> [Target; 3] {
+pub(super) fn targets() -> [Target; 5] {
     [
         Target {
             name: "redis",
@@ -58,6 +60,31 @@ pub(super) fn targets() -> [Target; 3] {
             },
         },
         Target {
+            name: "redis-multiplexed",
+            short: "redis-mux",
+            role: Role::Ours,
+            in_process: false,
+            about: "session_redis::RedisStore on REDIS_URL with .multiplexed(2) (2 shared connections taken from the same pool), sessions without an owner",
+            build: |payload, keys| {
+                Box::pin(async move {
+                    let Some(url) = redis_url() else {
+                        return Ok(None);
+                    };
+                    let cleanup = Arc::new(Cleanup::new(&url, "bench-mux"));
+                    let store = RedisStore::builder()
+                        .pool(pool(&url)?)
+                        .prefix(&cleanup.prefix)
+                        .multiplexed(MUX)
+                        .build()?;
+                    let inner = StoreTarget::new(Arc::new(store), &payload, keys, None);
+                    Ok(Some(instance(Ours {
+                        inner,
+                        _cleanup: cleanup,
+                    })))
+                })
+            },
+        },
+        Target {
             name: "redis-bare",
             short: "bare redis",
             role: Role::Limit,
@@ -71,6 +98,33 @@ pub(super) fn targets() -> [Target; 3] {
                     let cleanup = Arc::new(Cleanup::new(&url, "bench-bare"));
                     Ok(Some(instance(Bare {
                         pool: pool(&url)?,
+                        prefix: cleanup.prefix.clone(),
+                        data: payload.encoded.clone(),
+                        _cleanup: cleanup,
+                    })))
+                })
+            },
+        },
+        Target {
+            name: "redis-bare-multiplexed",
+            short: "bare mux",
+            role: Role::Limit,
+            in_process: false,
+            about: "bare redis-rs on 2 multiplexed connections taken once from the same pool configuration, round robin per operation: the same commands as redis-bare",
+            build: |payload, _keys| {
+                Box::pin(async move {
+                    let Some(url) = redis_url() else {
+                        return Ok(None);
+                    };
+                    let cleanup = Arc::new(Cleanup::new(&url, "bench-bare-mux"));
+                    let pool = pool(&url)?;
+                    let mut conns = Vec::with_capacity(MUX);
+                    for _ in 0..MUX {
+                        conns.push(MultiplexedConnection::clone(&*pool.get().await?));
+                    }
+                    Ok(Some(instance(BareMux {
+                        conns: conns.into(),
+                        next: Arc::new(AtomicUsize::new(0)),
                         prefix: cleanup.prefix.clone(),
                         data: payload.encoded.clone(),
                         _cleanup: cleanup,
@@ -112,7 +166,10 @@ pub(super) fn targets() -> [Target; 3] {
     ]
 }
 
-/// Connections per pool for all three targets: deadpool's default.
+/// Shared connections of the multiplexed target: one per runtime worker.
+const MUX: usize = 2;
+
+/// Connections per pool for every target: deadpool's default.
 fn pool_size() -> usize {
     PoolConfig::default().max_size
 }
@@ -281,6 +338,81 @@ impl BenchTarget for Bare {
         let key = self.key(i);
         let mut conn = self.pool.get().await?;
         let removed: u64 = conn.del(key).await?;
+        Ok(if removed > 0 {
+            Outcome::Done
+        } else {
+            Outcome::Missing
+        })
+    }
+}
+
+/// The limit of the multiplexed mode: the same plain commands on shared connections.
+#[derive(Clone)]
+struct BareMux {
+    conns: Arc<[MultiplexedConnection]>,
+    next: Arc<AtomicUsize>,
+    prefix: String,
+    data: Bytes,
+    _cleanup: Arc<Cleanup>,
+}
+
+impl BareMux {
+    fn conn(&self) -> MultiplexedConnection {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].clone()
+    }
+
+    fn key(&self, i: u64) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 64);
+        key.push_str(&self.prefix);
+        key.push_str(&session_key(i).to_hex());
+        key
+    }
+
+    async fn set(&mut self, i: u64, mode: &str) -> OpResult {
+        let key = self.key(i);
+        let at = (Timestamp::now() + TTL).unix_millis();
+        let mut conn = self.conn();
+        let reply: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(&self.data[..])
+            .arg(mode)
+            .arg("PXAT")
+            .arg(at)
+            .query_async(&mut conn)
+            .await?;
+        Ok(if reply.is_some() {
+            Outcome::Done
+        } else if mode == "NX" {
+            Outcome::Conflict
+        } else {
+            Outcome::Missing
+        })
+    }
+}
+
+impl BenchTarget for BareMux {
+    async fn create(&mut self, i: u64) -> OpResult {
+        self.set(i, "NX").await
+    }
+
+    async fn load(&mut self, i: u64) -> OpResult {
+        let key = self.key(i);
+        let value: Option<Vec<u8>> = self.conn().get(key).await?;
+        Ok(if value.is_some() {
+            Outcome::Done
+        } else {
+            Outcome::Missing
+        })
+    }
+
+    async fn save(&mut self, i: u64) -> OpResult {
+        self.set(i, "XX").await
+    }
+
+    async fn delete(&mut self, i: u64) -> OpResult {
+        let key = self.key(i);
+        let removed: u64 = self.conn().del(key).await?;
         Ok(if removed > 0 {
             Outcome::Done
         } else {
