@@ -19,6 +19,7 @@
 //! The deadline is kept in the value because the key's own expiry is set one millisecond
 //! early (see `store.rs`) and `load` must return it exactly.
 
+use bytes::Buf;
 use session_core::{Bytes, Error, Record, Result, SessionKey, Timestamp};
 
 const FORMAT: u8 = 1;
@@ -77,7 +78,13 @@ pub(crate) fn decode(key: SessionKey, value: Vec<u8>) -> Result<Record> {
     };
     Ok(Record {
         key,
-        data: Bytes::from(value).slice(HEADER_LEN + owner_len..),
+        data: {
+            // `advance` moves the start in place; `slice` would first turn the buffer into a
+            // shared one (an allocation) to hand out a second handle.
+            let mut data = Bytes::from(value);
+            data.advance(HEADER_LEN + owner_len);
+            data
+        },
         created_at,
         expires_at,
         version,

@@ -400,9 +400,14 @@ impl RedisStore {
     }
 
     fn key(&self, key: &SessionKey) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut k = String::with_capacity(self.inner.prefix.len() + 64);
         k.push_str(&self.inner.prefix);
-        k.push_str(&key.to_hex());
+        // Written in place: `to_hex` would allocate a second string per operation.
+        for b in key.as_bytes() {
+            k.push(char::from(HEX[usize::from(b >> 4)]));
+            k.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
         k
     }
 
