@@ -144,22 +144,6 @@ pub(crate) fn encode_change(out: &mut Vec<u8>, change: &Change<'_>) {
     }
 }
 
-/// Appends the frame of one snapshot record.
-pub(crate) fn encode_record(out: &mut Vec<u8>, r: &Record) {
-    frame(out, |p| {
-        p.push(TAG_PUT);
-        p.extend_from_slice(r.key.as_bytes());
-        put_state(
-            p,
-            r.created_at,
-            r.expires_at,
-            r.version,
-            r.owner.as_deref(),
-            &r.data,
-        );
-    });
-}
-
 /// Appends a snapshot's opening frame, naming the log segment it precedes.
 pub(crate) fn encode_snapshot_header(out: &mut Vec<u8>, segment: u64) {
     frame(out, |p| {

@@ -5,6 +5,7 @@
 //! The flusher is an OS thread, not a Tokio task: it spends its life in blocking `write` and
 //! `fsync` calls, and `Drop` can join it to make the last changes durable without a runtime.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -452,33 +453,38 @@ impl Snapshot {
         let mut frame = Vec::with_capacity(4096);
         codec::encode_snapshot_header(&mut frame, self.segment);
         out.write_all(&frame)?;
-        let mut count = 0u64;
         let mut failed = None;
-        // Each shard is locked only while its records are cloned; encoding and writing
-        // happen outside the lock, so writers wait at most for that copy.
-        self.memory.for_each_live_shard(|records| {
-            if failed.is_some() {
-                return;
-            }
-            if self.cancel.load(Ordering::Relaxed) {
-                failed = Some(io::Error::other("snapshot cancelled by shutdown"));
-                return;
-            }
-            for record in &records {
-                frame.clear();
-                codec::encode_record(&mut frame, record);
-                if let Err(e) = out.write_all(&frame) {
-                    failed = Some(e);
-                    return;
+        // Records are encoded into `pending` while their shard is read-locked (copies only,
+        // no allocation once it has grown); the writes happen after the lock is released.
+        let pending = RefCell::new(Vec::new());
+        let count = Cell::new(0u64);
+        let stopped = Cell::new(false);
+        self.memory.for_each_live_shard(
+            |record| {
+                if !stopped.get() {
+                    codec::encode_change(&mut pending.borrow_mut(), &record);
+                    count.set(count.get() + 1);
                 }
-                count += 1;
-            }
-        });
+            },
+            || {
+                let mut pending = pending.borrow_mut();
+                if failed.is_none() && self.cancel.load(Ordering::Relaxed) {
+                    failed = Some(io::Error::other("snapshot cancelled by shutdown"));
+                }
+                if failed.is_none()
+                    && let Err(e) = out.write_all(&pending)
+                {
+                    failed = Some(e);
+                }
+                stopped.set(failed.is_some());
+                pending.clear();
+            },
+        );
         if let Some(error) = failed {
             return Err(error);
         }
         frame.clear();
-        codec::encode_snapshot_end(&mut frame, count);
+        codec::encode_snapshot_end(&mut frame, count.get());
         out.write_all(&frame)?;
         let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;

@@ -323,22 +323,31 @@ impl MemoryStore {
         }
     }
 
-    /// Calls `f` with the live records of one shard at a time. Each shard is read-locked only
-    /// while its records are cloned (cheap: the data is shared), and `f` runs after the lock
-    /// is released, so a slow `f` (writing a snapshot) never holds up writers.
-    pub fn for_each_live_shard(&self, mut f: impl FnMut(Vec<Record>)) {
+    /// Visits every live record, one shard at a time, as a borrowed [`Change::Put`] (no
+    /// copy, no allocation), then calls `shard_done` once that shard's lock is released. A
+    /// snapshot writer encodes records in `visit` and does its I/O in `shard_done`, so writers
+    /// wait only for the encoding of their own shard.
+    pub fn for_each_live_shard(
+        &self,
+        mut visit: impl FnMut(Change<'_>),
+        mut shard_done: impl FnMut(),
+    ) {
         let now = Timestamp::now();
         for shard in self.shared.shards.iter() {
-            let records: Vec<Record> = {
+            {
                 let shard = read(shard);
-                shard
-                    .records
-                    .iter()
-                    .filter(|(_, e)| e.live(now))
-                    .map(|(k, e)| e.record(*k))
-                    .collect()
-            };
-            f(records);
+                for (key, e) in shard.records.iter().filter(|(_, e)| e.live(now)) {
+                    visit(Change::Put {
+                        key,
+                        data: &e.data,
+                        created_at: e.created_at,
+                        expires_at: e.expires_at,
+                        version: e.version,
+                        owner: e.owner.as_deref(),
+                    });
+                }
+            }
+            shard_done();
         }
     }
 
