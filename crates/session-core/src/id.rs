@@ -26,7 +26,7 @@ pub enum InvalidId {
 
 /// A session id: [`ID_BYTES`] bytes from the operating system's CSPRNG.
 ///
-/// It is the bearer secret that travels in the cookie. Its [`Debug`] and [`Display`] show only
+/// It is the bearer secret that travels in the cookie. Its [`Debug`](fmt::Debug) and [`Display`](fmt::Display) show only
 /// the first four characters, so ids never reach logs whole; [`SessionId::expose`] gives the full
 /// text for the one place that needs it (writing the cookie). Stores never see it: they see its
 /// [`SessionKey`].
@@ -61,7 +61,7 @@ impl SessionId {
     }
 
     /// The whole id as text. Only the cookie writer should call this: anything printed or
-    /// logged should use the masked [`Display`] instead.
+    /// logged should use the masked [`Display`](fmt::Display) instead.
     pub fn expose(&self) -> &str {
         // The text is base64url output, hence ASCII.
         std::str::from_utf8(&self.text).unwrap_or_default()
