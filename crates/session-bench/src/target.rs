@@ -104,6 +104,9 @@ impl fmt::Debug for Target {
 #[derive(Clone)]
 pub(crate) struct StoreTarget {
     store: Arc<dyn SessionStore>,
+    /// Whatever must outlive the store (its temp directory, its table); declared after it so
+    /// the store goes first.
+    guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
     /// Version minus one of session `i` (so a zeroed slot means version 1).
     versions: Arc<[AtomicU64]>,
     scratch: Record,
@@ -133,9 +136,16 @@ impl StoreTarget {
         scratch.owner = owner.map(str::to_owned);
         Self {
             store,
+            guard: None,
             versions: (0..keys).map(|_| AtomicU64::new(0)).collect(),
             scratch,
         }
+    }
+
+    /// Keeps `guard` alive until the last clone of this target is gone, after the store.
+    pub(crate) fn with_guard(mut self, guard: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     fn stamp(&mut self, i: u64) {
@@ -200,5 +210,27 @@ impl BenchTarget for StoreTarget {
             true => Ok(Outcome::Done),
             false => Ok(Outcome::Missing),
         }
+    }
+}
+
+/// A directory under `TMPDIR`, removed when dropped.
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
+
+impl TempDir {
+    /// Creates `session-bench-<kind>-<random>`.
+    pub(crate) fn new(kind: &str) -> Result<Self, BoxError> {
+        let name = format!(
+            "session-bench-{kind}-{}",
+            &session_core::SessionId::generate().key().to_hex()[..16]
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -33,7 +33,7 @@ pub use bytes::Bytes;
 pub use cleanup::CleanupTask;
 pub use codec::{Codec, Json, MessagePack, Values};
 pub use error::{BoxError, Error, Result};
-pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, SessionId, SessionKey};
+pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, KeyBuildHasher, KeyHasher, SessionId, SessionKey};
 pub use manager::{
     CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, Session, SessionEvent,
     SessionListener, SessionManager, SessionManagerBuilder, Status,

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -71,30 +70,9 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Hashes a [`SessionKey`] by taking eight of its bytes: keys are SHA-256 outputs, already
-/// uniform, and replay hashes every key of the store, where SipHash would cost a noticeable
-/// part of a second per million sessions.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        match bytes.first_chunk::<8>() {
-            Some(head) => self.0 ^= u64::from_ne_bytes(*head),
-            None => {
-                for b in bytes {
-                    self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-                }
-            }
-        }
-    }
-}
-
-pub(crate) type KeyMap<V> = HashMap<SessionKey, V, BuildHasherDefault<KeyHasher>>;
+/// Replay hashes every key of the store; SipHash would cost a noticeable part of a second per
+/// million sessions.
+pub(crate) type KeyMap<V> = HashMap<SessionKey, V, session_core::KeyBuildHasher>;
 
 /// The sessions being rebuilt, split by a key byte into parts that are loaded into the memory
 /// store on separate threads.

@@ -10,13 +10,13 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use session_core::{
-    Bytes, CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
-    check_data_len,
+    Bytes, CleanupTask, Error, KeyBuildHasher, Record, Result, SessionKey, SessionStore, Timestamp,
+    async_trait, check_data_len,
 };
 
 /// Default largest session payload: 1 MiB.
@@ -26,31 +26,8 @@ const SHARDS: usize = 64;
 const OWNER_SHARDS: usize = 16;
 const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Hashes a [`SessionKey`] by taking eight of its bytes. The key is a SHA-256 output, so its
-/// bytes are already uniform, and since ids are made by the server (unknown ids are never
-/// stored) no client can choose keys to collide.
-#[derive(Default, Clone, Copy)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        match bytes.first_chunk::<8>() {
-            Some(head) => self.0 ^= u64::from_ne_bytes(*head),
-            None => {
-                for b in bytes {
-                    self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-                }
-            }
-        }
-    }
-}
-
-type KeyMap<V> = HashMap<SessionKey, V, BuildHasherDefault<KeyHasher>>;
-type KeySet = HashSet<SessionKey, BuildHasherDefault<KeyHasher>>;
+type KeyMap<V> = HashMap<SessionKey, V, KeyBuildHasher>;
+type KeySet = HashSet<SessionKey, KeyBuildHasher>;
 type OwnerMap = HashMap<Arc<str>, KeySet>;
 
 struct Entry {

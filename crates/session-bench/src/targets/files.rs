@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use session_core::{BoxError, SessionId, SessionKey};
+use session_core::{BoxError, SessionKey};
 use session_files::FileStore;
 
 use crate::keys::session_key;
 use crate::runner::instance;
-use crate::target::{BenchTarget, OpResult, Outcome, Role, StoreTarget, Target};
+use crate::target::{BenchTarget, OpResult, Outcome, Role, StoreTarget, Target, TempDir};
 
 pub(super) fn targets() -> [Target; 3] {
     [
@@ -37,7 +37,7 @@ pub(super) fn targets() -> [Target; 3] {
                         .cleanup_interval(Duration::ZERO)
                         .open()?;
                     let inner = StoreTarget::new(Arc::new(store), &payload, keys, None);
-                    Ok(Some(instance(Ours { inner, _dir: dir })))
+                    Ok(Some(instance(inner.with_guard(dir))))
                 })
             },
         },
@@ -66,51 +66,6 @@ pub(super) fn targets() -> [Target; 3] {
             },
         },
     ]
-}
-
-/// A directory removed when the last handle of its instance goes.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(kind: &str) -> Result<Self, BoxError> {
-        let name = format!(
-            "session-bench-{kind}-{}",
-            &SessionId::generate().key().to_hex()[..16]
-        );
-        let path = std::env::temp_dir().join(name);
-        fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-#[derive(Clone)]
-struct Ours {
-    inner: StoreTarget,
-    _dir: Arc<TempDir>,
-}
-
-impl BenchTarget for Ours {
-    async fn create(&mut self, i: u64) -> OpResult {
-        self.inner.create(i).await
-    }
-
-    async fn load(&mut self, i: u64) -> OpResult {
-        self.inner.load(i).await
-    }
-
-    async fn save(&mut self, i: u64) -> OpResult {
-        self.inner.save(i).await
-    }
-
-    async fn delete(&mut self, i: u64) -> OpResult {
-        self.inner.delete(i).await
-    }
 }
 
 /// Bare files: no header, checksum, lock, version or owner; the same bytes at the same

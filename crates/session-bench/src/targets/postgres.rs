@@ -50,10 +50,7 @@ pub(super) fn targets() -> [Target; 3] {
                     };
                     let (store, table) = migrated(&url).await?;
                     let inner = StoreTarget::new(Arc::new(store), &payload, keys, None);
-                    Ok(Some(instance(Ours {
-                        inner,
-                        _table: table,
-                    })))
+                    Ok(Some(instance(inner.with_guard(table))))
                 })
             },
         },
@@ -186,31 +183,6 @@ impl Drop for DropTable {
                 self.table
             );
         }
-    }
-}
-
-/// Our store, through the generic target, holding the table guard.
-#[derive(Clone)]
-struct Ours {
-    inner: StoreTarget,
-    _table: Arc<DropTable>,
-}
-
-impl BenchTarget for Ours {
-    async fn create(&mut self, i: u64) -> OpResult {
-        self.inner.create(i).await
-    }
-
-    async fn load(&mut self, i: u64) -> OpResult {
-        self.inner.load(i).await
-    }
-
-    async fn save(&mut self, i: u64) -> OpResult {
-        self.inner.save(i).await
-    }
-
-    async fn delete(&mut self, i: u64) -> OpResult {
-        self.inner.delete(i).await
     }
 }
 

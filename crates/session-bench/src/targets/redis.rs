@@ -52,10 +52,7 @@ pub(super) fn targets() -> [Target; 5] {
                         .prefix(&cleanup.prefix)
                         .build()?;
                     let inner = StoreTarget::new(Arc::new(store), &payload, keys, None);
-                    Ok(Some(instance(Ours {
-                        inner,
-                        _cleanup: cleanup,
-                    })))
+                    Ok(Some(instance(inner.with_guard(cleanup))))
                 })
             },
         },
@@ -77,10 +74,7 @@ pub(super) fn targets() -> [Target; 5] {
                         .multiplexed(MUX)
                         .build()?;
                     let inner = StoreTarget::new(Arc::new(store), &payload, keys, None);
-                    Ok(Some(instance(Ours {
-                        inner,
-                        _cleanup: cleanup,
-                    })))
+                    Ok(Some(instance(inner.with_guard(cleanup))))
                 })
             },
         },
@@ -247,31 +241,6 @@ impl Drop for Cleanup {
                 self.prefix
             );
         }
-    }
-}
-
-/// Our store, through the generic target, holding the cleanup guard.
-#[derive(Clone)]
-struct Ours {
-    inner: StoreTarget,
-    _cleanup: Arc<Cleanup>,
-}
-
-impl BenchTarget for Ours {
-    async fn create(&mut self, i: u64) -> OpResult {
-        self.inner.create(i).await
-    }
-
-    async fn load(&mut self, i: u64) -> OpResult {
-        self.inner.load(i).await
-    }
-
-    async fn save(&mut self, i: u64) -> OpResult {
-        self.inner.save(i).await
-    }
-
-    async fn delete(&mut self, i: u64) -> OpResult {
-        self.inner.delete(i).await
     }
 }
 
