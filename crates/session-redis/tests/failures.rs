@@ -388,7 +388,9 @@ async fn exhausted_pool_is_unavailable_not_a_hang() {
             .url(&url)
             .prefix(&prefix)
             .pool_size(1)
-            .wait_timeout(Duration::from_millis(100)),
+            .wait_timeout(Duration::from_millis(100))
+            // Exhaustion is about checking a connection out per operation.
+            .multiplexed(0),
     );
     let mut config = Config::from_url(url);
     let mut pool_config = PoolConfig::new(1);
@@ -398,7 +400,12 @@ async fn exhausted_pool_is_unavailable_not_a_hang() {
         Ok(pool) => pool,
         Err(e) => panic!("building the pool failed: {e}"),
     };
-    let theirs = build(RedisStore::builder().pool(pool).prefix(&prefix));
+    let theirs = build(
+        RedisStore::builder()
+            .pool(pool)
+            .prefix(&prefix)
+            .multiplexed(0),
+    );
 
     for store in [own, theirs] {
         let r = record();

@@ -40,7 +40,7 @@ pub(super) fn targets() -> [Target; 5] {
             short: "redis",
             role: Role::Ours,
             in_process: false,
-            about: "session_redis::RedisStore on REDIS_URL (deadpool pool, default size 4 × CPUs), sessions without an owner",
+            about: "session_redis::RedisStore on REDIS_URL with .multiplexed(0) (a deadpool checkout per operation, pool of 4 × CPUs), sessions without an owner",
             build: |payload, keys| {
                 Box::pin(async move {
                     let Some(url) = redis_url() else {
@@ -50,6 +50,7 @@ pub(super) fn targets() -> [Target; 5] {
                     let store = RedisStore::builder()
                         .pool(pool(&url)?)
                         .prefix(&cleanup.prefix)
+                        .multiplexed(0)
                         .build()?;
                     let inner = StoreTarget::new(Arc::new(store), &payload, keys, None);
                     Ok(Some(instance(inner.with_guard(cleanup))))
