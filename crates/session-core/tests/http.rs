@@ -141,6 +141,14 @@ fn set_cookie(res: &reqwest::Response) -> Option<(String, String)> {
     })
 }
 
+/// Sends `req` carrying the session cookie `value`, as a client without a jar would.
+async fn with_cookie(req: reqwest::RequestBuilder, value: &str) -> reqwest::Response {
+    req.header(COOKIE, format!("{NAME}={value}"))
+        .send()
+        .await
+        .expect("send")
+}
+
 async fn text(res: reqwest::Response) -> String {
     res.text().await.expect("body")
 }
@@ -243,12 +251,7 @@ async fn login_rotates_the_id_and_the_old_one_stops_working() {
         .await
         .expect("send");
     let (old, _) = set_cookie(&first).expect("cookie");
-    let login = c
-        .post(format!("{}/login/ann", s.base))
-        .header(COOKIE, format!("{NAME}={old}"))
-        .send()
-        .await
-        .expect("send");
+    let login = with_cookie(c.post(format!("{}/login/ann", s.base)), &old).await;
     let (new, _) = set_cookie(&login).expect("login must send the rotated cookie");
     assert_ne!(new, old);
     let old_id: SessionId = old.parse().expect("id");
@@ -261,19 +264,9 @@ async fn login_rotates_the_id_and_the_old_one_stops_working() {
             .is_none(),
         "the old id must be gone"
     );
-    let with_new = c
-        .get(format!("{}/peek", s.base))
-        .header(COOKIE, format!("{NAME}={new}"))
-        .send()
-        .await
-        .expect("send");
+    let with_new = with_cookie(c.get(format!("{}/peek", s.base)), &new).await;
     assert_eq!(text(with_new).await, "1", "data survives rotation");
-    let with_old = c
-        .get(format!("{}/peek", s.base))
-        .header(COOKIE, format!("{NAME}={old}"))
-        .send()
-        .await
-        .expect("send");
+    let with_old = with_cookie(c.get(format!("{}/peek", s.base)), &old).await;
     assert_eq!(text(with_old).await, "none");
 }
 
@@ -392,12 +385,7 @@ async fn idle_timeout_ends_an_idle_session_and_extends_a_busy_one() {
         .expires_at;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let res = busy
-            .get(format!("{}/peek", s.base))
-            .header(COOKIE, format!("{NAME}={cookie}"))
-            .send()
-            .await
-            .expect("send");
+        let res = with_cookie(busy.get(format!("{}/peek", s.base)), &cookie).await;
         assert!(
             set_cookie(&res).is_none(),
             "sliding the idle deadline must not re-send the cookie"
@@ -458,12 +446,7 @@ async fn the_absolute_lifetime_is_never_extended() {
                 "a deadline moved past the absolute lifetime"
             );
         }
-        let res = c
-            .get(format!("{}/count", s.base))
-            .header(COOKIE, format!("{NAME}={cookie}"))
-            .send()
-            .await
-            .expect("send");
+        let res = with_cookie(c.get(format!("{}/count", s.base)), &cookie).await;
         if let Some((v, _)) = set_cookie(&res) {
             cookie = v;
         }
@@ -568,19 +551,9 @@ async fn fifty_concurrent_requests_on_one_session_lose_nothing() {
     for t in tasks {
         t.await.expect("task");
     }
-    let peek = c
-        .get(format!("{}/peek", s.base))
-        .header(COOKIE, format!("{NAME}={cookie}"))
-        .send()
-        .await
-        .expect("send");
+    let peek = with_cookie(c.get(format!("{}/peek", s.base)), &cookie).await;
     assert_eq!(text(peek).await, "51", "seed plus 50 increments");
-    let keys = c
-        .get(format!("{}/keys", s.base))
-        .header(COOKIE, format!("{NAME}={cookie}"))
-        .send()
-        .await
-        .expect("send");
+    let keys = with_cookie(c.get(format!("{}/keys", s.base)), &cookie).await;
     assert_eq!(text(keys).await, "52", "count, seed and all 50 keys");
 }
 
@@ -688,12 +661,7 @@ async fn signed_cookies_verify_rotate_keys_and_reject_tampering() {
         plain_layer(&m).signed(vec![new_key.clone(), old_key]),
     )
     .await;
-    let res = raw()
-        .get(format!("{}/peek", rotated.base))
-        .header(COOKIE, format!("{NAME}={signed}"))
-        .send()
-        .await
-        .expect("send");
+    let res = with_cookie(raw().get(format!("{}/peek", rotated.base)), &signed).await;
     assert_eq!(text(res).await, "1");
     // Tampering, or a bare id without a signature, is a fresh session.
     let mut tampered = signed.clone().into_bytes();
@@ -701,22 +669,12 @@ async fn signed_cookies_verify_rotate_keys_and_reject_tampering() {
     let tampered = String::from_utf8(tampered).expect("ascii");
     let bare = &signed[signed.len() - 32..];
     for value in [tampered.as_str(), bare] {
-        let res = raw()
-            .get(format!("{}/peek", rotated.base))
-            .header(COOKIE, format!("{NAME}={value}"))
-            .send()
-            .await
-            .expect("send");
+        let res = with_cookie(raw().get(format!("{}/peek", rotated.base)), value).await;
         assert_eq!(text(res).await, "none", "{value}");
     }
     // Only the new key is left: the old signature no longer verifies.
     let only_new = serve_with(m.clone(), store, plain_layer(&m).signed(vec![new_key])).await;
-    let res = raw()
-        .get(format!("{}/peek", only_new.base))
-        .header(COOKIE, format!("{NAME}={signed}"))
-        .send()
-        .await
-        .expect("send");
+    let res = with_cookie(raw().get(format!("{}/peek", only_new.base)), &signed).await;
     assert_eq!(text(res).await, "none");
 }
 
