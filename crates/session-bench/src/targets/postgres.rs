@@ -22,14 +22,11 @@ use session_postgres::sqlx::postgres::{
 };
 use session_postgres::sqlx::{self, Connection as _, Encode, Type};
 
-use time::OffsetDateTime;
-use tower_sessions_core_014::SessionStore as _;
-use tower_sessions_core_014::session::{Id, Record};
-
-use crate::keys::{peer_id, session_key};
+use crate::keys::session_key;
 use crate::runner::instance;
 use crate::session::TTL;
 use crate::target::{BenchTarget, OpResult, Outcome, Role, StoreTarget, Target};
+use crate::targets::tower_sessions::Peer014;
 
 const SCHEMA: &str = "session_bench";
 /// Both targets get pools of this size: the store's own default.
@@ -108,15 +105,9 @@ pub(super) fn targets() -> [Target; 3] {
                         .with_table_name(&table)?;
                     store.migrate().await?;
                     let guard = Arc::new(DropTable { url, table });
-                    Ok(Some(instance(Peer {
-                        store: Arc::new(store),
-                        record: Record {
-                            id: Id(0),
-                            data: payload.json.clone(),
-                            expiry_date: OffsetDateTime::now_utc() + peer_ttl(),
-                        },
-                        _table: guard,
-                    })))
+                    Ok(Some(instance(
+                        Peer014::new(store, &payload.json).with_guard(guard),
+                    )))
                 })
             },
         },
@@ -262,55 +253,5 @@ impl BenchTarget for Bare {
             .await?
             .rows_affected();
         Ok(affected(n, Outcome::Missing))
-    }
-}
-
-fn peer_ttl() -> time::Duration {
-    time::Duration::milliseconds(i64::try_from(TTL.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The peer, driven the way tower-sessions drives it: the whole record on every call.
-#[derive(Clone)]
-struct Peer {
-    store: Arc<tower_sessions_sqlx_store::PostgresStore>,
-    record: Record,
-    _table: Arc<DropTable>,
-}
-
-impl Peer {
-    fn stamp(&mut self, i: u64) {
-        self.record.id = Id(peer_id(i));
-        self.record.expiry_date = OffsetDateTime::now_utc() + peer_ttl();
-    }
-}
-
-impl BenchTarget for Peer {
-    async fn create(&mut self, i: u64) -> OpResult {
-        self.stamp(i);
-        self.store.create(&mut self.record).await?;
-        // Its create picks a new random id instead of failing on a taken one.
-        Ok(if self.record.id.0 == peer_id(i) {
-            Outcome::Done
-        } else {
-            Outcome::Conflict
-        })
-    }
-
-    async fn load(&mut self, i: u64) -> OpResult {
-        Ok(match self.store.load(&Id(peer_id(i))).await? {
-            Some(_) => Outcome::Done,
-            None => Outcome::Missing,
-        })
-    }
-
-    async fn save(&mut self, i: u64) -> OpResult {
-        self.stamp(i);
-        self.store.save(&self.record).await?;
-        Ok(Outcome::Done)
-    }
-
-    async fn delete(&mut self, i: u64) -> OpResult {
-        self.store.delete(&Id(peer_id(i))).await?;
-        Ok(Outcome::Done)
     }
 }

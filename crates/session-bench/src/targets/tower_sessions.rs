@@ -21,9 +21,11 @@ fn ttl() -> time::Duration {
 
 macro_rules! peer_target {
     ($name:ident, $core:ident) => {
-        struct $name<S> {
+        pub(super) struct $name<S> {
             store: Arc<S>,
             record: $core::session::Record,
+            /// What must outlive the store (a benchmark table); dropped after it.
+            guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
         }
 
         // By hand: a derive would ask `S: Clone`, but handles share the store through the Arc.
@@ -32,12 +34,16 @@ macro_rules! peer_target {
                 Self {
                     store: Arc::clone(&self.store),
                     record: self.record.clone(),
+                    guard: self.guard.clone(),
                 }
             }
         }
 
         impl<S: $core::SessionStore> $name<S> {
-            fn new(store: S, data: &std::collections::HashMap<String, serde_json::Value>) -> Self {
+            pub(super) fn new(
+                store: S,
+                data: &std::collections::HashMap<String, serde_json::Value>,
+            ) -> Self {
                 Self {
                     store: Arc::new(store),
                     record: $core::session::Record {
@@ -45,7 +51,21 @@ macro_rules! peer_target {
                         data: data.clone(),
                         expiry_date: OffsetDateTime::now_utc() + ttl(),
                     },
+                    guard: None,
                 }
+            }
+
+            /// Keeps `guard` alive as long as the last handle, after the store.
+            #[allow(
+                dead_code,
+                reason = "only the 0.14 instantiation (the sqlx peer) needs a guard"
+            )]
+            pub(super) fn with_guard(
+                mut self,
+                guard: Arc<dyn std::any::Any + Send + Sync>,
+            ) -> Self {
+                self.guard = Some(guard);
+                self
             }
 
             fn stamp(&mut self, i: u64) {
