@@ -253,6 +253,33 @@ impl HybridStore {
         Ok(())
     }
 
+    /// A read: the memory store's own future, with no wrapper (one allocation per call).
+    fn read<'f, T: Send + 'f>(
+        &self,
+        op: impl FnOnce() -> StoreFuture<'f, T>,
+    ) -> StoreFuture<'f, T> {
+        match self.check_open() {
+            Ok(()) => op(),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    /// A write: the memory store's own future under `Lazy`; under `EveryWrite` wrapped so it
+    /// resolves only once the change is on disk.
+    fn write<'f, T: Send + 'f>(
+        &'f self,
+        op: impl FnOnce() -> StoreFuture<'f, T>,
+    ) -> StoreFuture<'f, T> {
+        if let Err(e) = self.check_open() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let applied = op();
+        match self.durability {
+            Durability::EveryWrite => Box::pin(async move { self.durable(applied.await).await }),
+            _ => applied,
+        }
+    }
+
     /// Under [`Durability::EveryWrite`], waits until the caller's change is on disk.
     async fn durable<T>(&self, result: Result<T>) -> Result<T> {
         let value = result?;
@@ -294,15 +321,7 @@ impl SessionStore for HybridStore {
         'r: 'f,
         Self: 'f,
     {
-        if let Err(e) = self.check_open() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        match self.durability {
-            Durability::EveryWrite => {
-                Box::pin(async move { self.durable(self.memory.create(record).await).await })
-            }
-            _ => self.memory.create(record),
-        }
+        self.write(|| self.memory.create(record))
     }
 
     fn load<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, Option<Record>>
@@ -311,10 +330,7 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        if let Err(e) = self.check_open() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        self.memory.load(key)
+        self.read(|| self.memory.load(key))
     }
 
     fn save<'s, 'r, 'f>(&'s self, record: &'r Record) -> StoreFuture<'f, u64>
@@ -323,15 +339,7 @@ impl SessionStore for HybridStore {
         'r: 'f,
         Self: 'f,
     {
-        if let Err(e) = self.check_open() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        match self.durability {
-            Durability::EveryWrite => {
-                Box::pin(async move { self.durable(self.memory.save(record).await).await })
-            }
-            _ => self.memory.save(record),
-        }
+        self.write(|| self.memory.save(record))
     }
 
     fn delete<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, bool>
@@ -340,15 +348,7 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        if let Err(e) = self.check_open() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        match self.durability {
-            Durability::EveryWrite => {
-                Box::pin(async move { self.durable(self.memory.delete(key).await).await })
-            }
-            _ => self.memory.delete(key),
-        }
+        self.write(|| self.memory.delete(key))
     }
 
     async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
@@ -362,10 +362,7 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        if let Err(e) = self.check_open() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        self.memory.exists(key)
+        self.read(|| self.memory.exists(key))
     }
 
     async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
@@ -383,17 +380,7 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        if let Err(e) = self.check_open() {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        match self.durability {
-            Durability::EveryWrite => {
-                Box::pin(
-                    async move { self.durable(self.memory.touch(key, expires_at).await).await },
-                )
-            }
-            _ => self.memory.touch(key, expires_at),
-        }
+        self.write(|| self.memory.touch(key, expires_at))
     }
 
     async fn count(&self) -> Result<u64> {
