@@ -141,12 +141,13 @@ fn set_cookie(res: &reqwest::Response) -> Option<(String, String)> {
     })
 }
 
+async fn send(req: reqwest::RequestBuilder) -> reqwest::Response {
+    req.send().await.expect("send")
+}
+
 /// Sends `req` carrying the session cookie `value`, as a client without a jar would.
 async fn with_cookie(req: reqwest::RequestBuilder, value: &str) -> reqwest::Response {
-    req.header(COOKIE, format!("{NAME}={value}"))
-        .send()
-        .await
-        .expect("send")
+    send(req.header(COOKIE, format!("{NAME}={value}"))).await
 }
 
 async fn text(res: reqwest::Response) -> String {
@@ -157,11 +158,7 @@ async fn text(res: reqwest::Response) -> String {
 async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data() {
     let s = serve(|b| b).await;
     let c = browser();
-    let first = c
-        .get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    let first = send(c.get(format!("{}/count", s.base))).await;
     let (value, header) = set_cookie(&first).expect("a new session sets its cookie");
     assert!(
         value.parse::<SessionId>().is_ok(),
@@ -183,11 +180,7 @@ async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data() {
         Some(Some("no-cache=\"Set-Cookie\""))
     );
     assert_eq!(text(first).await, "1");
-    let second = c
-        .get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    let second = send(c.get(format!("{}/count", s.base))).await;
     assert!(
         set_cookie(&second).is_none(),
         "an unchanged id with an unchanged deadline sends no cookie"
@@ -195,13 +188,7 @@ async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data() {
     assert!(second.headers().get(VARY).is_none());
     assert_eq!(text(second).await, "2");
     assert_eq!(
-        text(
-            c.get(format!("{}/peek", s.base))
-                .send()
-                .await
-                .expect("send")
-        )
-        .await,
+        text(send(c.get(format!("{}/peek", s.base))).await).await,
         "2"
     );
     assert_eq!(s.store.inner.count().await.expect("count"), 1);
@@ -211,17 +198,10 @@ async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data() {
 async fn an_untouched_session_does_no_store_io_and_sets_no_cookie() {
     let s = serve(|b| b).await;
     let c = browser();
-    c.get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    send(c.get(format!("{}/count", s.base))).await;
     let before = s.store.calls();
     for _ in 0..5 {
-        let res = c
-            .get(format!("{}/noop", s.base))
-            .send()
-            .await
-            .expect("send");
+        let res = send(c.get(format!("{}/noop", s.base))).await;
         assert!(set_cookie(&res).is_none());
     }
     assert_eq!(
@@ -229,11 +209,7 @@ async fn an_untouched_session_does_no_store_io_and_sets_no_cookie() {
         before,
         "requests that never touch the session must not reach the store"
     );
-    let res = raw()
-        .get(format!("{}/peek", s.base))
-        .send()
-        .await
-        .expect("send");
+    let res = send(raw().get(format!("{}/peek", s.base))).await;
     assert!(
         set_cookie(&res).is_none(),
         "reading an absent session creates nothing"
@@ -245,11 +221,7 @@ async fn an_untouched_session_does_no_store_io_and_sets_no_cookie() {
 async fn login_rotates_the_id_and_the_old_one_stops_working() {
     let s = serve(|b| b).await;
     let c = raw();
-    let first = c
-        .get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    let first = send(c.get(format!("{}/count", s.base))).await;
     let (old, _) = set_cookie(&first).expect("cookie");
     let login = with_cookie(c.post(format!("{}/login/ann", s.base)), &old).await;
     let (new, _) = set_cookie(&login).expect("login must send the rotated cookie");
@@ -274,16 +246,9 @@ async fn login_rotates_the_id_and_the_old_one_stops_working() {
 async fn logout_removes_the_cookie_and_the_record() {
     let s = serve(|b| b).await;
     let c = browser();
-    c.post(format!("{}/login/ann", s.base))
-        .send()
-        .await
-        .expect("send");
+    send(c.post(format!("{}/login/ann", s.base))).await;
     assert_eq!(s.store.inner.count().await.expect("count"), 1);
-    let out = c
-        .post(format!("{}/logout", s.base))
-        .send()
-        .await
-        .expect("send");
+    let out = send(c.post(format!("{}/logout", s.base))).await;
     let (value, header) = set_cookie(&out).expect("logout sends a removal cookie");
     assert_eq!(value, "");
     assert!(header.contains("Max-Age=0"), "{header}");
@@ -293,13 +258,7 @@ async fn logout_removes_the_cookie_and_the_record() {
     );
     assert_eq!(s.store.inner.count().await.expect("count"), 0);
     assert_eq!(
-        text(
-            c.get(format!("{}/peek", s.base))
-                .send()
-                .await
-                .expect("send")
-        )
-        .await,
+        text(send(c.get(format!("{}/peek", s.base))).await).await,
         "none"
     );
 }
@@ -308,44 +267,14 @@ async fn logout_removes_the_cookie_and_the_record() {
 async fn sign_out_everywhere_ends_the_owners_other_sessions() {
     let s = serve(|b| b).await;
     let (laptop, phone, other) = (browser(), browser(), browser());
-    laptop
-        .post(format!("{}/login/ann", s.base))
-        .send()
-        .await
-        .expect("send");
-    phone
-        .post(format!("{}/login/ann", s.base))
-        .send()
-        .await
-        .expect("send");
-    other
-        .post(format!("{}/login/bob", s.base))
-        .send()
-        .await
-        .expect("send");
-    phone
-        .get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
-    let ended = text(
-        laptop
-            .post(format!("{}/everywhere", s.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    send(laptop.post(format!("{}/login/ann", s.base))).await;
+    send(phone.post(format!("{}/login/ann", s.base))).await;
+    send(other.post(format!("{}/login/bob", s.base))).await;
+    send(phone.get(format!("{}/count", s.base))).await;
+    let ended = text(send(laptop.post(format!("{}/everywhere", s.base))).await).await;
     assert_eq!(ended, "2");
     assert_eq!(
-        text(
-            phone
-                .get(format!("{}/peek", s.base))
-                .send()
-                .await
-                .expect("send")
-        )
-        .await,
+        text(send(phone.get(format!("{}/peek", s.base))).await).await,
         "none"
     );
     assert_eq!(
@@ -359,21 +288,14 @@ async fn sign_out_everywhere_ends_the_owners_other_sessions() {
 async fn idle_timeout_ends_an_idle_session_and_extends_a_busy_one() {
     let s = serve(|b| b.idle_timeout(Duration::from_millis(2000))).await;
     let busy = raw();
-    let first = busy
-        .get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    let first = send(busy.get(format!("{}/count", s.base))).await;
     let (cookie, header) = set_cookie(&first).expect("cookie");
     assert!(
         header.contains("Max-Age=86400"),
         "the cookie carries the absolute deadline: {header}"
     );
     let idle = browser();
-    idle.get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    send(idle.get(format!("{}/count", s.base))).await;
     let id: SessionId = cookie.parse().expect("id");
     let first_deadline = s
         .store
@@ -409,13 +331,7 @@ async fn idle_timeout_ends_an_idle_session_and_extends_a_busy_one() {
         "reads must push the idle deadline forward (touch)"
     );
     assert_eq!(
-        text(
-            idle.get(format!("{}/peek", s.base))
-                .send()
-                .await
-                .expect("send")
-        )
-        .await,
+        text(send(idle.get(format!("{}/peek", s.base))).await).await,
         "none",
         "an idle session must expire"
     );
@@ -430,11 +346,7 @@ async fn the_absolute_lifetime_is_never_extended() {
     })
     .await;
     let c = raw();
-    let first = c
-        .get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    let first = send(c.get(format!("{}/count", s.base))).await;
     let (mut cookie, _) = set_cookie(&first).expect("cookie");
     let original: SessionId = cookie.parse().expect("id");
     let mut counts = Vec::new();
@@ -522,19 +434,10 @@ async fn garbage_cookies_start_a_fresh_session() {
 async fn fifty_concurrent_requests_on_one_session_lose_nothing() {
     let s = serve(|b| b).await;
     let c = raw();
-    let first = c
-        .get(format!("{}/keys", s.base))
-        .send()
-        .await
-        .expect("send");
+    let first = send(c.get(format!("{}/keys", s.base))).await;
     assert!(set_cookie(&first).is_none());
-    let (cookie, _) = set_cookie(
-        &c.get(format!("{}/add/seed", s.base))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .expect("cookie");
+    let (cookie, _) =
+        set_cookie(&send(c.get(format!("{}/add/seed", s.base))).await).expect("cookie");
     let mut tasks = Vec::new();
     for i in 0..50 {
         let (c, base, cookie) = (c.clone(), s.base.clone(), cookie.clone());
@@ -562,21 +465,11 @@ async fn store_errors_answer_500_without_a_cookie_and_lose_nothing() {
     let s = serve(|b| b.idle_timeout(Duration::from_secs(3600))).await;
     let c = browser();
     assert_eq!(
-        text(
-            c.get(format!("{}/count", s.base))
-                .send()
-                .await
-                .expect("send")
-        )
-        .await,
+        text(send(c.get(format!("{}/count", s.base))).await).await,
         "1"
     );
     s.store.fail_writes(true);
-    let res = c
-        .get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    let res = send(c.get(format!("{}/count", s.base))).await;
     assert_eq!(
         res.status(),
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -586,22 +479,14 @@ async fn store_errors_answer_500_without_a_cookie_and_lose_nothing() {
         res.headers().get(SET_COOKIE).is_none(),
         "a failed commit must not send a cookie"
     );
-    let res = c
-        .get(format!("{}/noop", s.base))
-        .send()
-        .await
-        .expect("send");
+    let res = send(c.get(format!("{}/noop", s.base))).await;
     assert_eq!(
         res.status(),
         StatusCode::OK,
         "requests that do not touch the session are unaffected"
     );
     s.store.fail_writes(false);
-    let res = c
-        .get(format!("{}/peek", s.base))
-        .send()
-        .await
-        .expect("send");
+    let res = send(c.get(format!("{}/peek", s.base))).await;
     assert_eq!(
         text(res).await,
         "1",
@@ -647,11 +532,7 @@ async fn signed_cookies_verify_rotate_keys_and_reject_tampering() {
         plain_layer(&m).signed(vec![old_key.clone()]),
     )
     .await;
-    let res = raw()
-        .get(format!("{}/count", old.base))
-        .send()
-        .await
-        .expect("send");
+    let res = send(raw().get(format!("{}/count", old.base))).await;
     let (signed, _) = set_cookie(&res).expect("cookie");
     assert!(signed.len() > 32, "the value carries a signature");
     // The same cookie keeps working after a new key is put first.
@@ -743,11 +624,7 @@ async fn host_prefixed_partitioned_browser_session_cookies_carry_their_attribute
         .partitioned(true)
         .persistent(false);
     let s = serve_with(m, store, layer).await;
-    let res = raw()
-        .get(format!("{}/count", s.base))
-        .send()
-        .await
-        .expect("send");
+    let res = send(raw().get(format!("{}/count", s.base))).await;
     let header = res
         .headers()
         .get(SET_COOKIE)
