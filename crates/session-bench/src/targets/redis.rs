@@ -264,23 +264,8 @@ impl Bare {
 
     async fn set(&mut self, i: u64, mode: &str) -> OpResult {
         let key = self.key(i);
-        let at = (Timestamp::now() + TTL).unix_millis();
         let mut conn = self.pool.get().await?;
-        let reply: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(&self.data[..])
-            .arg(mode)
-            .arg("PXAT")
-            .arg(at)
-            .query_async(&mut conn)
-            .await?;
-        Ok(if reply.is_some() {
-            Outcome::Done
-        } else if mode == "NX" {
-            Outcome::Conflict
-        } else {
-            Outcome::Missing
-        })
+        set_pxat(&mut conn, key, &self.data, mode).await
     }
 }
 
@@ -341,23 +326,8 @@ impl BareMux {
 
     async fn set(&mut self, i: u64, mode: &str) -> OpResult {
         let key = self.key(i);
-        let at = (Timestamp::now() + TTL).unix_millis();
         let mut conn = self.conn();
-        let reply: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(&self.data[..])
-            .arg(mode)
-            .arg("PXAT")
-            .arg(at)
-            .query_async(&mut conn)
-            .await?;
-        Ok(if reply.is_some() {
-            Outcome::Done
-        } else if mode == "NX" {
-            Outcome::Conflict
-        } else {
-            Outcome::Missing
-        })
+        set_pxat(&mut conn, key, &self.data, mode).await
     }
 }
 
@@ -491,4 +461,29 @@ impl BenchTarget for Peer {
         self.store.delete(&Id(peer_id(i))).await?;
         Ok(Outcome::Done)
     }
+}
+
+/// The baselines' write: `SET key data NX|XX PXAT deadline`, on any connection.
+async fn set_pxat<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    key: impl redis::ToRedisArgs + Send + Sync,
+    data: &[u8],
+    mode: &str,
+) -> OpResult {
+    let at = (Timestamp::now() + TTL).unix_millis();
+    let reply: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(data)
+        .arg(mode)
+        .arg("PXAT")
+        .arg(at)
+        .query_async(conn)
+        .await?;
+    Ok(if reply.is_some() {
+        Outcome::Done
+    } else if mode == "NX" {
+        Outcome::Conflict
+    } else {
+        Outcome::Missing
+    })
 }
