@@ -31,12 +31,12 @@ pub mod layer;
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use cleanup::CleanupTask;
-pub use codec::{Codec, Json, MessagePack, Values};
+pub use codec::{Codec, Json, MAX_DEPTH, MessagePack, Values};
 pub use error::{BoxError, Error, Result};
 pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, KeyBuildHasher, KeyHasher, SessionId, SessionKey};
 pub use manager::{
-    CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, Session, SessionEvent,
-    SessionListener, SessionManager, SessionManagerBuilder, Status,
+    CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, MAX_INCOMING_IDS, Session,
+    SessionEvent, SessionListener, SessionManager, SessionManagerBuilder, Status,
 };
 pub use record::Record;
 pub use store::{SessionStore, check_data_len};

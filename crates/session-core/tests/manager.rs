@@ -2,14 +2,15 @@
 
 mod support;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use session_core::{
-    CommitOutcome, Error, Json, Record, SessionEvent, SessionId, SessionManager, SessionStore,
-    Status, Timestamp,
+    CommitOutcome, Error, Json, MAX_INCOMING_IDS, Record, SessionEvent, SessionId, SessionKey,
+    SessionManager, SessionStore, Status, Timestamp,
 };
-use support::Probe;
+use support::{Fault, Method, Probe};
 
 fn manager(store: Probe) -> SessionManager {
     SessionManager::builder(store).build().expect("manager")
@@ -382,4 +383,425 @@ async fn destroy_owner_ends_every_session_of_that_owner_only() {
         m.session_for(Some(bob.clone())).id().await.expect("id"),
         Some(bob)
     );
+}
+
+/// A stored session owned by `owner`.
+async fn owned_session(m: &SessionManager, owner: &str) -> SessionId {
+    let s = m.session(None);
+    s.insert("seed", &1u8).await.expect("insert");
+    s.set_owner(Some(owner.into())).await.expect("owner");
+    match s.commit().await.expect("commit") {
+        CommitOutcome::SetCookie { id, .. } => id,
+        other => panic!("a new session must set its cookie, got {other:?}"),
+    }
+}
+
+/// Runs a call against a store that may hang, dropping it after a while as a handler's
+/// timeout would. `None` if it was dropped.
+async fn within_deadline<T>(
+    call: impl Future<Output = session_core::Result<T>>,
+) -> Option<session_core::Result<T>> {
+    tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .ok()
+}
+
+fn failed<T: std::fmt::Debug>(fault: Fault, outcome: Option<session_core::Result<T>>) {
+    match outcome {
+        None | Some(Err(_)) => {}
+        Some(Ok(v)) => panic!("{fault:?}: the call must fail or hang, it returned {v:?}"),
+    }
+}
+
+// Paused time: a hung call's timeout fires as soon as nothing else can run.
+#[tokio::test(start_paused = true)]
+async fn a_failed_or_dropped_destroy_never_brings_the_session_back_or_copies_it() {
+    for fault in Fault::ALL {
+        let store = Probe::new();
+        let m = manager(store.clone());
+        let id = owned_session(&m, "ann").await;
+        let before = store.inner.load(&id.key()).await.expect("load");
+        let s = m.session_for(Some(id.clone()));
+        s.insert("flash", "about to sign out")
+            .await
+            .expect("insert");
+        store.inject(Method::Delete, fault);
+        failed(fault, within_deadline(s.destroy()).await);
+        store.heal();
+        // A handler that ignores the error carries on and changes the session.
+        s.insert("flash", "signed out").await.expect("insert");
+        let calls = store.calls();
+        let outcome = s.commit().await.expect("commit");
+        let io = store.calls() - calls;
+        let after = store.inner.load(&id.key()).await.expect("load");
+        if fault.applies() {
+            assert_eq!(
+                after, None,
+                "{fault:?}: the session came back under the client's id"
+            );
+        } else {
+            assert_eq!(
+                after, before,
+                "{fault:?}: the record must be left as it was"
+            );
+        }
+        let left = u64::from(!fault.applies());
+        assert_eq!(
+            store.inner.count().await.expect("count"),
+            left,
+            "{fault:?}: a copy was made"
+        );
+        assert_eq!(
+            m.sessions_of("ann").await.expect("list").len() as u64,
+            left,
+            "{fault:?}"
+        );
+        assert_eq!(
+            outcome,
+            CommitOutcome::RemoveCookie,
+            "{fault:?}: the cookie must be removed"
+        );
+        assert_eq!(io, 0, "{fault:?}: a poisoned commit does no I/O");
+        assert_eq!(
+            s.status().await.expect("status"),
+            Status::Destroyed,
+            "{fault:?}"
+        );
+        // Retrying the logout on the same handle finishes it.
+        s.destroy().await.expect("retry");
+        assert_eq!(
+            s.commit().await.expect("commit"),
+            CommitOutcome::RemoveCookie
+        );
+        assert_eq!(store.inner.count().await.expect("count"), 0, "{fault:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_or_dropped_regenerate_saves_nothing_and_leaves_no_copy() {
+    for fault in Fault::ALL {
+        let store = Probe::new();
+        let m = manager(store.clone());
+        let id = owned_session(&m, "ann").await;
+        let before = store
+            .inner
+            .load(&id.key())
+            .await
+            .expect("load")
+            .expect("stored");
+        let s = m.session_for(Some(id.clone()));
+        s.get::<u8>("seed").await.expect("load");
+        store.inject(Method::ChangeId, fault);
+        failed(fault, within_deadline(s.regenerate()).await);
+        store.heal();
+        // A handler that ignores the error logs the user in anyway: that must not stick
+        // (session fixation) nor write into a session that may have moved.
+        s.insert("user", "ann").await.expect("insert");
+        let calls = store.calls();
+        let outcome = s.commit().await.expect("commit");
+        let io = store.calls() - calls;
+        let keys = store.inner.list().await.expect("list");
+        assert_eq!(keys.len(), 1, "{fault:?}: one session, not a copy");
+        let moved = keys[0] != id.key();
+        assert_eq!(moved, fault.applies(), "{fault:?}");
+        let left = store
+            .inner
+            .load(&keys[0])
+            .await
+            .expect("load")
+            .expect("stored");
+        assert_eq!(
+            (&left.data, left.version, left.created_at, &left.owner),
+            (
+                &before.data,
+                before.version,
+                before.created_at,
+                &before.owner
+            ),
+            "{fault:?}: nothing of the failed login may be written"
+        );
+        assert_eq!(outcome, CommitOutcome::RemoveCookie, "{fault:?}");
+        assert_eq!(io, 0, "{fault:?}: a poisoned commit does no I/O");
+        // destroy() ends the session wherever the failed move left it.
+        s.destroy().await.expect("destroy");
+        assert_eq!(store.inner.count().await.expect("count"), 0, "{fault:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_or_dropped_destroy_owner_ends_all_or_none_and_writes_none_back() {
+    for fault in Fault::ALL {
+        let store = Probe::new();
+        let m = manager(store.clone());
+        let mut ann = Vec::new();
+        for _ in 0..3 {
+            ann.push(owned_session(&m, "ann").await);
+        }
+        owned_session(&m, "bob").await;
+        let here = m.session_for(Some(ann[0].clone()));
+        here.get::<u8>("seed").await.expect("load");
+        store.inject(Method::DeleteByOwner, fault);
+        failed(fault, within_deadline(m.destroy_owner("ann")).await);
+        store.heal();
+        here.insert("flash", "signed out everywhere")
+            .await
+            .expect("insert");
+        here.commit().await.expect("commit");
+        let left = if fault.applies() { 0 } else { 3 };
+        assert_eq!(
+            m.sessions_of("ann").await.expect("list").len(),
+            left,
+            "{fault:?}"
+        );
+        assert_eq!(
+            m.sessions_of("bob").await.expect("list").len(),
+            1,
+            "{fault:?}"
+        );
+        assert_eq!(
+            store.inner.count().await.expect("count"),
+            left as u64 + 1,
+            "{fault:?}"
+        );
+        assert_eq!(
+            m.destroy_owner("ann").await.expect("retry"),
+            left as u64,
+            "{fault:?}"
+        );
+        assert_eq!(store.inner.count().await.expect("count"), 1, "{fault:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_or_dropped_destroy_others_never_ends_the_current_session() {
+    for method in [Method::ListByOwner, Method::Delete] {
+        for fault in Fault::ALL {
+            let store = Probe::new();
+            let m = manager(store.clone());
+            let here = owned_session(&m, "ann").await;
+            for _ in 0..2 {
+                owned_session(&m, "ann").await;
+            }
+            let s = m.session_for(Some(here.clone()));
+            store.inject(method, fault);
+            failed(fault, within_deadline(s.destroy_others()).await);
+            store.heal();
+            let ended_before_the_fault = usize::from(method == Method::Delete && fault.applies());
+            assert_eq!(
+                m.sessions_of("ann").await.expect("list").len(),
+                3 - ended_before_the_fault,
+                "{method:?} {fault:?}"
+            );
+            assert_eq!(
+                s.destroy_others().await.expect("retry"),
+                2 - ended_before_the_fault as u64
+            );
+            let left = m.sessions_of("ann").await.expect("list");
+            assert_eq!(left.len(), 1, "{method:?} {fault:?}");
+            assert_eq!(
+                left[0].key,
+                here.key(),
+                "{method:?} {fault:?}: the current session must stay"
+            );
+            assert_eq!(s.commit().await.expect("commit"), CommitOutcome::Unchanged);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_session_is_only_ever_created_under_an_id_this_server_generated() {
+    let store = Probe::new();
+    let m = manager(store.clone());
+    // A session regenerated before it was first stored keeps the id it was given.
+    let s = m.session(None);
+    s.insert("k", &1u8).await.expect("insert");
+    s.regenerate().await.expect("regenerate");
+    let given = s.id().await.expect("id").expect("an id");
+    match s.commit().await.expect("commit") {
+        CommitOutcome::SetCookie { id, .. } => assert_eq!(id, given),
+        other => panic!("{other:?}"),
+    }
+    // One that arrived in the request and is not live is never taken, not even after a
+    // destroy that did nothing.
+    let offered = SessionId::generate();
+    let s = m.session_for(Some(offered.clone()));
+    s.destroy().await.expect("destroy");
+    s.insert("k", &1u8).await.expect("insert");
+    match s.commit().await.expect("commit") {
+        CommitOutcome::SetCookie { id, .. } => assert_ne!(id, offered, "adopted the client's id"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!store.inner.exists(&offered.key()).await.expect("exists"));
+}
+
+#[tokio::test]
+async fn of_several_ids_the_first_live_one_is_the_session() {
+    let store = Probe::new();
+    let m = manager(store.clone());
+    let live = new_session(&m).await;
+    let dead = SessionId::generate();
+    let s = m.session_for_ids([dead.clone(), dead.clone(), live.clone()]);
+    assert_eq!(
+        s.incoming_id(),
+        Some(&dead),
+        "before loading, the first one"
+    );
+    assert_eq!(s.get::<u8>("seed").await.expect("get"), Some(1));
+    assert_eq!(s.incoming_id(), Some(&live));
+    assert_eq!(s.id().await.expect("id"), Some(live.clone()));
+    // At most MAX_INCOMING_IDS distinct ids are looked at.
+    let mut many: Vec<SessionId> = (0..MAX_INCOMING_IDS)
+        .map(|_| SessionId::generate())
+        .collect();
+    many.push(live);
+    let before = store.calls();
+    let s = m.session_for_ids(many);
+    assert_eq!(s.get::<u8>("seed").await.expect("get"), None);
+    assert_eq!(store.calls() - before, MAX_INCOMING_IDS as u64);
+}
+
+fn recorder() -> (
+    Arc<Mutex<Vec<SessionEvent>>>,
+    impl Fn(&SessionEvent) + Send + Sync + 'static,
+) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    (events, move |e: &SessionEvent| {
+        sink.lock().expect("lock").push(e.clone())
+    })
+}
+
+fn destroyed(events: &Mutex<Vec<SessionEvent>>) -> Vec<SessionKey> {
+    let mut keys: Vec<SessionKey> = events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Destroyed { key } => Some(*key),
+            _ => None,
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn destroy_many_owner_and_others_report_exactly_what_they_ended() {
+    let (events, listener) = recorder();
+    let m = SessionManager::builder(Probe::new())
+        .listener(listener)
+        .build()
+        .expect("manager");
+    let mut ann = Vec::new();
+    for _ in 0..6 {
+        ann.push(owned_session(&m, "ann").await);
+    }
+    let bob = owned_session(&m, "bob").await;
+    let key = |i: usize| ann[i].key();
+    // The owner listing and destroy_many speak the same key type, so they compose.
+    let listed: Vec<SessionKey> = m
+        .sessions_of("ann")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.key)
+        .filter(|k| *k == key(0) || *k == key(1))
+        .chain([SessionId::generate().key()])
+        .collect();
+    assert_eq!(m.destroy_many(&listed).await.expect("destroy_many"), 2);
+    let mut expected = vec![key(0), key(1)];
+    expected.sort();
+    assert_eq!(
+        destroyed(&events),
+        expected,
+        "the two live ones, not the unknown key"
+    );
+    events.lock().expect("lock").clear();
+
+    let here = m.session_for(Some(ann[2].clone()));
+    assert_eq!(here.destroy_others().await.expect("destroy_others"), 3);
+    let mut expected = vec![key(3), key(4), key(5)];
+    expected.sort();
+    assert_eq!(
+        destroyed(&events),
+        expected,
+        "every other session, not this one"
+    );
+    assert_eq!(
+        here.commit().await.expect("commit"),
+        CommitOutcome::Unchanged
+    );
+    events.lock().expect("lock").clear();
+
+    assert_eq!(m.destroy_owner("ann").await.expect("destroy_owner"), 1);
+    assert_eq!(destroyed(&events), vec![key(2)]);
+    assert_eq!(m.sessions_of("bob").await.expect("list")[0].key, bob.key());
+}
+
+#[tokio::test]
+async fn max_sessions_per_owner_ends_the_oldest_sessions_when_an_owner_is_set() {
+    let store = Probe::new();
+    let (events, listener) = recorder();
+    let m = SessionManager::builder(store.clone())
+        .max_sessions_per_owner(2)
+        .listener(listener)
+        .build()
+        .expect("manager");
+    // Records with distinct creation times, oldest first, so "oldest" is unambiguous.
+    let now = Timestamp::now();
+    let mut ann = Vec::new();
+    for age in [300u64, 200, 100] {
+        let id = SessionId::generate();
+        let mut r = Record::new(
+            id.key(),
+            session_core::Bytes::from_static(&[0x80]),
+            now + Duration::from_secs(3600),
+        )
+        .with_owner("ann");
+        r.created_at = now - Duration::from_secs(age);
+        store.inner.create(&r).await.expect("create");
+        ann.push(id);
+    }
+    owned_session(&m, "bob").await;
+    // The oldest stored session logs in again: it is the one being committed, so it stays,
+    // and the next oldest go until ann has two.
+    let s = m.session_for(Some(ann[0].clone()));
+    s.set_owner(Some("ann".into())).await.expect("owner");
+    s.commit().await.expect("commit");
+    let mut left: Vec<SessionKey> = m
+        .sessions_of("ann")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    left.sort();
+    let mut expected = vec![ann[0].key(), ann[2].key()];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert_eq!(destroyed(&events), vec![ann[1].key()]);
+    // A new login of ann ends the oldest other one.
+    let fresh = owned_session(&m, "ann").await;
+    let mut left: Vec<SessionKey> = m
+        .sessions_of("ann")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    left.sort();
+    let mut expected = vec![ann[2].key(), fresh.key()];
+    expected.sort();
+    assert_eq!(left, expected, "the oldest (by creation) went");
+    assert_eq!(
+        m.sessions_of("bob").await.expect("list").len(),
+        1,
+        "other owners untouched"
+    );
+    assert!(matches!(
+        SessionManager::builder(Probe::new())
+            .max_sessions_per_owner(0)
+            .build(),
+        Err(Error::Config(_))
+    ));
 }

@@ -23,6 +23,9 @@ use crate::time::Timestamp;
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Default number of times a commit re-applies its changes after a version conflict.
 pub const DEFAULT_CONFLICT_RETRIES: u32 = 32;
+/// Most ids of one request tried in turn for a live session (see
+/// [`SessionManager::session_for_ids`]); further ones are ignored unread.
+pub const MAX_INCOMING_IDS: usize = 4;
 
 /// Something that happened to a session. Events carry the store key, never the id, so they
 /// are safe to log.
@@ -80,6 +83,7 @@ pub(crate) struct Config<C> {
     pub(crate) max_encoded_len: Option<usize>,
     pub(crate) listener: Option<Arc<dyn SessionListener>>,
     pub(crate) conflict_retries: u32,
+    pub(crate) max_sessions_per_owner: Option<usize>,
 }
 
 impl<C: Codec> Config<C> {
@@ -110,6 +114,47 @@ impl<C: Codec> Config<C> {
             listener.on_event(&event);
         }
     }
+
+    /// Deletes each key and reports each live session removed as `Destroyed`. One call per key,
+    /// because `delete_many` says how many were removed but not which. Stops at the first
+    /// store error; what was removed before it stays removed (and reported).
+    pub(crate) async fn end_sessions(&self, keys: &[SessionKey]) -> Result<u64> {
+        let mut ended = 0;
+        for &key in keys {
+            if self.store().delete(&key).await? {
+                ended += 1;
+                self.emit(SessionEvent::Destroyed { key });
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Ends the oldest sessions of `owner` other than `current` so that, with `current`, the
+    /// owner has at most `max_sessions_per_owner`.
+    pub(crate) async fn enforce_owner_cap(
+        &self,
+        owner: &str,
+        current: Option<SessionKey>,
+    ) -> Result<()> {
+        let Some(cap) = self.max_sessions_per_owner else {
+            return Ok(());
+        };
+        let mut others: Vec<Record> = self
+            .store()
+            .list_by_owner(owner)
+            .await?
+            .into_iter()
+            .filter(|r| Some(r.key) != current)
+            .collect();
+        // The session being committed counts as one of the `cap`.
+        let excess = (others.len() + 1).saturating_sub(cap);
+        if excess == 0 {
+            return Ok(());
+        }
+        others.sort_unstable_by_key(|r| (r.created_at, r.key));
+        let oldest: Vec<SessionKey> = others[..excess].iter().map(|r| r.key).collect();
+        self.end_sessions(&oldest).await.map(drop)
+    }
 }
 
 /// Hands out [`Session`] handles over one store. Cheap to clone.
@@ -136,6 +181,7 @@ impl<C: Codec> fmt::Debug for SessionManager<C> {
             .field("rotation_threshold", &c.rotation_threshold)
             .field("max_encoded_len", &c.max_encoded_len)
             .field("conflict_retries", &c.conflict_retries)
+            .field("max_sessions_per_owner", &c.max_sessions_per_owner)
             .finish_non_exhaustive()
     }
 }
@@ -158,13 +204,30 @@ impl<C: Codec> SessionManager<C> {
     /// Nothing is read from the store until a value is asked for. A value that is not a
     /// well-formed id is dropped here: it never reaches the store and is never adopted.
     pub fn session(&self, incoming: Option<&str>) -> Session<C> {
-        let id = incoming.and_then(|raw| raw.parse::<SessionId>().ok());
-        Session::new(self.clone(), id)
+        self.session_for_ids(incoming.and_then(|raw| raw.parse::<SessionId>().ok()))
     }
 
     /// A lazy handle for an already-parsed id.
     pub fn session_for(&self, id: Option<SessionId>) -> Session<C> {
-        Session::new(self.clone(), id)
+        self.session_for_ids(id)
+    }
+
+    /// A lazy handle for a request that presented several ids for the session cookie (a
+    /// cookie tossed from a subdomain, or a stale one with a longer `Path`, next to the real
+    /// one). They are tried in order when the session is first needed, and the first live
+    /// one is the session; repeats are skipped, and only the first [`MAX_INCOMING_IDS`] are
+    /// looked at.
+    pub fn session_for_ids(&self, ids: impl IntoIterator<Item = SessionId>) -> Session<C> {
+        let mut incoming: Vec<SessionId> = Vec::new();
+        for id in ids {
+            if incoming.len() == MAX_INCOMING_IDS {
+                break;
+            }
+            if !incoming.contains(&id) {
+                incoming.push(id);
+            }
+        }
+        Session::new(self.clone(), incoming)
     }
 
     /// The store behind this manager.
@@ -187,15 +250,37 @@ impl<C: Codec> SessionManager<C> {
         Ok(removed)
     }
 
-    /// Ends every listed session; returns how many were live.
-    pub async fn destroy_many(&self, ids: &[SessionId]) -> Result<u64> {
-        let keys: Vec<SessionKey> = ids.iter().map(SessionId::key).collect();
-        self.config.store().delete_many(&keys).await
+    /// Ends every listed session (keys as [`sessions_of`](Self::sessions_of) lists them);
+    /// returns how many were live.
+    ///
+    /// Each one removed is reported as [`SessionEvent::Destroyed`], keys that were not live
+    /// are not. That takes one store call per key (the store's `delete_many` says how many it
+    /// removed, not which); on a store error the sessions already ended stay ended, and
+    /// calling again finishes the job.
+    pub async fn destroy_many(&self, keys: &[SessionKey]) -> Result<u64> {
+        self.config.end_sessions(keys).await
     }
 
     /// Ends every live session of `owner` ("sign out everywhere"); returns how many.
+    ///
+    /// One atomic `delete_by_owner`, so a session created while the listing ran is ended too.
+    /// The sessions listed just before it are reported as [`SessionEvent::Destroyed`] (a
+    /// listed one that expired or was ended elsewhere in between is reported as well; one
+    /// created in between is ended and counted but not reported). To keep the current
+    /// session, use [`Session::destroy_others`].
+    ///
+    /// # Errors
+    /// A store error: whether the sessions were ended is then unknown, and nothing is
+    /// reported. Calling again is safe.
     pub async fn destroy_owner(&self, owner: &str) -> Result<u64> {
-        self.config.store().delete_by_owner(owner).await
+        let store = self.config.store();
+        let listed = store.list_by_owner(owner).await?;
+        let ended = store.delete_by_owner(owner).await?;
+        for record in listed {
+            self.config
+                .emit(SessionEvent::Destroyed { key: record.key });
+        }
+        Ok(ended)
     }
 
     /// The live sessions of `owner` (their records: creation time, expiry, size), e.g. for a
@@ -216,6 +301,7 @@ pub struct SessionManagerBuilder<C: Codec> {
     max_encoded_len: Option<usize>,
     listener: Option<Arc<dyn SessionListener>>,
     conflict_retries: u32,
+    max_sessions_per_owner: Option<usize>,
 }
 
 impl<C: Codec> fmt::Debug for SessionManagerBuilder<C> {
@@ -239,6 +325,7 @@ impl<C: Codec> SessionManagerBuilder<C> {
             max_encoded_len: None,
             listener: None,
             conflict_retries: DEFAULT_CONFLICT_RETRIES,
+            max_sessions_per_owner: None,
         }
     }
 
@@ -253,6 +340,7 @@ impl<C: Codec> SessionManagerBuilder<C> {
             max_encoded_len: self.max_encoded_len,
             listener: self.listener,
             conflict_retries: self.conflict_retries,
+            max_sessions_per_owner: self.max_sessions_per_owner,
         }
     }
 
@@ -297,12 +385,30 @@ impl<C: Codec> SessionManagerBuilder<C> {
         self
     }
 
+    /// Caps the live sessions one owner may have (default: no cap). When a commit sets a
+    /// session's owner ([`Session::set_owner`]) and that owner would then have more than `max`
+    /// sessions, the oldest of the others (by creation time) are ended first, reported as
+    /// [`SessionEvent::Destroyed`]; the session being committed is never among them.
+    ///
+    /// The check costs one `list_by_owner` per commit that sets an owner, plus one delete per
+    /// session ended. Concurrent logins of one owner each enforce the cap on what they list,
+    /// so for a moment the owner can hold a session or two more than `max`.
+    pub fn max_sessions_per_owner(mut self, max: usize) -> Self {
+        self.max_sessions_per_owner = Some(max);
+        self
+    }
+
     /// Checks the settings and builds the manager.
     ///
     /// # Errors
     /// [`Error::Config`] for a zero lifetime or idle timeout, a rotation threshold not below
-    /// the lifetime, or a size limit above the store's.
+    /// the lifetime, a size limit above the store's, or a cap of zero sessions per owner.
     pub fn build(self) -> Result<SessionManager<C>> {
+        if self.max_sessions_per_owner == Some(0) {
+            return Err(Error::Config(
+                "max_sessions_per_owner must allow at least one session".into(),
+            ));
+        }
         if self.lifetime.is_zero() {
             return Err(Error::Config(
                 "the session lifetime must be longer than zero".into(),
@@ -339,6 +445,7 @@ impl<C: Codec> SessionManagerBuilder<C> {
                 max_encoded_len,
                 listener: self.listener,
                 conflict_retries: self.conflict_retries,
+                max_sessions_per_owner: self.max_sessions_per_owner,
             }),
         })
     }

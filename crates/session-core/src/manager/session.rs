@@ -1,7 +1,8 @@
 //! The per-request session handle.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -39,6 +40,9 @@ struct Stored {
 struct State {
     loaded: bool,
     id: Option<SessionId>,
+    /// An id this server generated for a session not stored yet (`regenerate` before the first
+    /// commit): the only id besides a freshly drawn one that a new session may be created under.
+    unsaved_id: Option<SessionId>,
     stored: Option<Stored>,
     values: Values,
     owner: Option<String>,
@@ -48,6 +52,14 @@ struct State {
     /// The session the request came with is gone (destroyed here, expired, or unknown): the
     /// client's cookie should be removed unless a new session replaces it.
     ended: bool,
+    /// The keys a `destroy` or `regenerate` is deleting or moving while it awaits the store.
+    /// Found still set by the next caller, it means that call was dropped half-way.
+    in_flight: Vec<SessionKey>,
+    /// A `destroy` or `regenerate` failed or was dropped, so whether the session is still
+    /// stored, and under which key, is unknown. Nothing is written any more and the cookie is
+    /// removed; `doubt` holds the keys a retried `destroy` deletes.
+    poisoned: bool,
+    doubt: Vec<SessionKey>,
 }
 
 impl State {
@@ -76,10 +88,28 @@ impl State {
         Ok(())
     }
 
+    /// Forgets the session after a store call that may have deleted or moved it failed: from
+    /// here on the handle holds nothing, writes nothing and removes the cookie.
+    fn poison(&mut self) {
+        let mut doubt = std::mem::take(&mut self.doubt);
+        for key in std::mem::take(&mut self.in_flight) {
+            if !doubt.contains(&key) {
+                doubt.push(key);
+            }
+        }
+        *self = State {
+            loaded: true,
+            poisoned: true,
+            doubt,
+            ..State::default()
+        };
+    }
+
     /// Forgets the session's contents, keeping this request's changes to replay on a fresh one.
     fn lose_session(&mut self) -> Result<()> {
         self.stored = None;
         self.id = None;
+        self.unsaved_id = None;
         self.values.clear();
         self.owner = None;
         for op in &self.ops {
@@ -99,7 +129,8 @@ pub enum Status {
     Changed,
     /// Unchanged, but less than the rotation threshold of its lifetime is left.
     ShouldRotate,
-    /// Destroyed in this request (and not replaced by new values).
+    /// Destroyed in this request (and not replaced by new values), or a `destroy` or
+    /// `regenerate` failed, after which nothing is saved.
     Destroyed,
 }
 
@@ -122,7 +153,13 @@ pub enum CommitOutcome {
 
 struct Inner<C: Codec> {
     manager: SessionManager<C>,
-    incoming: Option<SessionId>,
+    /// The well-formed ids the request came with, in order, at most
+    /// [`MAX_INCOMING_IDS`](super::MAX_INCOMING_IDS).
+    incoming: Vec<SessionId>,
+    /// Which of `incoming` was found live.
+    live: OnceLock<usize>,
+    /// Whether anything read or changed the session, so the response may depend on the cookie.
+    used: AtomicBool,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -152,24 +189,46 @@ impl<C: Codec> fmt::Debug for Session<C> {
 }
 
 impl<C: Codec> Session<C> {
-    pub(crate) fn new(manager: SessionManager<C>, incoming: Option<SessionId>) -> Self {
+    pub(crate) fn new(manager: SessionManager<C>, incoming: Vec<SessionId>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 manager,
                 incoming,
+                live: OnceLock::new(),
+                used: AtomicBool::new(false),
                 state: tokio::sync::Mutex::new(State::default()),
             }),
         }
     }
 
-    /// The well-formed id the request came with, if any (not yet known to be live). Prints
-    /// masked.
+    /// The id the request's session was found under; before it is loaded, the first
+    /// well-formed id the request came with (not yet known to be live). Prints masked.
     pub fn incoming_id(&self) -> Option<&SessionId> {
-        self.inner.incoming.as_ref()
+        let inner = &self.inner;
+        match inner.live.get() {
+            Some(&i) => inner.incoming.get(i),
+            None => inner.incoming.first(),
+        }
+    }
+
+    /// Whether anything in this request read or changed the session, so that the response may
+    /// depend on the request's cookie (the layer then marks it `Vary: Cookie`).
+    pub fn was_used(&self) -> bool {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// The state, after turning an interrupted `destroy` or `regenerate` into a poisoned handle.
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, State> {
+        let mut st = self.inner.state.lock().await;
+        if !st.in_flight.is_empty() {
+            st.poison();
+        }
+        st
     }
 
     async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
-        let mut st = self.inner.state.lock().await;
+        self.inner.used.store(true, Ordering::Relaxed);
+        let mut st = self.lock().await;
         if !st.loaded {
             self.load_into(&mut st).await?;
             st.loaded = true;
@@ -177,24 +236,33 @@ impl<C: Codec> Session<C> {
         Ok(st)
     }
 
+    /// Loads the first of the request's ids that names a live session.
     async fn load_into(&self, st: &mut State) -> Result<()> {
-        let Some(id) = &self.inner.incoming else {
-            return Ok(());
-        };
+        for (i, id) in self.inner.incoming.iter().enumerate() {
+            if self.load_live(st, id).await? {
+                let _ = self.inner.live.set(i);
+                return Ok(());
+            }
+        }
+        st.ended = !self.inner.incoming.is_empty();
+        Ok(())
+    }
+
+    /// Fills `st` from the session stored under `id` and returns true, or returns false if
+    /// there is no live, readable session under it.
+    async fn load_live(&self, st: &mut State, id: &SessionId) -> Result<bool> {
         let config = &self.inner.manager.config;
         let key = id.key();
         let Some(record) = config.store().load(&key).await? else {
-            st.ended = true;
             config.emit(SessionEvent::Expired { key });
-            return Ok(());
+            return Ok(false);
         };
         let now = Timestamp::now();
         // A lifetime shortened by configuration applies to sessions stored before the change.
         if record.created_at + config.lifetime <= now {
-            st.ended = true;
             let _ = config.store().delete(&key).await;
             config.emit(SessionEvent::Expired { key });
-            return Ok(());
+            return Ok(false);
         }
         match config.codec.decode_map(&record.data) {
             Ok(values) => {
@@ -207,14 +275,14 @@ impl<C: Codec> Session<C> {
                     expires_at: record.expires_at,
                     version: record.version,
                 });
+                Ok(true)
             }
             Err(error) => {
                 tracing::warn!(session = %id, %error, "session data failed to decode; treating it as corrupt and starting afresh");
-                st.ended = true;
                 let _ = config.store().delete(&key).await;
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// The value under `key`, decoded as `T`.
@@ -325,10 +393,13 @@ impl<C: Codec> Session<C> {
     pub async fn status(&self) -> Result<Status> {
         let st = self.loaded().await?;
         let config = &self.inner.manager.config;
+        if st.poisoned {
+            return Ok(Status::Destroyed);
+        }
         if st.modified || st.id_changed {
             return Ok(Status::Changed);
         }
-        if st.ended && st.stored.is_none() && self.inner.incoming.is_some() {
+        if st.ended && st.stored.is_none() && !self.inner.incoming.is_empty() {
             return Ok(Status::Destroyed);
         }
         if let (Some(threshold), Some(stored)) = (config.rotation_threshold, &st.stored) {
@@ -343,15 +414,24 @@ impl<C: Codec> Session<C> {
     /// Gives the session a new id at once, keeping its data, owner and absolute deadline; the
     /// old id stops working immediately. Call it on every privilege change (login) to defeat
     /// session fixation.
+    ///
+    /// # Errors
+    /// A store error from moving the session. Whether the move happened is then unknown, so
+    /// the handle is poisoned, as after a failed [`destroy`](Self::destroy): this request
+    /// saves nothing (the login does not take effect) and the cookie is removed. The same holds
+    /// if this future is dropped before it finishes.
     pub async fn regenerate(&self) -> Result<()> {
         let mut st = self.loaded().await?;
-        let config = &self.inner.manager.config;
+        let config = Arc::clone(&self.inner.manager.config);
         let mut new_id = SessionId::generate();
         if let Some(stored) = st.stored {
             let mut attempts = 0;
             loop {
-                match config.store().change_id(&stored.key, &new_id.key()).await {
+                st.in_flight = vec![stored.key, new_id.key()];
+                let moved = config.store().change_id(&stored.key, &new_id.key()).await;
+                match moved {
                     Ok(()) => {
+                        st.in_flight.clear();
                         config.emit(SessionEvent::Rotated {
                             old: stored.key,
                             new: new_id.key(),
@@ -362,19 +442,28 @@ impl<C: Codec> Session<C> {
                         });
                         break;
                     }
+                    // The new key is taken, so nothing moved: try another.
                     Err(Error::AlreadyExists) if attempts < 3 => {
+                        st.in_flight.clear();
                         attempts += 1;
                         new_id = SessionId::generate();
                     }
                     // Ended concurrently (logout elsewhere): what remains is a fresh session
                     // holding only this request's changes, never the old one's data.
                     Err(Error::NotFound) => {
+                        st.in_flight.clear();
                         st.lose_session()?;
                         break;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        st.poison();
+                        return Err(e);
+                    }
                 }
             }
+        }
+        if st.stored.is_none() {
+            st.unsaved_id = Some(new_id.clone());
         }
         st.id = Some(new_id);
         st.id_changed = true;
@@ -383,20 +472,73 @@ impl<C: Codec> Session<C> {
 
     /// Ends the session at once: its record is deleted and the client's cookie will be
     /// removed. Values set afterwards in this request start a fresh session with a new id.
+    ///
+    /// A session not read yet is not loaded first: every id the request presented is deleted.
+    ///
+    /// # Errors
+    /// A store error from the delete. The handle is then poisoned, and stays so if this future
+    /// is dropped before it finishes: it holds no values, [`commit`](Self::commit) writes
+    /// nothing (no fresh session under any id, no copy of the old one) and removes the cookie,
+    /// and the record is left as the store left it, deleted or not. Calling `destroy` again
+    /// retries the delete; once it succeeds the handle works normally again.
     pub async fn destroy(&self) -> Result<()> {
-        let mut st = self.loaded().await?;
-        let config = &self.inner.manager.config;
-        if let Some(stored) = st.stored.take() {
-            config.store().delete(&stored.key).await?;
-            config.emit(SessionEvent::Destroyed { key: stored.key });
+        self.inner.used.store(true, Ordering::Relaxed);
+        let mut st = self.lock().await;
+        let config = Arc::clone(&self.inner.manager.config);
+        let keys: Vec<SessionKey> = if st.loaded {
+            st.doubt
+                .iter()
+                .copied()
+                .chain(st.stored.map(|s| s.key))
+                .collect()
+        } else {
+            self.inner.incoming.iter().map(SessionId::key).collect()
+        };
+        let had_session = st.id.is_some() || !self.inner.incoming.is_empty();
+        // Until the store confirms every delete, the stored key is kept here: a failed or
+        // dropped delete must leave a handle that writes nothing, not one that still holds the
+        // client's id without a stored record (which a commit would create afresh).
+        st.in_flight.clone_from(&keys);
+        for key in keys {
+            match config.store().delete(&key).await {
+                Ok(true) => config.emit(SessionEvent::Destroyed { key }),
+                Ok(false) => {}
+                Err(e) => {
+                    st.poison();
+                    return Err(e);
+                }
+            }
         }
-        let had_session = st.id.is_some() || self.inner.incoming.is_some();
         *st = State {
             loaded: true,
             ended: had_session,
             ..State::default()
         };
         Ok(())
+    }
+
+    /// Ends every other live session of this session's owner ("sign out everywhere else"),
+    /// keeping this one; returns how many were ended. A session without an owner ends none.
+    ///
+    /// Each ended session is reported as [`SessionEvent::Destroyed`]. Sessions are deleted one
+    /// by one (one store call each, so each removal is known); on a store error the ones
+    /// already ended stay ended and calling again finishes the job.
+    pub async fn destroy_others(&self) -> Result<u64> {
+        let st = self.loaded().await?;
+        let Some(owner) = &st.owner else {
+            return Ok(0);
+        };
+        let config = &self.inner.manager.config;
+        let current = st.stored.map(|s| s.key);
+        let others: Vec<SessionKey> = config
+            .store()
+            .list_by_owner(owner)
+            .await?
+            .into_iter()
+            .map(|r| r.key)
+            .filter(|key| Some(*key) != current)
+            .collect();
+        config.end_sessions(&others).await
     }
 
     /// Writes the session back if needed and says what the cookie should do. The tower layer
@@ -411,14 +553,33 @@ impl<C: Codec> Session<C> {
     ///   back: the commit drops this request's changes and leaves the cookie alone.
     /// - A new session is created under a fresh id (never one the client sent).
     /// - Unchanged sessions are written only to push an idle deadline forward (a touch).
+    /// - After a failed or interrupted [`destroy`](Self::destroy) or
+    ///   [`regenerate`](Self::regenerate), nothing is written and the cookie is removed.
+    /// - Setting an owner under [`max_sessions_per_owner`] first ends that owner's oldest
+    ///   other sessions beyond the cap.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] and [`Error::Encode`] before any I/O; store errors; then the
+    /// stored session is as it was before this request (or as a concurrent writer left it),
+    /// and the client keeps its cookie.
+    ///
+    /// [`max_sessions_per_owner`]: super::SessionManagerBuilder::max_sessions_per_owner
     pub async fn commit(&self) -> Result<CommitOutcome> {
-        let mut st = self.inner.state.lock().await;
+        let mut st = self.lock().await;
+        if st.poisoned {
+            return Ok(CommitOutcome::RemoveCookie);
+        }
         if !st.loaded {
             return Ok(CommitOutcome::Unchanged);
         }
         let config = Arc::clone(&self.inner.manager.config);
         let now = Timestamp::now();
         if st.modified {
+            let sets_owner = st.ops.iter().any(|op| matches!(op, Op::SetOwner(Some(_))));
+            if let (true, Some(owner)) = (sets_owner, &st.owner) {
+                let current = st.stored.map(|s| s.key);
+                config.enforce_owner_cap(owner, current).await?;
+            }
             let mut conflicts = 0u32;
             loop {
                 let data = config.codec.encode_map(&st.values)?;
@@ -483,6 +644,33 @@ impl<C: Codec> Session<C> {
         Ok(CommitOutcome::Unchanged)
     }
 
+    /// Says what the cookie should do without saving anything this request changed: for a
+    /// response that failed (the layer calls it instead of [`commit`](Self::commit) for 5xx
+    /// responses). Does no I/O.
+    ///
+    /// What [`destroy`](Self::destroy) and [`regenerate`](Self::regenerate) did is already in
+    /// the store, so the outcome follows it: the rotated id's cookie, or the removal of an
+    /// ended one. Values, owner and the new session a request would have created are dropped.
+    pub async fn discard(&self) -> CommitOutcome {
+        let mut st = self.lock().await;
+        if st.poisoned {
+            return CommitOutcome::RemoveCookie;
+        }
+        if !st.loaded {
+            return CommitOutcome::Unchanged;
+        }
+        st.ops.clear();
+        st.modified = false;
+        if st.stored.is_some() {
+            return self.settle(&mut st);
+        }
+        if st.ended {
+            st.ended = false;
+            return CommitOutcome::RemoveCookie;
+        }
+        CommitOutcome::Unchanged
+    }
+
     async fn create_new(
         &self,
         st: &mut State,
@@ -492,7 +680,8 @@ impl<C: Codec> Session<C> {
         let config = &self.inner.manager.config;
         let data = crate::Bytes::from(data);
         let expires_at = config.deadline(now, now);
-        let mut id = st.id.take().unwrap_or_else(SessionId::generate);
+        // Never `st.id`: for a session that is not stored that may be an id the client sent.
+        let mut id = st.unsaved_id.clone().unwrap_or_else(SessionId::generate);
         for _ in 0..4 {
             let record = Record {
                 key: id.key(),
@@ -512,6 +701,7 @@ impl<C: Codec> Session<C> {
                         version: 1,
                     });
                     st.id = Some(id);
+                    st.unsaved_id = None;
                     st.id_changed = true;
                     st.ended = false;
                     return Ok(self.settle(st));
@@ -549,7 +739,7 @@ impl<C: Codec> Session<C> {
     }
 
     fn ended_concurrently(&self, st: &mut State) -> CommitOutcome {
-        tracing::debug!(session = ?self.inner.incoming, "session ended by a concurrent request; this request's changes are dropped");
+        tracing::debug!(session = ?self.incoming_id(), "session ended by a concurrent request; this request's changes are dropped");
         *st = State {
             loaded: true,
             ..State::default()
