@@ -335,7 +335,9 @@ mod tests {
             .expect("the decoding thread panicked")
     }
 
+    /// A recursive type, as applications store (syntax trees, menus).
     #[derive(Debug, Deserialize)]
+    #[expect(dead_code, reason = "only ever decoded, to make the decoder recurse")]
     enum Tree {
         Leaf,
         Node(Box<Tree>),

@@ -102,3 +102,37 @@ impl Error {
         matches!(self, Self::Unavailable { .. } | Self::Conflict)
     }
 }
+
+#[cfg(feature = "axum")]
+impl Error {
+    /// The HTTP status that answers a request this error ended: 413 for
+    /// [`TooLarge`](Self::TooLarge), 503 for [`Unavailable`](Self::Unavailable) (worth retrying
+    /// later), 500 for everything else. Feature `axum`.
+    pub fn status_code(&self) -> http::StatusCode {
+        match self {
+            Self::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Lets handlers return session errors with `?`. Feature `axum`.
+///
+/// The response is [`Error::status_code`] with its reason phrase as the body ("Service
+/// Unavailable"), nothing more: the error's message and sources name the store and carry
+/// driver messages, so they go to the log (`tracing`, at `error` for 5xx and `warn`
+/// otherwise), not to the client.
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for Error {
+    fn into_response(self) -> axum_core::response::Response {
+        let status = self.status_code();
+        let error: &(dyn std::error::Error + 'static) = &self;
+        if status.is_server_error() {
+            tracing::error!(error, status = status.as_u16(), "session error");
+        } else {
+            tracing::warn!(error, status = status.as_u16(), "session error");
+        }
+        (status, status.canonical_reason().unwrap_or_default()).into_response()
+    }
+}

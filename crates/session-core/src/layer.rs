@@ -23,8 +23,13 @@
 //! ```
 //!
 //! Per request the layer:
-//! - reads the session cookie; a malformed, oversized, badly signed or unknown value starts a
-//!   fresh session: it never reaches the store, is never adopted as an id, and never panics;
+//! - reads the session cookie from the `Cookie` header as bytes, so a cookie elsewhere in
+//!   the header with non-ASCII bytes does not hide it. A malformed, oversized, badly signed
+//!   or unknown value starts a fresh session: it never reaches the store as a query, is never
+//!   adopted as an id, and never panics. When the header holds the session cookie's name more
+//!   than once (a cookie tossed from a subdomain, a stale one with a longer `Path`), each
+//!   well-formed, correctly signed value is tried in order, up to
+//!   [`MAX_INCOMING_IDS`](crate::MAX_INCOMING_IDS), and the first live one is the session;
 //! - puts a lazy [`Session`] handle in the request extensions (the axum extractor takes it
 //!   from there), so a request that never touches its session does no store I/O;
 //! - once the inner service has produced the response head, commits the session exactly once
@@ -32,10 +37,16 @@
 //!   expired removal cookie with the same attributes). A persistent cookie carries the
 //!   session's absolute deadline, which never moves; the idle timeout is enforced on the
 //!   server, so a busy session does not re-send its cookie on every request;
-//! - marks responses that set a cookie `Vary: Cookie` and `Cache-Control:
-//!   no-cache="Set-Cookie"`, so no shared cache hands one user's cookie to another;
-//! - on a store error, calls the error handler (default: log with the masked id, answer 500)
-//!   and sends no cookie, so a response never carries a stale one.
+//! - for a response with a 5xx status, commits nothing (unless
+//!   [`commit_on_server_error`](SessionLayerBuilder::commit_on_server_error) is set): a
+//!   handler that failed half-way must not persist half its changes. What `destroy` and
+//!   `regenerate` already did stands, and the cookie follows it;
+//! - marks every response whose session was used `Vary: Cookie`, and those that set a cookie
+//!   also `Cache-Control: no-cache="Set-Cookie"`, so no shared cache hands one user's page or
+//!   cookie to another;
+//! - on a commit error, calls the error handler (default: log with the masked id, answer
+//!   [`Error::status_code`]: 413, 503 or 500) and sends no cookie: the stored session is as
+//!   it was before the request, and the client keeps the cookie it has.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -52,7 +63,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use crate::codec::{Codec, MessagePack};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::manager::{CommitOutcome, Session, SessionManager};
+use crate::manager::{CommitOutcome, MAX_INCOMING_IDS, Session, SessionManager};
 use crate::time::Timestamp;
 
 pub use cookie::Key as SigningKey;
@@ -60,6 +71,12 @@ pub use cookie::SameSite as CookieSameSite;
 
 /// Longest cookie value looked at; anything longer is ignored unread.
 const MAX_COOKIE_VALUE: usize = 256;
+
+/// The cookie name [`SessionLayer::builder`] starts with. The `__Host-` prefix makes browsers
+/// refuse the cookie unless it is `Secure`, has `Path=/` and no `Domain`, so a sibling
+/// subdomain or a plain-HTTP page cannot plant one (OWASP ASVS 3.3.1). Browsers treat
+/// `http://localhost` as secure, so it works in development too.
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";
 
 type ErrorHandler = Arc<dyn Fn(&Error, Option<&SessionId>) -> StatusCode + Send + Sync>;
 
@@ -75,6 +92,7 @@ struct Settings<C: Codec> {
     persistent: bool,
     keys: Vec<Key>,
     on_error: ErrorHandler,
+    commit_on_server_error: bool,
 }
 
 /// Adds sessions to a tower service. Build it with [`SessionLayer::builder`].
@@ -104,6 +122,7 @@ impl<C: Codec> fmt::Debug for SessionLayer<C> {
             .field("partitioned", &s.partitioned)
             .field("persistent", &s.persistent)
             .field("signing_keys", &s.keys.len())
+            .field("commit_on_server_error", &s.commit_on_server_error)
             .finish_non_exhaustive()
     }
 }
@@ -123,19 +142,28 @@ impl<C: Codec> fmt::Debug for SessionLayerBuilder<C> {
 }
 
 fn default_error_handler(error: &Error, id: Option<&SessionId>) -> StatusCode {
-    tracing::error!(session = ?id, %error, "session commit failed");
-    StatusCode::INTERNAL_SERVER_ERROR
+    let source: &(dyn std::error::Error + 'static) = error;
+    tracing::error!(session = ?id, error = source, "session commit failed");
+    error.status_code()
+}
+
+/// Whether `name` starts with `prefix`, ignoring ASCII case, as browsers match cookie prefixes.
+fn has_prefix(name: &str, prefix: &str) -> bool {
+    name.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 impl<C: Codec> SessionLayer<C> {
-    /// Starts configuring a layer over `manager`. Defaults: cookie `session`, `Path=/`,
-    /// `Secure`, `HttpOnly`, `SameSite=Lax`, persistent (carries the session's deadline),
-    /// unsigned.
+    /// Starts configuring a layer over `manager`. Defaults: cookie [`DEFAULT_COOKIE_NAME`]
+    /// (`__Host-session`), `Path=/`, no `Domain`, `Secure`, `HttpOnly`, `SameSite=Lax`,
+    /// persistent (carries the session's deadline), unsigned, nothing committed for 5xx
+    /// responses.
     pub fn builder(manager: SessionManager<C>) -> SessionLayerBuilder<C> {
         SessionLayerBuilder {
             settings: Settings {
                 manager,
-                name: Cow::Borrowed("session"),
+                name: Cow::Borrowed(DEFAULT_COOKIE_NAME),
                 domain: None,
                 path: "/".into(),
                 secure: true,
@@ -145,20 +173,24 @@ impl<C: Codec> SessionLayer<C> {
                 persistent: true,
                 keys: Vec::new(),
                 on_error: Arc::new(default_error_handler),
+                commit_on_server_error: false,
             },
         }
     }
 }
 
 impl<C: Codec> SessionLayerBuilder<C> {
-    /// The cookie's name. A `__Host-` name forces `Secure`, `Path=/` and no `Domain`; a
-    /// `__Secure-` name forces `Secure` ([`build`](Self::build) refuses anything else).
+    /// The cookie's name (default [`DEFAULT_COOKIE_NAME`]). A `__Host-` name forces `Secure`,
+    /// `Path=/` and no `Domain`; a `__Secure-` name forces `Secure` ([`build`](Self::build)
+    /// refuses anything else). Prefixes are matched ignoring case, as browsers do. A plain-HTTP
+    /// deployment that turns `Secure` off needs a name without a prefix.
     pub fn cookie_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.settings.name = name.into();
         self
     }
 
-    /// The cookie's `Domain` (default: none, so only the exact host gets it).
+    /// The cookie's `Domain` (default: none, so only the exact host gets it). Must be ASCII
+    /// (punycode for international names) without spaces, `;` or `,`.
     pub fn domain(mut self, domain: impl Into<String>) -> Self {
         self.settings.domain = Some(domain.into());
         self
@@ -209,8 +241,16 @@ impl<C: Codec> SessionLayerBuilder<C> {
         self
     }
 
+    /// Whether a response with a 5xx status still commits the session's changes (default
+    /// false: a handler that failed half-way persists none of them, as tower-sessions does).
+    /// `destroy` and `regenerate` act at once either way.
+    pub fn commit_on_server_error(mut self, commit: bool) -> Self {
+        self.settings.commit_on_server_error = commit;
+        self
+    }
+
     /// Decides the response status when committing the session fails. It gets the error and
-    /// the masked id; the default logs both and answers 500.
+    /// the masked id; the default logs both and answers [`Error::status_code`].
     pub fn error_handler(
         mut self,
         handler: impl Fn(&Error, Option<&SessionId>) -> StatusCode + Send + Sync + 'static,
@@ -224,7 +264,9 @@ impl<C: Codec> SessionLayerBuilder<C> {
     /// # Errors
     /// [`Error::Config`] for an empty or invalid cookie name, a `__Host-` cookie that is not
     /// `Secure`, has a `Domain` or a `Path` other than `/`, a `__Secure-`, `SameSite=None` or
-    /// `Partitioned` cookie that is not `Secure`, or a path not starting with `/`.
+    /// `Partitioned` cookie that is not `Secure`, a path not starting with `/` or holding `;`
+    /// or control characters, a domain that is empty, not ASCII, or holds spaces, `;`, `,` or
+    /// control characters, or any other cookie that would not fit in a `Set-Cookie` header.
     pub fn build(self) -> Result<SessionLayer<C>> {
         let s = &self.settings;
         let bad = |why: &'static str| Err(Error::Config(why.into()));
@@ -235,10 +277,27 @@ impl<C: Codec> SessionLayerBuilder<C> {
         if !valid_name {
             return bad("the cookie name must be a non-empty token (no separators or spaces)");
         }
-        if !s.path.starts_with('/') || s.path.contains(';') {
-            return bad("the cookie path must start with `/` and hold no `;`");
+        let valid_path = s.path.starts_with('/')
+            && s.path
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b';');
+        if !valid_path {
+            return bad(
+                "the cookie path must start with `/` and hold only printable ASCII other than `;`",
+            );
         }
-        if s.name.starts_with("__Host-") {
+        if let Some(domain) = &s.domain {
+            let valid_domain = !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
+            if !valid_domain {
+                return bad(
+                    "the cookie domain must be non-empty ASCII (punycode) without spaces, `;` or `,`",
+                );
+            }
+        }
+        if has_prefix(&s.name, "__Host-") {
             if !s.secure {
                 return bad("a `__Host-` cookie must be Secure");
             }
@@ -249,7 +308,7 @@ impl<C: Codec> SessionLayerBuilder<C> {
                 return bad("a `__Host-` cookie must have Path=/");
             }
         }
-        if s.name.starts_with("__Secure-") && !s.secure {
+        if has_prefix(&s.name, "__Secure-") && !s.secure {
             return bad("a `__Secure-` cookie must be Secure");
         }
         if s.same_site == SameSite::None && !s.secure {
@@ -258,6 +317,14 @@ impl<C: Codec> SessionLayerBuilder<C> {
         if s.partitioned && !s.secure {
             return bad("a Partitioned cookie must be Secure");
         }
+        // Only the id and the deadline vary between the cookies written later, and both are
+        // plain ASCII, so if these two encode, every later one does.
+        let sample = s.set_cookie(&SessionId::generate(), Timestamp::now());
+        for cookie in [sample, s.removal_cookie()] {
+            if HeaderValue::from_str(&cookie.to_string()).is_err() {
+                return bad("the cookie does not fit in a Set-Cookie header");
+            }
+        }
         Ok(SessionLayer {
             settings: Arc::new(self.settings),
         })
@@ -265,25 +332,33 @@ impl<C: Codec> SessionLayerBuilder<C> {
 }
 
 impl<C: Codec> Settings<C> {
-    /// The session id the request carries, if one is well formed (and correctly signed).
-    fn incoming(&self, headers: &HeaderMap) -> Option<SessionId> {
-        for header in headers.get_all(COOKIE) {
-            let Ok(text) = header.to_str() else { continue };
-            for cookie in Cookie::split_parse(text).flatten() {
-                if cookie.name() != self.name || cookie.value().len() > MAX_COOKIE_VALUE {
-                    continue;
+    /// The well-formed (and, when signing is on, correctly signed) session ids the request
+    /// carries, in header order, at most [`MAX_INCOMING_IDS`].
+    fn incoming(&self, headers: &HeaderMap) -> Vec<SessionId> {
+        let mut ids = Vec::new();
+        for value in cookie_values(headers, &self.name) {
+            if value.len() > MAX_COOKIE_VALUE {
+                continue;
+            }
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            let value = if self.keys.is_empty() {
+                Some(Cow::Borrowed(value))
+            } else {
+                self.verify(Cookie::new(self.name.to_string(), value.to_owned()))
+                    .map(Cow::Owned)
+            };
+            if let Some(id) = value.and_then(|v| v.parse::<SessionId>().ok()) {
+                if !ids.contains(&id) {
+                    ids.push(id);
                 }
-                let value = if self.keys.is_empty() {
-                    Some(cookie.value().to_owned())
-                } else {
-                    self.verify(cookie.into_owned())
-                };
-                if let Some(id) = value.and_then(|v| v.parse::<SessionId>().ok()) {
-                    return Some(id);
+                if ids.len() == MAX_INCOMING_IDS {
+                    break;
                 }
             }
         }
-        None
+        ids
     }
 
     fn verify(&self, cookie: Cookie<'static>) -> Option<String> {
@@ -349,15 +424,48 @@ impl<C: Codec> Settings<C> {
             _ => return,
         };
         let Ok(value) = HeaderValue::from_str(&cookie.to_string()) else {
+            // `build` proved every cookie of these settings encodes; never drop one silently.
+            tracing::error!(cookie = %self.name, "the session cookie could not be encoded");
             return;
         };
         headers.append(SET_COOKIE, value);
-        headers.append(VARY, HeaderValue::from_static("Cookie"));
+        add_vary_cookie(headers);
         headers.append(
             CACHE_CONTROL,
             HeaderValue::from_static("no-cache=\"Set-Cookie\""),
         );
     }
+}
+
+/// Adds `Vary: Cookie` unless the response already varies on it (or on everything).
+fn add_vary_cookie(headers: &mut HeaderMap) {
+    let varies = headers.get_all(VARY).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|field| {
+            let field = field.trim_ascii();
+            field == b"*" || field.eq_ignore_ascii_case(b"cookie")
+        })
+    });
+    if !varies {
+        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+/// The values of every cookie called `name` in the request's `Cookie` headers, in order.
+///
+/// Works on bytes: `HeaderValue::to_str` refuses a whole header for one non-ASCII byte, and a
+/// `lang=é` set by a script or a sibling subdomain must not log the user out. Pairs are split
+/// at `;`, names and values trimmed of spaces and tabs (RFC 6265, section 5.4 as browsers send
+/// it); a pair without `=` is skipped.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|header| header.as_bytes().split(|b| *b == b';'))
+        .filter_map(move |pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let (key, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+            (key == name.as_bytes()).then_some(value)
+        })
 }
 
 impl<S, C: Codec> tower_layer::Layer<S> for SessionLayer<C> {
@@ -418,21 +526,30 @@ where
         let settings = Arc::clone(&self.layer.settings);
         let session = settings
             .manager
-            .session_for(settings.incoming(req.headers()));
+            .session_for_ids(settings.incoming(req.headers()));
         req.extensions_mut().insert(session.clone());
         // The service that was polled ready handles this request; the clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let mut response = inner.call(req).await?;
-            match session.commit().await {
+            let outcome = if response.status().is_server_error() && !settings.commit_on_server_error
+            {
+                Ok(session.discard().await)
+            } else {
+                session.commit().await
+            };
+            match outcome {
                 Ok(outcome) => settings.write(&outcome, response.headers_mut()),
                 Err(error) => {
                     let status = (settings.on_error)(&error, session.incoming_id());
                     let mut failed = Response::new(ResBody::default());
                     *failed.status_mut() = status;
-                    return Ok(failed);
+                    response = failed;
                 }
+            }
+            if session.was_used() {
+                add_vary_cookie(response.headers_mut());
             }
             Ok(response)
         })

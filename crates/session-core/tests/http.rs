@@ -13,9 +13,11 @@ use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
 use session_core::layer::{SessionLayer, SessionLayerBuilder, SigningKey};
 use session_core::{MessagePack, Session, SessionId, SessionManager, SessionStore};
-use support::Probe;
+use support::{Fault, Method, Probe};
 
 const NAME: &str = "sid";
+/// How long the careless logout handler waits for a hung store before it gives up.
+const HANDLER_TIMEOUT: Duration = Duration::from_millis(200);
 
 fn app(manager: SessionManager, layer: SessionLayerBuilder<MessagePack>) -> Router {
     async fn count(session: Session) -> String {
@@ -60,6 +62,51 @@ fn app(manager: SessionManager, layer: SessionLayerBuilder<MessagePack>) -> Rout
         let ended = m.destroy_owner(&user).await.expect("destroy_owner");
         ended.to_string()
     }
+    async fn others(session: Session) -> String {
+        session
+            .destroy_others()
+            .await
+            .expect("destroy_others")
+            .to_string()
+    }
+    /// A logout that gives up on a store that hangs and ignores errors, then leaves a message
+    /// in the session, as careless handlers do.
+    async fn logout_anyway(session: Session) -> &'static str {
+        session.insert("flash", "bye").await.expect("insert");
+        let _ = tokio::time::timeout(HANDLER_TIMEOUT, session.destroy()).await;
+        session.insert("flash", "signed out").await.expect("insert");
+        "bye"
+    }
+    /// A logout that passes a store error on with `?`.
+    async fn logout_strict(session: Session) -> Result<&'static str, session_core::Error> {
+        session.destroy().await?;
+        Ok("bye")
+    }
+    async fn fail_after_insert(session: Session, Path(k): Path<String>) -> StatusCode {
+        session.insert(&k, &true).await.expect("insert");
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+    async fn fail_after_logout(session: Session) -> StatusCode {
+        session.destroy().await.expect("destroy");
+        session.insert("flash", "bye").await.expect("insert");
+        StatusCode::BAD_GATEWAY
+    }
+    async fn fail_after_login(session: Session) -> StatusCode {
+        session.regenerate().await.expect("regenerate");
+        session.insert("user", "ann").await.expect("insert");
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+    async fn error(Path(kind): Path<String>) -> Result<(), session_core::Error> {
+        let secret = std::io::Error::other("password=hunter2 at db.internal:5432");
+        Err(match kind.as_str() {
+            "too_large" => session_core::Error::TooLarge {
+                size: 9000,
+                limit: 4096,
+            },
+            "unavailable" => session_core::Error::unavailable("postgres", secret),
+            _ => session_core::Error::backend("postgres", secret),
+        })
+    }
     Router::new()
         .route("/count", get(count))
         .route("/peek", get(peek))
@@ -69,6 +116,13 @@ fn app(manager: SessionManager, layer: SessionLayerBuilder<MessagePack>) -> Rout
         .route("/login/{name}", post(login))
         .route("/logout", post(logout))
         .route("/everywhere", post(everywhere))
+        .route("/others", post(others))
+        .route("/logout-anyway", post(logout_anyway))
+        .route("/logout-strict", post(logout_strict))
+        .route("/fail/insert/{k}", get(fail_after_insert))
+        .route("/fail/logout", post(fail_after_logout))
+        .route("/fail/login", post(fail_after_login))
+        .route("/error/{kind}", get(error))
         .with_state(manager.clone())
         .layer(layer.build().expect("layer"))
 }
@@ -185,7 +239,7 @@ async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data() {
         set_cookie(&second).is_none(),
         "an unchanged id with an unchanged deadline sends no cookie"
     );
-    assert!(second.headers().get(VARY).is_none());
+    assert!(second.headers().get(CACHE_CONTROL).is_none());
     assert_eq!(text(second).await, "2");
     assert_eq!(
         text(send(c.get(format!("{}/peek", s.base))).await).await,
@@ -461,7 +515,7 @@ async fn fifty_concurrent_requests_on_one_session_lose_nothing() {
 }
 
 #[tokio::test]
-async fn store_errors_answer_500_without_a_cookie_and_lose_nothing() {
+async fn store_outages_answer_503_without_a_cookie_and_lose_nothing() {
     let s = serve(|b| b.idle_timeout(Duration::from_secs(3600))).await;
     let c = browser();
     assert_eq!(
@@ -472,8 +526,8 @@ async fn store_errors_answer_500_without_a_cookie_and_lose_nothing() {
     let res = send(c.get(format!("{}/count", s.base))).await;
     assert_eq!(
         res.status(),
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "the default handler answers 500"
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the default handler answers 503 for an unavailable store"
     );
     assert!(
         res.headers().get(SET_COOKIE).is_none(),
@@ -645,4 +699,353 @@ async fn host_prefixed_partitioned_browser_session_cookies_carry_their_attribute
         !header.contains("Max-Age") && !header.contains("Expires") && !header.contains("Domain"),
         "{header}"
     );
+}
+
+/// Whether `res` tells the client to drop the session cookie.
+fn removes_cookie(res: &reqwest::Response) -> bool {
+    set_cookie(res).is_some_and(|(value, header)| value.is_empty() && header.contains("Max-Age=0"))
+}
+
+/// Logs `owner` in with a client without a jar; returns the session cookie's value.
+async fn log_in(s: &Server, owner: &str) -> String {
+    let res = send(raw().post(format!("{}/login/{owner}", s.base))).await;
+    set_cookie(&res).expect("login sets the cookie").0
+}
+
+#[tokio::test]
+async fn a_logout_whose_delete_fails_or_hangs_removes_the_cookie_and_revives_nothing() {
+    for fault in Fault::ALL {
+        let s = serve(|b| b).await;
+        let cookie = log_in(&s, "ann").await;
+        let id: SessionId = cookie.parse().expect("id");
+        let before = s.store.inner.load(&id.key()).await.expect("load");
+        s.store.inject(Method::Delete, fault);
+        let res = with_cookie(raw().post(format!("{}/logout-anyway", s.base)), &cookie).await;
+        s.store.heal();
+        assert_eq!(res.status(), StatusCode::OK, "{fault:?}");
+        assert!(
+            removes_cookie(&res),
+            "{fault:?}: the cookie must be removed, got {:?}",
+            set_cookie(&res)
+        );
+        let after = s.store.inner.load(&id.key()).await.expect("load");
+        if fault.applies() {
+            assert_eq!(
+                after, None,
+                "{fault:?}: the session came back under the client's id"
+            );
+        } else {
+            assert_eq!(
+                after, before,
+                "{fault:?}: the record must be left as it was"
+            );
+        }
+        let left = usize::from(!fault.applies());
+        assert_eq!(
+            s.store.inner.count().await.expect("count"),
+            left as u64,
+            "{fault:?}: a copy was made under a new id"
+        );
+        assert_eq!(
+            s.manager.sessions_of("ann").await.expect("list").len(),
+            left
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_response_with_a_5xx_status_commits_nothing_but_destroy_and_regenerate_stand() {
+    let s = serve(|b| b).await;
+    let c = raw();
+    let res = send(c.get(format!("{}/fail/insert/k", s.base))).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        set_cookie(&res).is_none(),
+        "a failed request creates no session"
+    );
+    assert_eq!(s.store.inner.count().await.expect("count"), 0);
+
+    let (cookie, _) = set_cookie(&send(c.get(format!("{}/count", s.base))).await).expect("cookie");
+    let res = with_cookie(c.get(format!("{}/fail/insert/extra", s.base)), &cookie).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(set_cookie(&res).is_none());
+    let keys = with_cookie(c.get(format!("{}/keys", s.base)), &cookie).await;
+    assert_eq!(
+        text(keys).await,
+        "1",
+        "the failed request's value must not be saved"
+    );
+
+    // regenerate acts at once: the rotated id's cookie goes out, the rest of the request not.
+    let res = with_cookie(c.post(format!("{}/fail/login", s.base)), &cookie).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let (rotated, _) = set_cookie(&res).expect("the rotated id's cookie");
+    assert_ne!(rotated, cookie);
+    let old = with_cookie(c.get(format!("{}/peek", s.base)), &cookie).await;
+    assert_eq!(text(old).await, "none", "the old id is dead");
+    let keys = with_cookie(c.get(format!("{}/keys", s.base)), &rotated).await;
+    assert_eq!(
+        text(keys).await,
+        "1",
+        "data moved, the login's value was not saved"
+    );
+
+    // destroy acts at once: a failed logout still ends the session and removes the cookie.
+    let res = with_cookie(c.post(format!("{}/fail/logout", s.base)), &rotated).await;
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert!(removes_cookie(&res));
+    assert_eq!(
+        s.store.inner.count().await.expect("count"),
+        0,
+        "nothing written after it"
+    );
+}
+
+#[tokio::test]
+async fn commit_on_server_error_saves_a_failing_requests_changes() {
+    let store = Probe::new();
+    let m = SessionManager::builder(store.clone())
+        .build()
+        .expect("manager");
+    let layer = plain_layer(&m).commit_on_server_error(true);
+    let s = serve_with(m, store, layer).await;
+    let res = send(raw().get(format!("{}/fail/insert/k", s.base))).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let (cookie, _) = set_cookie(&res).expect("the session is created");
+    let keys = with_cookie(raw().get(format!("{}/keys", s.base)), &cookie).await;
+    assert_eq!(text(keys).await, "1");
+}
+
+#[tokio::test]
+async fn session_errors_answer_with_their_status_and_reveal_nothing_internal() {
+    let s = serve(|b| b).await;
+    for (kind, status) in [
+        ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
+        ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+        ("backend", StatusCode::INTERNAL_SERVER_ERROR),
+    ] {
+        let res = send(raw().get(format!("{}/error/{kind}", s.base))).await;
+        assert_eq!(res.status(), status, "{kind}");
+        let body = text(res).await;
+        assert_eq!(Some(body.as_str()), status.canonical_reason(), "{kind}");
+    }
+    // `?` on a failed logout: 503, and the cookie is removed all the same.
+    let cookie = log_in(&s, "ann").await;
+    s.store.inject(Method::Delete, Fault::FailWithoutApplying);
+    let res = with_cookie(raw().post(format!("{}/logout-strict", s.base)), &cookie).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(removes_cookie(&res));
+    s.store.heal();
+
+    // The layer's default error handler maps a commit error the same way.
+    let store = Probe::new();
+    let m = SessionManager::builder(store.clone())
+        .max_encoded_len(32)
+        .build()
+        .expect("manager");
+    let layer = plain_layer(&m);
+    let big = serve_with(m, store, layer).await;
+    let res = send(raw().get(format!("{}/add/{}", big.base, "k".repeat(64)))).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_non_ascii_cookie_elsewhere_in_the_header_does_not_hide_the_session() {
+    let s = serve(|b| b).await;
+    let (cookie, _) =
+        set_cookie(&send(raw().get(format!("{}/count", s.base))).await).expect("cookie");
+    let headers: [&[u8]; 3] = [
+        "lang=é; theme=dark".as_bytes(),
+        b"x=\xff\xfe",
+        b"\xc3(; =; ;x",
+    ];
+    for other in headers {
+        let mut value = other.to_vec();
+        value.extend_from_slice(format!("; {NAME}={cookie}").as_bytes());
+        let header = reqwest::header::HeaderValue::from_bytes(&value).expect("header");
+        let res = send(raw().get(format!("{}/peek", s.base)).header(COOKIE, header)).await;
+        assert!(
+            set_cookie(&res).is_none(),
+            "{other:?}: the session must be found"
+        );
+        assert_eq!(text(res).await, "1", "{other:?}");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_session_cookies_use_the_first_live_one() {
+    let s = serve(|b| b).await;
+    let (live, _) =
+        set_cookie(&send(raw().get(format!("{}/count", s.base))).await).expect("cookie");
+    let dead = SessionId::generate();
+    let dead = dead.expose();
+    let peek = |header: String| {
+        let url = format!("{}/peek", s.base);
+        async move { send(raw().get(url).header(COOKIE, header)).await }
+    };
+    // A tossed or stale cookie first: a dead id, garbage, and then the live one.
+    let res = peek(format!(
+        "{NAME}={dead}; {NAME}=garbage; other=1; {NAME}={live}"
+    ))
+    .await;
+    assert!(
+        set_cookie(&res).is_none(),
+        "the live session needs no new cookie"
+    );
+    assert_eq!(text(res).await, "1");
+    // In two Cookie headers.
+    let res = send(
+        raw()
+            .get(format!("{}/peek", s.base))
+            .header(COOKIE, format!("{NAME}={dead}"))
+            .header(COOKIE, format!("{NAME}={live}")),
+    )
+    .await;
+    assert_eq!(text(res).await, "1");
+    // Only the first four well-formed ids are tried.
+    let others: Vec<String> = (0..4)
+        .map(|_| format!("{NAME}={}", SessionId::generate().expose()))
+        .collect();
+    let res = peek(format!("{}; {NAME}={live}", others.join("; "))).await;
+    assert_eq!(text(res).await, "none");
+}
+
+#[tokio::test]
+async fn duplicate_signed_cookies_skip_bad_signatures() {
+    let store = Probe::new();
+    let m = SessionManager::builder(store.clone())
+        .build()
+        .expect("manager");
+    let key = SigningKey::generate();
+    let s = serve_with(m.clone(), store, plain_layer(&m).signed(vec![key])).await;
+    let (signed, _) =
+        set_cookie(&send(raw().get(format!("{}/count", s.base))).await).expect("cookie");
+    let bare = &signed[signed.len() - 32..];
+    // A live session signed with another key, holding a different count.
+    let forged = {
+        let other = plain_layer(&m).signed(vec![SigningKey::generate()]);
+        let t = serve_with(m.clone(), s.store.clone(), other).await;
+        let (forged, _) =
+            set_cookie(&send(raw().get(format!("{}/count", t.base))).await).expect("cookie");
+        with_cookie(raw().get(format!("{}/count", t.base)), &forged).await;
+        forged
+    };
+    let header = format!("{NAME}={bare}; {NAME}={forged}; {NAME}={signed}");
+    let res = send(raw().get(format!("{}/peek", s.base)).header(COOKIE, header)).await;
+    assert_eq!(text(res).await, "1");
+}
+
+#[tokio::test]
+async fn the_default_cookie_is_host_prefixed_and_kept_by_clients_on_loopback() {
+    let store = Probe::new();
+    let m = SessionManager::builder(store.clone())
+        .build()
+        .expect("manager");
+    let layer = SessionLayer::builder(m.clone());
+    let s = serve_with(m, store, layer).await;
+    let c = browser();
+    let res = send(c.get(format!("{}/count", s.base))).await;
+    let header = res
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("cookie")
+        .to_owned();
+    assert!(header.starts_with("__Host-session="), "{header}");
+    assert!(
+        header.contains("Secure") && header.contains("Path=/"),
+        "{header}"
+    );
+    assert!(!header.contains("Domain"), "{header}");
+    // reqwest's jar, like browsers, treats http://127.0.0.1 as secure and sends it back.
+    assert_eq!(
+        text(send(c.get(format!("{}/count", s.base))).await).await,
+        "2"
+    );
+}
+
+#[tokio::test]
+async fn cookie_settings_that_could_break_or_inject_the_header_are_refused() {
+    let m = SessionManager::builder(Probe::new())
+        .build()
+        .expect("manager");
+    let refused = |b: SessionLayerBuilder<MessagePack>| {
+        matches!(b.build(), Err(session_core::Error::Config(_)))
+    };
+    let plain = || SessionLayer::builder(m.clone()).cookie_name("id");
+    // Browsers match the prefixes ignoring case.
+    for name in ["__host-id", "__HOST-id", "__secure-id", "__SeCuRe-id"] {
+        assert!(refused(plain().cookie_name(name).secure(false)), "{name}");
+    }
+    assert!(refused(
+        plain().cookie_name("__host-id").domain("example.com")
+    ));
+    assert!(refused(plain().cookie_name("__HOST-id").path("/app")));
+    for domain in [
+        "example.com; Secure",
+        "example.com,evil.com",
+        "example .com",
+        "example.com\t",
+        "exa\u{7}mple.com",
+        "bücher.example",
+        "",
+    ] {
+        assert!(refused(plain().domain(domain)), "{domain:?}");
+    }
+    assert!(!refused(plain().domain("example.com")));
+    assert!(!refused(plain().domain(".example.com")));
+    // Once accepted, these would have made the Set-Cookie header unencodable.
+    for path in ["/app\u{7f}", "/app\nSet-Cookie: x=1", "/é", "/a\tb"] {
+        assert!(refused(plain().path(path)), "{path:?}");
+    }
+    assert!(!refused(plain().path("/app/a b")));
+    // The default name is __Host-, so turning Secure off needs another name.
+    assert!(refused(SessionLayer::builder(m.clone()).secure(false)));
+}
+
+#[tokio::test]
+async fn every_response_whose_session_was_used_varies_on_cookie() {
+    let s = serve(|b| b).await;
+    let c = browser();
+    let vary = |res: &reqwest::Response| -> Vec<String> {
+        res.headers()
+            .get_all(VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let res = send(c.get(format!("{}/peek", s.base))).await;
+    assert_eq!(vary(&res), ["Cookie"], "read, nothing there, no cookie set");
+    let res = send(c.get(format!("{}/count", s.base))).await;
+    assert_eq!(vary(&res), ["Cookie"], "a cookie set: once, not twice");
+    let res = send(c.get(format!("{}/peek", s.base))).await;
+    assert!(set_cookie(&res).is_none());
+    assert_eq!(vary(&res), ["Cookie"], "read, no cookie set");
+    let res = send(c.get(format!("{}/noop", s.base))).await;
+    assert!(vary(&res).is_empty(), "the session was never looked at");
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_else_keeps_the_current_session() {
+    let s = serve(|b| b).await;
+    let (laptop, phone, tablet, other) = (browser(), browser(), browser(), browser());
+    for c in [&laptop, &phone, &tablet] {
+        send(c.post(format!("{}/login/ann", s.base))).await;
+    }
+    send(other.post(format!("{}/login/bob", s.base))).await;
+    let ended = text(send(laptop.post(format!("{}/others", s.base))).await).await;
+    assert_eq!(ended, "2");
+    for c in [&phone, &tablet] {
+        assert_eq!(
+            text(send(c.get(format!("{}/keys", s.base))).await).await,
+            "0"
+        );
+    }
+    assert_eq!(
+        text(send(laptop.get(format!("{}/keys", s.base))).await).await,
+        "1",
+        "the current session keeps its user"
+    );
+    assert_eq!(s.manager.sessions_of("ann").await.expect("list").len(), 1);
+    assert_eq!(s.manager.sessions_of("bob").await.expect("list").len(), 1);
 }
