@@ -98,7 +98,11 @@ fn ours() -> Result<Router, sessions::Error> {
     use sessions::{Session, SessionManager};
     let store = sessions::memory::MemoryStore::new();
     let manager = SessionManager::builder(store).build()?;
-    let layer = SessionLayer::builder(manager).secure(false).build()?;
+    // Plain HTTP, so not Secure, which the default `__Host-` name would refuse.
+    let layer = SessionLayer::builder(manager)
+        .cookie_name("session")
+        .secure(false)
+        .build()?;
     Ok(Router::new()
         .route(
             "/",
