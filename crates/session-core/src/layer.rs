@@ -29,7 +29,7 @@
 //!   adopted as an id, and never panics. When the header holds the session cookie's name more
 //!   than once (a cookie tossed from a subdomain, a stale one with a longer `Path`), each
 //!   well-formed, correctly signed value is tried in order, up to
-//!   [`MAX_INCOMING_IDS`](crate::MAX_INCOMING_IDS), and the first live one is the session;
+//!   [`MAX_INCOMING_IDS`], and the first live one is the session;
 //! - puts a lazy [`Session`] handle in the request extensions (the axum extractor takes it
 //!   from there), so a request that never touches its session does no store I/O;
 //! - once the inner service has produced the response head, commits the session exactly once

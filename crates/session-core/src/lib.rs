@@ -13,6 +13,11 @@
 //!   replayed as a cookie.
 //! - Saves are conditional on the version loaded, and never bring back a session that was
 //!   deleted or moved meanwhile.
+//! - A failed or cancelled `destroy` or `regenerate` leaves a handle that writes nothing and
+//!   removes the cookie; what a failed commit and a 5xx response leave behind is listed on
+//!   [`Session`].
+//! - Values nested deeper than [`MAX_DEPTH`] decode as [`Error::Corrupt`], never as a stack
+//!   overflow.
 
 mod cleanup;
 mod codec;

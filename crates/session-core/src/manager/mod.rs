@@ -1,8 +1,9 @@
 //! The session manager: lifetimes, rotation, conflict-free commits, events.
 //!
 //! The manager turns a store of opaque [`Record`]s into sessions with typed values. It knows
-//! nothing of HTTP: the tower layer (crate `session-axum`) reads the cookie, asks the manager
-//! for a [`Session`] handle, and calls [`Session::commit`] once before the response goes out.
+//! nothing of HTTP: the tower layer (`crate::layer`, feature `axum`) reads the cookie, asks the
+//! manager for a [`Session`] handle, and calls [`Session::commit`] (or, for a 5xx response,
+//! [`Session::discard`]) once before the response goes out.
 
 mod session;
 

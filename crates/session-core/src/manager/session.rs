@@ -168,6 +168,26 @@ struct Inner<C: Codec> {
 /// Clones share one state, so concurrent handlers of one request see each other's changes.
 /// Nothing is read from the store until a method needs the session's contents, and a request
 /// that changes nothing writes nothing.
+///
+/// # What a failure leaves behind
+///
+/// - **A failed [`commit`](Self::commit)** (a store error, [`Error::TooLarge`]): none of this
+///   request's changes are saved; the stored session is as it was before the request, or as a
+///   concurrent writer left it. The layer answers with its error handler's status and sends
+///   no cookie, so the client keeps the one it has.
+/// - **A failed or cancelled [`destroy`](Self::destroy)** (the store erred, maybe after
+///   applying the delete, or the future was dropped): the handle is poisoned. It holds no
+///   values, and its commit writes nothing and removes the cookie, so the session never comes
+///   back under the client's id and is never copied under a new one. If the delete did not
+///   reach the store, the record stays there, unreachable through this client's cookie, until
+///   its deadline; calling `destroy` again retries it.
+/// - **A failed or cancelled [`regenerate`](Self::regenerate)**: the same, as the session may
+///   now be under its old key or its new one. Nothing the request did afterwards (the login)
+///   is saved; `destroy` deletes both keys.
+/// - **A response with a 5xx status** (through the layer): [`discard`](Self::discard) instead
+///   of commit, so nothing the request changed is saved (unless the layer is built with
+///   `commit_on_server_error`). `destroy` and `regenerate` acted at once and stand: the
+///   removal or the rotated id's cookie is still sent.
 pub struct Session<C: Codec = MessagePack> {
     inner: Arc<Inner<C>>,
 }
