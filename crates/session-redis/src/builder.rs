@@ -10,7 +10,7 @@ use session_core::{Error, Result};
 
 use crate::conn::{Pools, Shared};
 use crate::scripts::Scripts;
-use crate::store::{Inner, RedisStore};
+use crate::store::{Inner, OWNER_NAMESPACE, RedisStore};
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "session:";
@@ -145,6 +145,10 @@ impl RedisStoreBuilder {
 
     /// The prefix of every key the store writes (default [`DEFAULT_PREFIX`]). Stores with
     /// different prefixes on one server are fully separate.
+    ///
+    /// 1 to 256 bytes, not containing `owner:`: the owner indexes live under
+    /// `<prefix>owner:`, and a prefix containing it (`Powner:` next to `P`) would put its
+    /// sessions under another store's index keys. [`build`](Self::build) refuses one.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -218,11 +222,21 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] when no URL or pool was given, the URL does not parse, or the prefix
-    /// is empty or longer than 256 bytes.
+    /// is empty, longer than 256 bytes or contains `owner:`.
     pub fn build(self) -> Result<RedisStore> {
         if self.prefix.is_empty() || self.prefix.len() > MAX_PREFIX_LEN {
             return Err(Error::Config(
                 "the Redis key prefix must be 1 to 256 bytes".into(),
+            ));
+        }
+        // Two stores' keys can only meet when one prefix is another followed by `owner:`
+        // (`P` and `Powner:...`): session keys end in 64 hex digits, owner indexes in
+        // `owner:<owner>`. Refusing the marker in every prefix rules that out for good.
+        if self.prefix.contains(OWNER_NAMESPACE) {
+            return Err(Error::Config(
+                "the Redis key prefix must not contain `owner:`: owner indexes live under \
+                 `<prefix>owner:`, so such a prefix could share keys with another store's"
+                    .into(),
             ));
         }
         let mut pool_config = PoolConfig::default();

@@ -29,6 +29,10 @@ use crate::conn::{Conn, Pools, Shared};
 use crate::error::{STORE, pool_error, redis_error};
 use crate::scripts::Scripts;
 
+/// What follows the prefix in an owner index's key (the scripts spell it out too). No prefix
+/// may contain it, see [`RedisStoreBuilder::prefix`].
+pub(crate) const OWNER_NAMESPACE: &str = "owner:";
+
 /// A [`SessionStore`] on Redis, through a [`deadpool_redis::Pool`]. Cloning gives another
 /// handle to the same store.
 ///
@@ -127,7 +131,7 @@ impl RedisStore {
     }
 
     fn owner_key(&self, owner: &str) -> String {
-        format!("{}owner:{owner}", self.inner.prefix)
+        format!("{}{OWNER_NAMESPACE}{owner}", self.inner.prefix)
     }
 
     /// Runs one operation (checkout plus its commands) under the command timeout.
