@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
@@ -299,6 +300,7 @@ impl RedisStoreBuilder {
                 scan_count: self.scan_count,
                 shared: (self.multiplexed > 0).then(|| Shared::new(self.multiplexed)),
                 scripts: Scripts::new(),
+                policy_checked: AtomicBool::new(false),
             }),
         })
     }

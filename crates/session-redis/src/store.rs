@@ -11,10 +11,11 @@
 //! through the millisecond of its deadline, the contract drops a record at it, and this makes
 //! the two agree without a clock check on every read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::Pool;
@@ -57,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) scan_count: usize,
     pub(crate) shared: Option<Shared>,
     pub(crate) scripts: Scripts,
+    /// Whether the server's eviction policy was read (or is being read) already.
+    pub(crate) policy_checked: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -151,9 +154,55 @@ impl RedisStore {
     /// A connection for one operation: shared, or checked out of the pool.
     async fn checkout(&self) -> Result<Conn> {
         let inner = &*self.inner;
-        match &inner.shared {
-            None => inner.pools.get().await.map_err(pool_error),
-            Some(shared) => shared.get(&inner.pools).await.map_err(pool_error),
+        let mut conn = match &inner.shared {
+            None => inner.pools.get().await.map_err(pool_error)?,
+            Some(shared) => shared.get(&inner.pools).await.map_err(pool_error)?,
+        };
+        if !inner.policy_checked.swap(true, Ordering::Relaxed) {
+            self.check_eviction_policy(&mut conn).await;
+        }
+        Ok(conn)
+    }
+
+    /// Reads the server's `maxmemory-policy` and warns unless it is `noeviction`; runs once,
+    /// on the store's first connection, since the store is built without I/O.
+    ///
+    /// Why any other policy: every key the store writes carries an expiry, so `volatile-*`
+    /// policies may evict them just as `allkeys-*` do. An evicted session only signs its user
+    /// out early, but an evicted owner index makes `delete_by_owner` (sign out everywhere)
+    /// miss that owner's live sessions without an error.
+    async fn check_eviction_policy(&self, conn: &mut Conn) {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("maxmemory-policy");
+        let reply: redis::RedisResult<HashMap<String, String>> =
+            conn.query_routed(&cmd, &self.inner.prefix).await;
+        match reply {
+            Ok(config) => match config.get("maxmemory-policy") {
+                Some(policy) if policy == "noeviction" => {
+                    tracing::debug!(store = STORE, policy, "Redis maxmemory-policy checked");
+                }
+                Some(policy) => tracing::warn!(
+                    store = STORE,
+                    policy,
+                    "Redis maxmemory-policy is {policy}: under memory pressure Redis may evict \
+                     an owner index while its sessions live on, and delete_by_owner would then \
+                     miss them silently; set maxmemory-policy to noeviction"
+                ),
+                None => tracing::info!(
+                    store = STORE,
+                    "Redis did not report its maxmemory-policy; make sure it is noeviction"
+                ),
+            },
+            // The connection is in trouble, not the check: the next connection tries again.
+            Err(e) if e.is_io_error() || e.is_timeout() => {
+                self.inner.policy_checked.store(false, Ordering::Relaxed);
+            }
+            // Managed services often rename or forbid CONFIG.
+            Err(error) => tracing::info!(
+                store = STORE,
+                %error,
+                "could not read Redis's maxmemory-policy; make sure it is noeviction"
+            ),
         }
     }
 
@@ -197,13 +246,13 @@ impl RedisStore {
                 .arg("COUNT")
                 .arg(inner.scan_count);
             let step = async {
-                conn.scan_step(&cmd, &inner.prefix)
+                conn.query_routed(&cmd, &inner.prefix)
                     .await
                     .map_err(redis_error)
             };
             let result = self.timed(step).await;
             self.after(&result);
-            let (next, keys) = result?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = result?;
             for k in keys {
                 let hex = k
                     .get(inner.prefix.len()..)

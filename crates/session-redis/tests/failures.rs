@@ -6,140 +6,18 @@
 //! and never touch the shared one at `REDIS_URL`; they run wherever `REDIS_URL` is set (the
 //! sign that Redis is installed here), under the usual skip rule.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{HOUR, Server, assert_unavailable, build, must, record};
 use session_core::conformance::service_url;
-use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
+use session_core::{Error, SessionId, SessionStore, Timestamp};
 use session_redis::RedisStore;
 use session_redis::deadpool_redis::{Config, PoolConfig, Runtime, Timeouts};
 use session_redis::redis;
-
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// A `redis-server` of this test's own, killed when dropped.
-struct Server {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start() -> Self {
-        let port = match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-            Ok(addr) => addr.port(),
-            Err(e) => panic!("no free port: {e}"),
-        };
-        let mut server = Self { port, child: None };
-        server.spawn();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        self.child = Some(match child {
-            Ok(child) => child,
-            Err(e) => panic!("could not start redis-server (is it installed?): {e}"),
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.admin().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {} did not come up", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    fn signal(&self, signal: &str) {
-        let Some(child) = &self.child else {
-            panic!("server not running")
-        };
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
-    }
-
-    /// A plain connection for commands from "the server side", if the server answers.
-    fn admin(&self) -> Option<redis::Connection> {
-        let client = redis::Client::open(self.url()).ok()?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .ok()?;
-        redis::cmd("PING").query::<String>(&mut conn).ok()?;
-        Some(conn)
-    }
-
-    fn run(&self, cmd: &mut redis::Cmd) -> redis::Value {
-        let Some(mut conn) = self.admin() else {
-            panic!("own redis-server is not answering")
-        };
-        match cmd.query(&mut conn) {
-            Ok(v) => v,
-            Err(e) => panic!("admin command failed: {e}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn build(builder: session_redis::RedisStoreBuilder) -> RedisStore {
-    match builder.build() {
-        Ok(store) => store,
-        Err(e) => panic!("building the store failed: {e}"),
-    }
-}
-
-fn record() -> Record {
-    Record::new(
-        SessionId::generate().key(),
-        &b"payload"[..],
-        Timestamp::now() + HOUR,
-    )
-}
-
-fn assert_unavailable<T: std::fmt::Debug>(what: &str, result: session_core::Result<T>) {
-    match result {
-        Err(Error::Unavailable { store: "redis", .. }) => {}
-        other => panic!("{what}: expected Error::Unavailable from redis, got {other:?}"),
-    }
-}
-
-async fn must<T>(what: &str, fut: impl Future<Output = session_core::Result<T>>) -> T {
-    match tokio::time::timeout(Duration::from_secs(10), fut).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("{what} failed: {e:?}"),
-        Err(_) => panic!("{what} hung"),
-    }
-}
 
 /// Recovery after a failure, with no new store. Checking out per operation, the pool's
 /// health check replaces dead connections first, so the very next operation succeeds. Shared
