@@ -26,6 +26,10 @@ pub const DEFAULT_MAX_DATA_LEN: usize = 64 * 1024;
 /// Default number of keys Redis is asked to look at per `SCAN` call.
 pub const DEFAULT_SCAN_COUNT: usize = 1000;
 
+/// Default number of owner index members one script call of `list_by_owner` or
+/// `delete_by_owner` handles (see [`RedisStoreBuilder::owner_batch`]).
+pub const DEFAULT_OWNER_BATCH: usize = 256;
+
 /// Multiplexed connections shared by all operations by default (see
 /// [`RedisStoreBuilder::multiplexed`]).
 pub const DEFAULT_MULTIPLEXED: usize = 2;
@@ -56,6 +60,7 @@ pub struct RedisStoreBuilder {
     connect_timeout: Duration,
     command_timeout: Option<Duration>,
     scan_count: usize,
+    owner_batch: usize,
     multiplexed: usize,
 }
 
@@ -80,6 +85,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("scan_count", &self.scan_count)
+            .field("owner_batch", &self.owner_batch)
             .field("multiplexed", &self.multiplexed)
             .finish()
     }
@@ -96,6 +102,7 @@ impl Default for RedisStoreBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: Some(DEFAULT_COMMAND_TIMEOUT),
             scan_count: DEFAULT_SCAN_COUNT,
+            owner_batch: DEFAULT_OWNER_BATCH,
             multiplexed: DEFAULT_MULTIPLEXED,
         }
     }
@@ -194,6 +201,18 @@ impl RedisStoreBuilder {
     /// (default [`DEFAULT_SCAN_COUNT`]). Smaller batches mean shorter pauses for other clients.
     pub fn scan_count(mut self, count: usize) -> Self {
         self.scan_count = count.max(1);
+        self
+    }
+
+    /// How many members of an owner's index one script call of `list_by_owner` or
+    /// `delete_by_owner` handles (default [`DEFAULT_OWNER_BATCH`]); the call repeats until the
+    /// index is done.
+    ///
+    /// Redis runs one script at a time for all its clients, so this bounds how long one
+    /// owner's listing or sign-out-everywhere can hold everyone else up, however many
+    /// sessions the owner has; a larger batch means fewer round trips for large owners.
+    pub fn owner_batch(mut self, members: usize) -> Self {
+        self.owner_batch = members.max(1);
         self
     }
 
@@ -298,6 +317,7 @@ impl RedisStoreBuilder {
                 max_data_len: self.max_data_len,
                 command_timeout: self.command_timeout,
                 scan_count: self.scan_count,
+                owner_batch: self.owner_batch,
                 shared: (self.multiplexed > 0).then(|| Shared::new(self.multiplexed)),
                 scripts: Scripts::new(),
                 policy_checked: AtomicBool::new(false),

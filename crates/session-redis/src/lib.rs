@@ -8,8 +8,8 @@ mod scripts;
 mod store;
 
 pub use builder::{
-    DEFAULT_MAX_DATA_LEN, DEFAULT_MULTIPLEXED, DEFAULT_PREFIX, DEFAULT_SCAN_COUNT,
-    RedisStoreBuilder,
+    DEFAULT_MAX_DATA_LEN, DEFAULT_MULTIPLEXED, DEFAULT_OWNER_BATCH, DEFAULT_PREFIX,
+    DEFAULT_SCAN_COUNT, RedisStoreBuilder,
 };
 pub use deadpool_redis;
 pub use deadpool_redis::redis;

@@ -56,6 +56,7 @@ pub(crate) struct Inner {
     pub(crate) max_data_len: Option<usize>,
     pub(crate) command_timeout: Option<Duration>,
     pub(crate) scan_count: usize,
+    pub(crate) owner_batch: usize,
     pub(crate) shared: Option<Shared>,
     pub(crate) scripts: Scripts,
     /// Whether the server's eviction policy was read (or is being read) already.
@@ -474,49 +475,79 @@ impl SessionStore for RedisStore {
         Ok(self.scan().await?.into_iter().collect())
     }
 
+    /// In batches of [`RedisStoreBuilder::owner_batch`] index members, one script call each
+    /// (see `scripts.rs`), deduplicated.
     async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
-        let zset = self.owner_key(owner);
-        let pairs: Vec<Vec<u8>> = self
-            .run(|mut conn| async move {
-                let inner = &*self.inner;
-                inner
-                    .scripts
-                    .list_by_owner
-                    .key(&zset)
-                    .arg(&inner.prefix)
-                    .arg(owner)
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(redis_error)
-            })
-            .await?;
-        let mut records = Vec::with_capacity(pairs.len() / 2);
-        let mut pairs = pairs.into_iter();
-        while let (Some(member), Some(value)) = (pairs.next(), pairs.next()) {
-            let key = std::str::from_utf8(&member)
-                .ok()
-                .and_then(SessionKey::from_hex)
-                .ok_or_else(|| Error::corrupt("an owner index member is not a session key"))?;
-            records.push(codec::decode(key, value)?);
+        let zset = &self.owner_key(owner);
+        let mut seen = HashSet::new();
+        let mut records = Vec::new();
+        let mut cursor = String::from("0");
+        loop {
+            let at = &cursor;
+            let reply: Vec<Vec<u8>> = self
+                .run(|mut conn| async move {
+                    let inner = &*self.inner;
+                    inner
+                        .scripts
+                        .list_by_owner
+                        .key(zset)
+                        .arg(&inner.prefix)
+                        .arg(owner)
+                        .arg(at)
+                        .arg(inner.owner_batch)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+            let mut reply = reply.into_iter();
+            let next = reply
+                .next()
+                .and_then(|c| String::from_utf8(c).ok())
+                .ok_or_else(|| Error::backend(STORE, "an owner listing step returned no cursor"))?;
+            while let (Some(member), Some(value)) = (reply.next(), reply.next()) {
+                let key = std::str::from_utf8(&member)
+                    .ok()
+                    .and_then(SessionKey::from_hex)
+                    .ok_or_else(|| Error::corrupt("an owner index member is not a session key"))?;
+                if seen.insert(key) {
+                    records.push(codec::decode(key, value)?);
+                }
+            }
+            if next == "0" {
+                return Ok(records);
+            }
+            cursor = next;
         }
-        Ok(records)
     }
 
+    /// In batches of [`RedisStoreBuilder::owner_batch`] index members, one script call each,
+    /// until the index is empty; sessions added to it meanwhile are deleted too. An error may
+    /// come after some batches were deleted: calling again finishes the job.
     async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
-        let zset = self.owner_key(owner);
-        self.run(|mut conn| async move {
-            let inner = &*self.inner;
-            inner
-                .scripts
-                .delete_by_owner
-                .key(&zset)
-                .arg(&inner.prefix)
-                .arg(owner)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_error)
-        })
-        .await
+        let zset = &self.owner_key(owner);
+        let mut total = 0;
+        loop {
+            let (deleted, left): (u64, u64) = self
+                .run(|mut conn| async move {
+                    let inner = &*self.inner;
+                    inner
+                        .scripts
+                        .delete_by_owner
+                        .key(zset)
+                        .arg(&inner.prefix)
+                        .arg(owner)
+                        .arg(inner.owner_batch)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_error)
+                })
+                .await?;
+            total += deleted;
+            if left == 0 {
+                return Ok(total);
+            }
+        }
     }
 
     fn max_data_len(&self) -> Option<usize> {
