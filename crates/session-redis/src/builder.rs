@@ -230,9 +230,11 @@ impl RedisStoreBuilder {
     /// wait timeout still applies then), and the pool's size no longer limits concurrency.
     ///
     /// The price: no health check per operation. A connection the server closed while it was
-    /// idle (a `CLIENT KILL`, a restart, an idle timeout) fails the next operation that uses it
-    /// with [`Error::Unavailable`]; after any such failure every shared connection is dropped
-    /// and the next operations take fresh ones from the pool.
+    /// idle (a `CLIENT KILL`, a restart, an idle timeout) is found broken by the next
+    /// operation that uses it; every shared connection is then dropped, the next operations
+    /// take fresh ones from the pool, and that operation is retried once if it is idempotent
+    /// or fails with [`Error::Unavailable`] if it is a conditional write (`create`, `save`,
+    /// `change_id`; see the crate docs on dropped connections).
     pub fn multiplexed(mut self, connections: usize) -> Self {
         self.multiplexed = connections;
         self

@@ -138,18 +138,50 @@ impl RedisStore {
         format!("{}{OWNER_NAMESPACE}{owner}", self.inner.prefix)
     }
 
-    /// Runs one operation (checkout plus its commands) under the command timeout.
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    /// Runs one operation (checkout plus its commands) under the command timeout; with
+    /// [`Retry::Once`], runs it a second time on a fresh connection when the first one broke
+    /// under it (the timeout covers both).
+    async fn run<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T>
     where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = Result<T>>,
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
     {
         // Boxed: the operation's future (redis-rs's included) is kilobytes, and every await
         // point between here and the caller's `async_trait` box would otherwise copy it.
-        let work = Box::pin(async { op(self.checkout().await?).await });
+        let work = Box::pin(async {
+            match op(self.checkout().await?).await {
+                Err(e) if retry == Retry::Once && self.may_retry(&e) => {
+                    self.before_retry(&e);
+                    op(self.checkout().await?).await.map_err(redis_error)
+                }
+                other => other.map_err(redis_error),
+            }
+        });
         let result = self.timed(work).await;
         self.after(&result);
         result
+    }
+
+    /// Whether `e`, from a command sent on an open connection, means that connection broke
+    /// (reset, closed, a failed write), so that the command may or may not have run and a
+    /// fresh connection will most likely work. Not a timeout: the server may be busy rather
+    /// than gone, and a second attempt would double the wait. Never in cluster mode, where
+    /// redis-rs already reconnects and resends by itself.
+    fn may_retry(&self, e: &redis::RedisError) -> bool {
+        e.is_io_error() && !e.is_timeout() && !self.inner.pools.is_cluster()
+    }
+
+    /// Drops the shared connections (the one that broke and those likely broken with it), so
+    /// the retry's checkout takes one from the pool, which health-checks it first.
+    fn before_retry(&self, e: &redis::RedisError) {
+        tracing::debug!(
+            store = STORE,
+            error = %e,
+            "Redis connection broke under an idempotent operation; retrying once on a fresh connection"
+        );
+        if let Some(shared) = &self.inner.shared {
+            shared.reset();
+        }
     }
 
     /// A connection for one operation: shared, or checked out of the pool.
@@ -233,7 +265,8 @@ impl RedisStore {
     }
 
     /// Every live session key, by `SCAN` in batches, deduplicated (a `SCAN` may return a key
-    /// twice while Redis resizes its table). The timeout applies to each batch, not the walk.
+    /// twice while Redis resizes its table). The timeout applies to each batch, not the walk;
+    /// a batch whose connection broke is retried once, as in [`run`](Self::run).
     async fn scan(&self) -> Result<HashSet<SessionKey>> {
         let inner = &*self.inner;
         let mut conn = self.timed(self.checkout()).await?;
@@ -246,10 +279,19 @@ impl RedisStore {
                 .arg(&inner.scan_pattern)
                 .arg("COUNT")
                 .arg(inner.scan_count);
+            // A `SCAN` cursor is not tied to a connection, so a broken step is asked again of
+            // a fresh one.
             let step = async {
-                conn.query_routed(&cmd, &inner.prefix)
-                    .await
-                    .map_err(redis_error)
+                match conn.query_routed(&cmd, &inner.prefix).await {
+                    Err(e) if self.may_retry(&e) => {
+                        self.before_retry(&e);
+                        conn = self.checkout().await?;
+                        conn.query_routed(&cmd, &inner.prefix)
+                            .await
+                            .map_err(redis_error)
+                    }
+                    other => other.map_err(redis_error),
+                }
             };
             let result = self.timed(step).await;
             self.after(&result);
@@ -268,6 +310,20 @@ impl RedisStore {
             cursor = next;
         }
     }
+}
+
+/// Whether an operation may be sent again after its connection broke under it, when the
+/// caller cannot know whether the server ran it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Retry {
+    /// Idempotent: running it twice leaves what running it once leaves (a `GET`, a `DEL`, a
+    /// `touch` to the same deadline), so it is sent once more on a fresh connection.
+    Once,
+    /// Conditional writes (`create`, `save`, `change_id`): the first attempt may have been
+    /// applied with only its reply lost, and a second would then fail against the first
+    /// (`AlreadyExists`, `Conflict`, `NotFound`), or make the caller apply its change twice.
+    /// The caller gets `Unavailable` and must not assume the write was not made.
+    Never,
 }
 
 /// The `PXAT` for a deadline: one millisecond early (see the module docs), and at least 1,
@@ -291,46 +347,46 @@ fn status(code: i64) -> Result<()> {
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    /// Never retried after a broken connection: the lost attempt may have been applied, so
+    /// the caller gets `Unavailable` and must not assume nothing was written.
     async fn create(&self, record: &Record) -> Result<()> {
         check_data_len(self.inner.max_data_len, record.data.len())?;
-        let value = codec::encode(record, record.version)?;
-        let key = self.key(&record.key);
+        let value = &codec::encode(record, record.version)?;
+        let key = &self.key(&record.key);
         let at = pxat(record.expires_at);
         let created = match &record.owner {
             // No owner, no index: a plain `SET NX` is the whole operation.
             None => {
-                self.run(|mut conn| async move {
+                self.run(Retry::Never, |mut conn| async move {
                     let reply: Option<String> = redis::cmd("SET")
-                        .arg(&key)
+                        .arg(key)
                         .arg(value)
                         .arg("NX")
                         .arg("PXAT")
                         .arg(at)
                         .query_async(&mut conn)
-                        .await
-                        .map_err(redis_error)?;
+                        .await?;
                     Ok(reply.is_some())
                 })
                 .await?
             }
             Some(owner) => {
-                let zset = self.owner_key(owner);
-                let member = record.key.to_hex();
+                let zset = &self.owner_key(owner);
+                let member = &record.key.to_hex();
                 let score = record.expires_at.unix_millis();
-                self.run(|mut conn| async move {
+                self.run(Retry::Never, |mut conn| async move {
                     let reply: i64 = self
                         .inner
                         .scripts
                         .create
-                        .key(&key)
-                        .key(&zset)
+                        .key(key)
+                        .key(zset)
                         .arg(value)
                         .arg(at)
                         .arg(score)
                         .arg(member)
                         .invoke_async(&mut conn)
-                        .await
-                        .map_err(redis_error)?;
+                        .await?;
                     Ok(reply == 1)
                 })
                 .await?
@@ -344,9 +400,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let redis_key = self.key(key);
+        let redis_key = &self.key(key);
         let value: Option<Vec<u8>> = self
-            .run(|mut conn| async move { conn.get(&redis_key).await.map_err(redis_error) })
+            .run(
+                Retry::Once,
+                |mut conn| async move { conn.get(redis_key).await },
+            )
             .await?;
         match value {
             None => Ok(None),
@@ -354,19 +413,21 @@ impl SessionStore for RedisStore {
         }
     }
 
+    /// Never retried after a broken connection: the lost attempt may have been applied, so
+    /// the caller gets `Unavailable` and must not assume nothing was written.
     async fn save(&self, record: &Record) -> Result<u64> {
         check_data_len(self.inner.max_data_len, record.data.len())?;
         let version = record.version.checked_add(1).ok_or_else(|| {
             Error::backend(STORE, "the session version cannot be bumped past u64::MAX")
         })?;
-        let value = codec::encode(record, version)?;
-        let key = self.key(&record.key);
-        let zset = record.owner.as_deref().map(|o| self.owner_key(o));
+        let value = &codec::encode(record, version)?;
+        let key = &self.key(&record.key);
+        let zset = &record.owner.as_deref().map(|o| self.owner_key(o));
         let reply: i64 = self
-            .run(|mut conn| async move {
+            .run(Retry::Never, |mut conn| async move {
                 let inner = &*self.inner;
-                let mut call = inner.scripts.save.key(&key);
-                if let Some(zset) = &zset {
+                let mut call = inner.scripts.save.key(key);
+                if let Some(zset) = zset {
                     call.key(zset);
                 }
                 call.arg(&record.version.to_be_bytes()[..])
@@ -375,7 +436,7 @@ impl SessionStore for RedisStore {
                     .arg(record.expires_at.unix_millis())
                     .arg(&inner.prefix)
                     .arg(record.key.to_hex());
-                call.invoke_async(&mut conn).await.map_err(redis_error)
+                call.invoke_async(&mut conn).await
             })
             .await?;
         match reply {
@@ -389,61 +450,75 @@ impl SessionStore for RedisStore {
         }
     }
 
+    /// Retried once after a broken connection; if the first attempt had deleted the record
+    /// and only its reply was lost, the retry finds nothing and returns `false`.
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         // The owner index is not touched: a member whose record is gone is dropped when the
         // index is next read, or when the index expires with its last member.
-        let redis_key = self.key(key);
+        let redis_key = &self.key(key);
         let removed: u64 = self
-            .run(|mut conn| async move { conn.del(&redis_key).await.map_err(redis_error) })
+            .run(
+                Retry::Once,
+                |mut conn| async move { conn.del(redis_key).await },
+            )
             .await?;
         Ok(removed > 0)
     }
 
+    /// Retried once after a broken connection, with the count caveat of `delete`.
     async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let redis_keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        self.run(|mut conn| async move { conn.del(&redis_keys).await.map_err(redis_error) })
-            .await
+        let redis_keys = &keys.iter().map(|k| self.key(k)).collect::<Vec<_>>();
+        self.run(
+            Retry::Once,
+            |mut conn| async move { conn.del(redis_keys).await },
+        )
+        .await
     }
 
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
-        let redis_key = self.key(key);
-        self.run(|mut conn| async move { conn.exists(&redis_key).await.map_err(redis_error) })
-            .await
+        let redis_key = &self.key(key);
+        self.run(Retry::Once, |mut conn| async move {
+            conn.exists(redis_key).await
+        })
+        .await
     }
 
+    /// Never retried after a broken connection: the lost attempt may have been applied, so
+    /// the caller gets `Unavailable` and must not assume nothing was written.
     async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
-        let (old_key, new_key) = (self.key(old), self.key(new));
+        let (old_key, new_key) = (&self.key(old), &self.key(new));
         let reply: i64 = self
-            .run(|mut conn| async move {
+            .run(Retry::Never, |mut conn| async move {
                 let inner = &*self.inner;
                 inner
                     .scripts
                     .change_id
-                    .key(&old_key)
-                    .key(&new_key)
+                    .key(old_key)
+                    .key(new_key)
                     .arg(&inner.prefix)
                     .arg(old.to_hex())
                     .arg(new.to_hex())
                     .invoke_async(&mut conn)
                     .await
-                    .map_err(redis_error)
             })
             .await?;
         status(reply)
     }
 
+    /// Retried once after a broken connection: a second touch to the same deadline changes
+    /// nothing more.
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
-        let redis_key = self.key(key);
+        let redis_key = &self.key(key);
         let reply: i64 = self
-            .run(|mut conn| async move {
+            .run(Retry::Once, |mut conn| async move {
                 let inner = &*self.inner;
                 inner
                     .scripts
                     .touch
-                    .key(&redis_key)
+                    .key(redis_key)
                     .arg(pxat(expires_at))
                     .arg(expires_at.unix_millis())
                     .arg(&expires_at.unix_millis().to_be_bytes()[..])
@@ -451,7 +526,6 @@ impl SessionStore for RedisStore {
                     .arg(key.to_hex())
                     .invoke_async(&mut conn)
                     .await
-                    .map_err(redis_error)
             })
             .await?;
         status(reply)
@@ -476,7 +550,8 @@ impl SessionStore for RedisStore {
     }
 
     /// In batches of [`RedisStoreBuilder::owner_batch`] index members, one script call each
-    /// (see `scripts.rs`), deduplicated.
+    /// (see `scripts.rs`), deduplicated; a batch whose connection broke is retried once (a
+    /// batch only drops dead members from the index).
     async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
         let zset = &self.owner_key(owner);
         let mut seen = HashSet::new();
@@ -485,7 +560,7 @@ impl SessionStore for RedisStore {
         loop {
             let at = &cursor;
             let reply: Vec<Vec<u8>> = self
-                .run(|mut conn| async move {
+                .run(Retry::Once, |mut conn| async move {
                     let inner = &*self.inner;
                     inner
                         .scripts
@@ -497,7 +572,6 @@ impl SessionStore for RedisStore {
                         .arg(inner.owner_batch)
                         .invoke_async(&mut conn)
                         .await
-                        .map_err(redis_error)
                 })
                 .await?;
             let mut reply = reply.into_iter();
@@ -523,13 +597,15 @@ impl SessionStore for RedisStore {
 
     /// In batches of [`RedisStoreBuilder::owner_batch`] index members, one script call each,
     /// until the index is empty; sessions added to it meanwhile are deleted too. An error may
-    /// come after some batches were deleted: calling again finishes the job.
+    /// come after some batches were deleted: calling again finishes the job. A batch whose
+    /// connection broke is retried once; if the lost attempt had deleted, the count misses
+    /// those sessions.
     async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
         let zset = &self.owner_key(owner);
         let mut total = 0;
         loop {
             let (deleted, left): (u64, u64) = self
-                .run(|mut conn| async move {
+                .run(Retry::Once, |mut conn| async move {
                     let inner = &*self.inner;
                     inner
                         .scripts
@@ -540,7 +616,6 @@ impl SessionStore for RedisStore {
                         .arg(inner.owner_batch)
                         .invoke_async(&mut conn)
                         .await
-                        .map_err(redis_error)
                 })
                 .await?;
             total += deleted;

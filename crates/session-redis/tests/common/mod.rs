@@ -6,6 +6,8 @@
     reason = "each test file uses a different part"
 )]
 
+pub mod proxy;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
