@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::redis::IntoConnectionInfo;
+use deadpool_redis::{Manager, Pool, PoolConfig, Runtime, Timeouts};
 use session_core::{Error, Result};
 
 use crate::conn::{Pools, Shared};
@@ -62,6 +63,8 @@ pub struct RedisStoreBuilder {
     scan_count: usize,
     owner_batch: usize,
     multiplexed: usize,
+    #[cfg(feature = "tls")]
+    tls: crate::tls::TlsSettings,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -76,7 +79,8 @@ impl fmt::Debug for RedisStoreBuilder {
             #[cfg(feature = "cluster")]
             Some(Source::ClusterPool(_)) => "cluster pool",
         };
-        f.debug_struct("RedisStoreBuilder")
+        let mut debug = f.debug_struct("RedisStoreBuilder");
+        debug
             .field("source", &source)
             .field("prefix", &self.prefix)
             .field("max_data_len", &self.max_data_len)
@@ -86,8 +90,15 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("command_timeout", &self.command_timeout)
             .field("scan_count", &self.scan_count)
             .field("owner_batch", &self.owner_batch)
-            .field("multiplexed", &self.multiplexed)
-            .finish()
+            .field("multiplexed", &self.multiplexed);
+        #[cfg(feature = "tls")]
+        debug
+            .field("tls_root_certificates", &self.tls.roots.is_some())
+            .field(
+                "tls_client_certificate",
+                &self.tls.client.as_ref().map(|_| "(hidden)"),
+            );
+        debug.finish()
     }
 }
 
@@ -104,6 +115,8 @@ impl Default for RedisStoreBuilder {
             scan_count: DEFAULT_SCAN_COUNT,
             owner_batch: DEFAULT_OWNER_BATCH,
             multiplexed: DEFAULT_MULTIPLEXED,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::TlsSettings::default(),
         }
     }
 }
@@ -111,6 +124,10 @@ impl Default for RedisStoreBuilder {
 impl RedisStoreBuilder {
     /// Connect to this server (`redis://[user:password@]host:port[/db]`, `rediss://`, ...).
     /// The store builds its own pool, with the size and timeouts set on this builder.
+    ///
+    /// `rediss://` (TLS) needs the `tls` feature; the server's certificate is checked against
+    /// the system's roots, or those given to
+    /// [`tls_root_certificates`](Self::tls_root_certificates), and must name the URL's host.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.source = Some(Source::Url(url.into()));
         self
@@ -240,11 +257,37 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Trust these certificate authorities (PEM, one certificate or more) for a `rediss://`
+    /// URL instead of the system's roots (feature `tls`): for a server whose certificate a
+    /// private CA signed.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.roots = Some(pem.into());
+        self
+    }
+
+    /// Present this certificate chain and private key (both PEM) to a server that asks for
+    /// a client certificate (`tls-auth-clients yes`) (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_certificate(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client = Some(deadpool_redis::redis::ClientTlsConfig {
+            client_cert: certificate_pem.into(),
+            client_key: key_pem.into(),
+        });
+        self
+    }
+
     /// Builds the store. Connections are opened on first use.
     ///
     /// # Errors
-    /// [`Error::Config`] when no URL or pool was given, the URL does not parse, or the prefix
-    /// is empty, longer than 256 bytes or contains `owner:`.
+    /// [`Error::Config`] when no URL or pool was given, the URL does not parse, the prefix
+    /// is empty, longer than 256 bytes or contains `owner:`, a `rediss://` URL is given
+    /// without the `tls` feature, or TLS certificates are given with anything but a
+    /// `rediss://` URL or do not parse.
     pub fn build(self) -> Result<RedisStore> {
         if self.prefix.is_empty() || self.prefix.len() > MAX_PREFIX_LEN {
             return Err(Error::Config(
@@ -274,20 +317,43 @@ impl RedisStoreBuilder {
         let invalid = |e: &dyn fmt::Display| {
             Error::Config(format!("invalid Redis configuration: {e}").into())
         };
+        #[cfg(feature = "tls")]
+        if self.tls.is_set() && !matches!(self.source, Some(Source::Url(_))) {
+            return Err(Error::Config(
+                "TLS certificates apply to a single server's rediss:// URL; give a pool of your \
+                 own (or cluster URLs, which trust the system's roots) its TLS settings yourself"
+                    .into(),
+            ));
+        }
         let pools = match self.source {
             None => return Err(Error::Config("RedisStore needs a URL or a pool".into())),
             Some(Source::Pool(pool)) => Pools::Single(pool),
             Some(Source::Url(url)) => {
-                let mut config = Config::from_url(url);
-                config.pool = Some(pool_config);
+                refuse_tls_without_feature(&url)?;
+                let info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| invalid(&e))?;
+                #[cfg(feature = "tls")]
+                let info = self.tls.apply(info)?;
+                let manager = Manager::new(info).map_err(|e| invalid(&e))?;
                 Pools::Single(
-                    config
-                        .create_pool(Some(Runtime::Tokio1))
+                    Pool::builder(manager)
+                        .config(pool_config)
+                        .runtime(Runtime::Tokio1)
+                        .build()
                         .map_err(|e| invalid(&e))?,
                 )
             }
             #[cfg(feature = "cluster")]
             Some(Source::ClusterUrls(urls)) => {
+                for url in &urls {
+                    refuse_tls_without_feature(url)?;
+                    #[cfg(feature = "tls")]
+                    if is_tls_url(url) {
+                        crate::tls::ensure_crypto_provider();
+                    }
+                }
                 let mut config = deadpool_redis::cluster::Config::from_urls(urls);
                 config.pool = Some(pool_config);
                 Pools::Cluster(
@@ -326,6 +392,25 @@ impl RedisStoreBuilder {
             }),
         })
     }
+}
+
+/// Whether `url` asks for TLS (`rediss://`, or `valkeys://`, which redis-rs also reads).
+fn is_tls_url(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| matches!(scheme, "rediss" | "valkeys"))
+}
+
+/// A TLS URL without the `tls` feature would fail with redis-rs's "feature is not enabled";
+/// name the feature to turn on instead.
+fn refuse_tls_without_feature(url: &str) -> Result<()> {
+    if is_tls_url(url) && !cfg!(feature = "tls") {
+        return Err(Error::Config(
+            "a rediss:// URL needs TLS: enable the `tls` feature of session-redis \
+             (`redis-tls` of sessions)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn scan_pattern(prefix: &str) -> String {

@@ -6,6 +6,8 @@ mod conn;
 mod error;
 mod scripts;
 mod store;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use builder::{
     DEFAULT_MAX_DATA_LEN, DEFAULT_MULTIPLEXED, DEFAULT_OWNER_BATCH, DEFAULT_PREFIX,

@@ -407,6 +407,20 @@ fn bad_configuration_is_refused() {
     }
 }
 
+/// Without the `tls` feature a `rediss://` URL is refused when the store is built, with an
+/// error that names the feature to enable.
+#[cfg(not(feature = "tls"))]
+#[test]
+fn a_rediss_url_without_the_tls_feature_names_the_feature() {
+    match RedisStore::builder().url("rediss://127.0.0.1:1").build() {
+        Err(Error::Config(message)) => assert!(
+            message.contains("`tls` feature") && message.contains("redis-tls"),
+            "the error must name the feature: {message}"
+        ),
+        other => panic!("expected Error::Config, got {other:?}"),
+    }
+}
+
 /// Oversized data fails with `TooLarge` before any I/O: the server here does not exist.
 #[tokio::test]
 async fn too_large_is_checked_before_io() {
