@@ -51,6 +51,10 @@ enum Source {
 
 /// Configures a [`RedisStore`]: where to connect (a URL or your own pool), the key prefix, the
 /// size limit and the timeouts.
+///
+/// There is no `cleanup_interval`, unlike the stores that sweep: Redis drops every session at
+/// its deadline by itself (`PXAT`), so the store starts no background task, needs no runtime
+/// for one, and its `delete_expired` is a no-op that returns 0.
 #[must_use]
 pub struct RedisStoreBuilder {
     source: Option<Source>,

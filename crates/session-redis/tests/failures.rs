@@ -421,6 +421,15 @@ fn a_rediss_url_without_the_tls_feature_names_the_feature() {
     }
 }
 
+/// The sweep methods of a natively expiring store do no I/O: the server here does not exist.
+#[tokio::test]
+async fn sweeping_is_a_no_op_without_io() {
+    let store = build(RedisStore::builder().url("redis://127.0.0.1:1"));
+    assert!(store.expiry_is_native());
+    assert_eq!(must("count_expired", store.count_expired()).await, 0);
+    assert_eq!(must("delete_expired", store.delete_expired()).await, 0);
+}
+
 /// Oversized data fails with `TooLarge` before any I/O: the server here does not exist.
 #[tokio::test]
 async fn too_large_is_checked_before_io() {
