@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
-use deadpool_redis::redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use deadpool_redis::redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 use deadpool_redis::{Connection, Pool, PoolError};
 
 /// Where connections come from.
@@ -137,18 +137,18 @@ impl Conn {
         }
     }
 
-    /// One `SCAN` step. `SCAN` names no key, so a cluster connection would send it to any
-    /// node; it goes to the master of the slot of `prefix`'s hash tag, where all of the
-    /// store's keys are.
+    /// Runs a command that names no key (`SCAN`, `CONFIG GET`). A cluster connection would
+    /// send such a command to any node, or to all of them; it goes to the master of the slot
+    /// of `prefix`'s hash tag, where all of the store's keys are.
     #[cfg_attr(
         not(feature = "cluster"),
         expect(unused_variables, reason = "cluster only")
     )]
-    pub(crate) async fn scan_step(
+    pub(crate) async fn query_routed<T: FromRedisValue>(
         &mut self,
         cmd: &Cmd,
         prefix: &str,
-    ) -> RedisResult<(u64, Vec<Vec<u8>>)> {
+    ) -> RedisResult<T> {
         #[cfg(feature = "cluster")]
         let route = || {
             use deadpool_redis::redis::cluster_routing::{

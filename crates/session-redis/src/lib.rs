@@ -1,13 +1,18 @@
 #![doc = include_str!("../README.md")]
 
+mod builder;
 mod codec;
 mod conn;
+mod error;
 mod scripts;
 mod store;
+#[cfg(feature = "tls")]
+mod tls;
 
+pub use builder::{
+    DEFAULT_MAX_DATA_LEN, DEFAULT_MULTIPLEXED, DEFAULT_OWNER_BATCH, DEFAULT_PREFIX,
+    DEFAULT_SCAN_COUNT, RedisStoreBuilder,
+};
 pub use deadpool_redis;
 pub use deadpool_redis::redis;
-pub use store::{
-    DEFAULT_MAX_DATA_LEN, DEFAULT_MULTIPLEXED, DEFAULT_PREFIX, DEFAULT_SCAN_COUNT, RedisStore,
-    RedisStoreBuilder,
-};
+pub use store::RedisStore;

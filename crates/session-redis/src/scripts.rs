@@ -112,21 +112,25 @@ end
 return 1
 ";
 
-/// Trims an owner index of expired members by the server's clock, the clock that expires
-/// the records.
-const TRIM: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
-";
-
-/// `list_by_owner`: the owner's live records, dropping index members whose record is gone or
-/// now belongs to someone else, and resetting the index's expiry to its last live member.
+/// One batch of `list_by_owner`: a `ZSCAN` step over the owner index, returning the owner's
+/// live records among the members it visited and dropping members whose record is gone
+/// (deleted, expired) or now belongs to someone else. The last step (cursor 0) resets the
+/// index's expiry to its last live member.
 ///
-/// KEYS: owner index. ARGV: prefix, owner. Returns `[member, value, member, value, ...]`.
+/// Batched because one script blocks every other client of the server for as long as it runs:
+/// each call does at most about `count` members' work, whatever the owner's total. `ZSCAN`
+/// rather than ranks, because it returns every member present for the whole walk even while
+/// other calls remove members (a rank would shift under them and skip live sessions); it may
+/// return a member twice, which the caller removes.
+///
+/// KEYS: owner index. ARGV: prefix, owner, cursor, count. Returns
+/// `[next cursor, member, value, member, value, ...]`.
 const LIST_BY_OWNER: &str = r"
-local out = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+local step = redis.call('ZSCAN', KEYS[1], ARGV[3], 'COUNT', ARGV[4])
+local out = {step[1]}
+local items = step[2]
+for i = 1, #items, 2 do
+  local m = items[i]
   local k = ARGV[1] .. m
   local h = header(k)
   if type(h) == 'table' then return h end
@@ -137,26 +141,30 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('ZREM', KEYS[1], m)
   end
 end
-index_expire(KEYS[1])
+if step[1] == '0' then index_expire(KEYS[1]) end
 return out
 ";
 
-/// `delete_by_owner`: deletes the owner's live records, then the index itself.
+/// One batch of `delete_by_owner`: takes the first `count` members off the owner index and
+/// deletes those of their records the owner still holds. The caller repeats until the index is
+/// empty, so sessions moved into the index meanwhile (`change_id`, a save) are deleted too.
+/// Batched for the reason given on `LIST_BY_OWNER`.
 ///
-/// KEYS: owner index. ARGV: prefix, owner. Returns how many records were deleted.
+/// KEYS: owner index. ARGV: prefix, owner, count. Returns `[deleted, members left]`.
 const DELETE_BY_OWNER: &str = r"
-local n = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+local n = tonumber(ARGV[3])
+local deleted = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, n - 1)) do
   local k = ARGV[1] .. m
   local h = header(k)
   if type(h) == 'table' then return h end
   if h and owner_of(k, h) == ARGV[2] then
     redis.call('DEL', k)
-    n = n + 1
+    deleted = deleted + 1
   end
 end
-redis.call('DEL', KEYS[1])
-return n
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
+return {deleted, redis.call('ZCARD', KEYS[1])}
 ";
 
 /// The compiled scripts (their SHA1s are computed once, here).
@@ -178,8 +186,8 @@ impl Scripts {
             save: script(SAVE),
             touch: script(TOUCH),
             change_id: script(CHANGE_ID),
-            list_by_owner: script(&format!("{TRIM}{LIST_BY_OWNER}")),
-            delete_by_owner: script(&format!("{TRIM}{DELETE_BY_OWNER}")),
+            list_by_owner: script(LIST_BY_OWNER),
+            delete_by_owner: script(DELETE_BY_OWNER),
         }
     }
 }

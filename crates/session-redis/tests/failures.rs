@@ -6,140 +6,18 @@
 //! and never touch the shared one at `REDIS_URL`; they run wherever `REDIS_URL` is set (the
 //! sign that Redis is installed here), under the usual skip rule.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{HOUR, Server, assert_unavailable, build, must, record};
 use session_core::conformance::service_url;
-use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
+use session_core::{Error, SessionId, SessionStore, Timestamp};
 use session_redis::RedisStore;
 use session_redis::deadpool_redis::{Config, PoolConfig, Runtime, Timeouts};
 use session_redis::redis;
-
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// A `redis-server` of this test's own, killed when dropped.
-struct Server {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start() -> Self {
-        let port = match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-            Ok(addr) => addr.port(),
-            Err(e) => panic!("no free port: {e}"),
-        };
-        let mut server = Self { port, child: None };
-        server.spawn();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        self.child = Some(match child {
-            Ok(child) => child,
-            Err(e) => panic!("could not start redis-server (is it installed?): {e}"),
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.admin().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {} did not come up", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    fn signal(&self, signal: &str) {
-        let Some(child) = &self.child else {
-            panic!("server not running")
-        };
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
-    }
-
-    /// A plain connection for commands from "the server side", if the server answers.
-    fn admin(&self) -> Option<redis::Connection> {
-        let client = redis::Client::open(self.url()).ok()?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .ok()?;
-        redis::cmd("PING").query::<String>(&mut conn).ok()?;
-        Some(conn)
-    }
-
-    fn run(&self, cmd: &mut redis::Cmd) -> redis::Value {
-        let Some(mut conn) = self.admin() else {
-            panic!("own redis-server is not answering")
-        };
-        match cmd.query(&mut conn) {
-            Ok(v) => v,
-            Err(e) => panic!("admin command failed: {e}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn build(builder: session_redis::RedisStoreBuilder) -> RedisStore {
-    match builder.build() {
-        Ok(store) => store,
-        Err(e) => panic!("building the store failed: {e}"),
-    }
-}
-
-fn record() -> Record {
-    Record::new(
-        SessionId::generate().key(),
-        &b"payload"[..],
-        Timestamp::now() + HOUR,
-    )
-}
-
-fn assert_unavailable<T: std::fmt::Debug>(what: &str, result: session_core::Result<T>) {
-    match result {
-        Err(Error::Unavailable { store: "redis", .. }) => {}
-        other => panic!("{what}: expected Error::Unavailable from redis, got {other:?}"),
-    }
-}
-
-async fn must<T>(what: &str, fut: impl Future<Output = session_core::Result<T>>) -> T {
-    match tokio::time::timeout(Duration::from_secs(10), fut).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("{what} failed: {e:?}"),
-        Err(_) => panic!("{what} hung"),
-    }
-}
 
 /// Recovery after a failure, with no new store. Checking out per operation, the pool's
 /// health check replaces dead connections first, so the very next operation succeeds. Shared
@@ -160,9 +38,49 @@ async fn works(store: &RedisStore, multiplexed: usize) {
     assert_eq!(back, Some(r), "the store must work again after recovery");
 }
 
-/// A write held by the server (`CLIENT PAUSE WRITE`) whose connection the server then kills
-/// fails with `Unavailable`; the next operation gets a fresh connection and works.
-async fn client_kill_during_a_call_is_unavailable_then_recovers_in(multiplexed: usize) {
+/// Waits until a script call is parked on the paused server, then kills every client
+/// connection (the script's included).
+async fn kill_once_a_script_is_parked(server: &Server, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let list = server.run(redis::cmd("CLIENT").arg("LIST"));
+        let list = match list {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            redis::Value::VerbatimString { text, .. } => text,
+            other => panic!("unexpected CLIENT LIST reply {other:?}"),
+        };
+        if list.contains("cmd=evalsha") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the {what} never reached the server: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.run(
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes"),
+    );
+}
+
+async fn joined<T>(what: &str, task: tokio::task::JoinHandle<T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => panic!("{what} task failed: {e}"),
+        Err(_) => panic!("the {what} on a killed connection hung"),
+    }
+}
+
+/// Writes held by the server (`CLIENT PAUSE WRITE`) whose connections the server then kills:
+/// a save fails with `Unavailable` at once (a conditional write is never sent twice); a touch
+/// is sent again on a fresh connection and succeeds once the server resumes. The store works
+/// on without being rebuilt.
+async fn client_kill_during_a_call_fails_a_save_retries_a_touch_in(multiplexed: usize) {
     if service_url("REDIS_URL").is_none() {
         return;
     }
@@ -177,48 +95,35 @@ async fn client_kill_during_a_call_is_unavailable_then_recovers_in(multiplexed: 
     must("create", store.create(&r)).await;
 
     server.run(redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE"));
+    let save = tokio::spawn({
+        let (store, r) = (store.clone(), r.clone());
+        async move { store.save(&r).await }
+    });
+    kill_once_a_script_is_parked(&server, "save").await;
+    assert_unavailable(
+        "save on a connection killed by the server",
+        joined("save", save).await,
+    );
+
+    let later = Timestamp::now() + HOUR + HOUR;
     let touch = tokio::spawn({
         let store = store.clone();
-        async move { store.touch(&r.key, Timestamp::now() + HOUR + HOUR).await }
+        async move { store.touch(&r.key, later).await }
     });
-    // Wait until the touch script is parked on the server, then kill its connection.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let list = server.run(redis::cmd("CLIENT").arg("LIST"));
-        let list = match list {
-            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-            redis::Value::VerbatimString { text, .. } => text,
-            other => panic!("unexpected CLIENT LIST reply {other:?}"),
-        };
-        if list.contains("cmd=evalsha") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the touch never reached the server: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    server.run(
-        redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes"),
-    );
-    let result = match tokio::time::timeout(Duration::from_secs(5), touch).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => panic!("touch task failed: {e}"),
-        Err(_) => panic!("the touch on a killed connection hung"),
-    };
-    assert_unavailable("touch on a connection killed by the server", result);
+    kill_once_a_script_is_parked(&server, "touch").await;
+    // The retry may be parked by the pause in turn; it completes when the server resumes.
     server.run(redis::cmd("CLIENT").arg("UNPAUSE"));
+    must("touch retried after its connection was killed", async {
+        joined("touch", touch).await
+    })
+    .await;
 
     works(&store, multiplexed).await;
+    let loaded = must("load", store.load(&r.key)).await;
     assert_eq!(
-        must("load", store.load(&r.key)).await.map(|x| x.data),
-        Some(r.data)
+        loaded.map(|x| (x.version, x.expires_at)),
+        Some((1, later)),
+        "the killed save never ran, the retried touch did"
     );
 }
 
@@ -236,8 +141,12 @@ async fn client_kill_under_load_gives_typed_errors_then_recovers_in(multiplexed:
             .multiplexed(multiplexed)
             .pool_size(4),
     );
-    let r = record();
-    must("create", store.create(&r)).await;
+    let mut records = Vec::new();
+    for _ in 0..8 {
+        let r = record();
+        must("create", store.create(&r)).await;
+        records.push(r);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let killer = std::thread::spawn({
@@ -257,17 +166,20 @@ async fn client_kill_under_load_gives_typed_errors_then_recovers_in(multiplexed:
         }
     });
 
+    // Each task loads its own session and saves it back: a save is never retried, so kills
+    // this frequent are sure to fail some; a load fails only when its retry is killed too.
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (store, key) = (store.clone(), r.key);
+    for r in records {
+        let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut failures = Vec::new();
-            let mut successes = 0u32;
             for _ in 0..300 {
-                match store.load(&key).await {
+                match store.load(&r.key).await {
                     Ok(Some(found)) => {
-                        assert_eq!(found.key, key, "a load must never return another record");
-                        successes += 1;
+                        assert_eq!(found.key, r.key, "a load must never return another record");
+                        if let Err(e) = store.save(&found).await {
+                            failures.push(e);
+                        }
                     }
                     Ok(None) => {
                         panic!("a live record loaded as None while connections were killed")
@@ -275,15 +187,15 @@ async fn client_kill_under_load_gives_typed_errors_then_recovers_in(multiplexed:
                     Err(e) => failures.push(e),
                 }
             }
-            (successes, failures)
+            failures
         }));
     }
     let mut failures = Vec::new();
     for task in tasks {
         match tokio::time::timeout(Duration::from_secs(60), task).await {
-            Ok(Ok((_, f))) => failures.extend(f),
+            Ok(Ok(f)) => failures.extend(f),
             Ok(Err(e)) => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => panic!("loads hung while connections were killed"),
+            Err(_) => panic!("calls hung while connections were killed"),
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -297,7 +209,7 @@ async fn client_kill_under_load_gives_typed_errors_then_recovers_in(multiplexed:
     );
     assert!(
         !failures.is_empty(),
-        "{kills} kills and not one load failed: the kills missed every call"
+        "{kills} kills and not one save failed: the kills missed every call"
     );
     for e in failures {
         assert!(
@@ -495,6 +407,29 @@ fn bad_configuration_is_refused() {
     }
 }
 
+/// Without the `tls` feature a `rediss://` URL is refused when the store is built, with an
+/// error that names the feature to enable.
+#[cfg(not(feature = "tls"))]
+#[test]
+fn a_rediss_url_without_the_tls_feature_names_the_feature() {
+    match RedisStore::builder().url("rediss://127.0.0.1:1").build() {
+        Err(Error::Config(message)) => assert!(
+            message.contains("`tls` feature") && message.contains("redis-tls"),
+            "the error must name the feature: {message}"
+        ),
+        other => panic!("expected Error::Config, got {other:?}"),
+    }
+}
+
+/// The sweep methods of a natively expiring store do no I/O: the server here does not exist.
+#[tokio::test]
+async fn sweeping_is_a_no_op_without_io() {
+    let store = build(RedisStore::builder().url("redis://127.0.0.1:1"));
+    assert!(store.expiry_is_native());
+    assert_eq!(must("count_expired", store.count_expired()).await, 0);
+    assert_eq!(must("delete_expired", store.delete_expired()).await, 0);
+}
+
 /// Oversized data fails with `TooLarge` before any I/O: the server here does not exist.
 #[tokio::test]
 async fn too_large_is_checked_before_io() {
@@ -524,13 +459,13 @@ async fn too_large_is_checked_before_io() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_kill_during_a_call_is_unavailable_then_recovers() {
-    client_kill_during_a_call_is_unavailable_then_recovers_in(0).await;
+async fn client_kill_during_a_call_fails_a_save_retries_a_touch() {
+    client_kill_during_a_call_fails_a_save_retries_a_touch_in(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_kill_during_a_call_is_unavailable_then_recovers_multiplexed() {
-    client_kill_during_a_call_is_unavailable_then_recovers_in(2).await;
+async fn client_kill_during_a_call_fails_a_save_retries_a_touch_multiplexed() {
+    client_kill_during_a_call_fails_a_save_retries_a_touch_in(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
