@@ -239,6 +239,20 @@ impl PostgresStoreBuilder {
             options.get_ssl_mode(),
             PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
         );
+        let loopback = options.get_socket().is_some()
+            || matches!(options.get_host(), "localhost" | "127.0.0.1" | "::1");
+        if !cfg!(feature = "tls")
+            && matches!(options.get_ssl_mode(), PgSslMode::Prefer)
+            && !loopback
+        {
+            // `prefer` (what a URL without `sslmode` means) quietly falls back to plain text
+            // in a build without TLS; say so once, where an operator will see it.
+            tracing::warn!(
+                store = STORE,
+                host = options.get_host(),
+                "connecting to PostgreSQL in plain text: session-postgres is built without its `tls` feature; enable it, or set sslmode=disable to silence this"
+            );
+        }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
