@@ -88,6 +88,37 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// Keys of all live records, in no particular order.
     async fn list(&self) -> Result<Vec<SessionKey>>;
 
+    /// One page of live keys in ascending order (the byte order of [`SessionKey`]), for
+    /// walking a large store without holding every key at once.
+    ///
+    /// Returns at most `limit` keys greater than `after` (all keys when `after` is `None`), and
+    /// the cursor to pass as `after` for the next page: the page's last key, or `None` when no
+    /// live key follows. Walk by calling again with the cursor until it is `None`.
+    /// - A `limit` of 0 is taken as 1, so a walk always moves forward.
+    /// - Expired and deleted keys are never returned.
+    /// - A walk returns each key that stays live throughout it exactly once, and never a key
+    ///   twice; a key created or removed during the walk may appear or not.
+    /// - A page may be empty with a `None` cursor (nothing left), and a `Some` cursor may lead
+    ///   to an empty page when the keys after it expired or were deleted meanwhile.
+    ///
+    /// The default implementation filters and sorts [`list`](Self::list) on every call, so a
+    /// walk costs O(n²/limit): stores that can seek by key (an ordered index) should override it.
+    async fn list_page(
+        &self,
+        after: Option<&SessionKey>,
+        limit: usize,
+    ) -> Result<(Vec<SessionKey>, Option<SessionKey>)> {
+        let mut keys: Vec<SessionKey> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|k| after.is_none_or(|after| k > after))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(page_of(keys, limit))
+    }
+
     /// Live records whose owner is `owner`, in no particular order.
     async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>>;
 
@@ -145,6 +176,13 @@ macro_rules! forward_store {
             async fn list(&self) -> Result<Vec<SessionKey>> {
                 (**self).list().await
             }
+            async fn list_page(
+                &self,
+                after: Option<&SessionKey>,
+                limit: usize,
+            ) -> Result<(Vec<SessionKey>, Option<SessionKey>)> {
+                (**self).list_page(after, limit).await
+            }
             async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
                 (**self).list_by_owner(owner).await
             }
@@ -163,6 +201,19 @@ macro_rules! forward_store {
 
 forward_store!(Arc<T>);
 forward_store!(Box<T>);
+
+/// Cuts ascending, distinct `keys` (all of them greater than the cursor) to one page of
+/// [`SessionStore::list_page`]: at most `limit` (at least 1) keys, and the last one as the next
+/// cursor when more keys follow.
+fn page_of(mut keys: Vec<SessionKey>, limit: usize) -> (Vec<SessionKey>, Option<SessionKey>) {
+    let limit = limit.max(1);
+    if keys.len() <= limit {
+        return (keys, None);
+    }
+    keys.truncate(limit);
+    let next = keys.last().copied();
+    (keys, next)
+}
 
 /// Refuses `len` bytes of data when a limit is set and `len` is above it.
 ///

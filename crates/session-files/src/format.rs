@@ -28,6 +28,33 @@ const MAGIC: [u8; 4] = *b"SESF";
 pub(crate) const FORMAT_VERSION: u16 = 1;
 const FLAG_OWNER: u16 = 1;
 
+/// The longest owner a [`FileStore`](crate::FileStore) session may have, in bytes (4096):
+/// `create` and `save` refuse a longer one with
+/// [`Error::TooLarge`](session_core::Error::TooLarge). Owners are account ids; the bound is
+/// what lets a reader refuse a header claiming more before allocating anything.
+pub const MAX_OWNER_LEN: usize = 4096;
+
+/// The largest lengths a reader accepts from a header: the store's data limit and
+/// [`MAX_OWNER_LEN`]. A header claiming more is corrupt (or written under a larger limit) and
+/// is refused before anything is allocated for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caps {
+    /// `None`: no data limit, so a read is bounded only by the file's real length.
+    pub(crate) data: Option<u64>,
+}
+
+impl Caps {
+    pub(crate) fn check(self, header: &Header) -> Result<(), Bad> {
+        if header.owner_len as usize > MAX_OWNER_LEN {
+            return Err(Bad::Corrupt("owner length above the limit"));
+        }
+        if self.data.is_some_and(|limit| header.data_len > limit) {
+            return Err(Bad::Corrupt("data length above the store's max_data_len"));
+        }
+        Ok(())
+    }
+}
+
 /// The decoded fixed-size header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
@@ -239,6 +266,32 @@ mod tests {
                 assert!(caught, "flipping bit {bit} of byte {byte} went unnoticed");
             }
         }
+    }
+
+    #[test]
+    fn lengths_above_the_caps_are_corrupt() {
+        let file = encode(
+            Timestamp::from_unix_millis(1),
+            Timestamp::from_unix_millis(0),
+            1,
+            Some(&"o".repeat(MAX_OWNER_LEN)),
+            &[7u8; 100],
+        );
+        let header = header_of(&file).expect("decodes");
+        assert_eq!(Caps { data: Some(100) }.check(&header), Ok(()));
+        assert_eq!(Caps { data: None }.check(&header), Ok(()));
+        assert!(matches!(
+            Caps { data: Some(99) }.check(&header),
+            Err(Bad::Corrupt(_))
+        ));
+        let long_owner = Header {
+            owner_len: MAX_OWNER_LEN as u32 + 1,
+            ..header
+        };
+        assert!(matches!(
+            Caps { data: None }.check(&long_owner),
+            Err(Bad::Corrupt(_))
+        ));
     }
 
     #[test]

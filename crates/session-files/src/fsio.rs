@@ -124,13 +124,35 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
         .ctx("fsync directory", dir)
 }
 
+/// `O_NOFOLLOW`: opening a symlink fails with `ELOOP` instead of opening its target.
+fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
 /// Opens a file for reading without following a symlink at its last component, so a link
 /// planted in the root can never make the store read outside it.
 pub(crate) fn open_read(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags(no_follow())
         .open(path)
+}
+
+/// Creates a new file (mode 0600) for writing; fails if anything, a symlink included, is
+/// already at `path` (`O_EXCL`, and `O_NOFOLLOW` in case a filesystem ignores the former for
+/// links), so a link planted under a name the store is about to use is never followed.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(no_follow())
+        .open(path)
+}
+
+/// Whether `err` is the `ELOOP` an `O_NOFOLLOW` open gives for a symlink.
+pub(crate) fn is_symlink_refused(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
 /// Removes a file; a file already gone is fine.
@@ -157,18 +179,11 @@ impl TempFile {
         getrandom::fill(&mut random)
             .map_err(|e| Error::backend(STORE, io::Error::other(e.to_string())))?;
         let path = dir.join(format!("{TEMP_PREFIX}{}-{}", key.to_hex(), hex(&random)));
-        let open = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-        };
-        let mut file = match open() {
+        let mut file = match create_new(&path) {
             Ok(f) => f,
             Err(e) if is_not_found(&e) => {
                 make_dir_all(dir)?;
-                open().ctx("create", &path)?
+                create_new(&path).ctx("create", &path)?
             }
             Err(e) => return Err(fail("create", &path, e)),
         };
@@ -273,12 +288,16 @@ impl Locks {
             .unwrap_or_else(PoisonError::into_inner);
         let path = self.dir.join(hex(&[stripe as u8]));
         if guard.is_none() {
+            // Not following a symlink: a link planted at a lock's name would otherwise make
+            // the store create (and lock) a file wherever it points. Refused, it fails every
+            // operation on the stripe with an error naming the path, for an operator to look.
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
+                .custom_flags(no_follow())
                 .open(&path)
                 .ctx("open lock file", &path)?;
             *guard = Some(file);
@@ -314,5 +333,37 @@ impl Locks {
         let first = self.lock_stripe(sa.min(sb))?;
         let second = self.lock_stripe(sa.max(sb))?;
         Ok((first, Some(second)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_new_never_follows_a_planted_symlink() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("outside");
+        let link = dir.path().join(".tmp-planted");
+        std::os::unix::fs::symlink(&target, &link).expect("plant a symlink");
+        let err = create_new(&link).expect_err("a symlink must not be opened");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!target.exists(), "the symlink's target was created");
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("outside");
+        std::os::unix::fs::symlink(&target, dir.path().join("00")).expect("plant a symlink");
+        let locks = Locks::new(dir.path().to_owned());
+        let err = match locks.lock(&SessionKey::from_bytes([0; 32])) {
+            Ok(_) => panic!("a symlinked lock file must be refused"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+        assert!(!target.exists(), "the symlink's target was created");
+        // Other stripes are unaffected.
+        assert!(locks.lock(&SessionKey::from_bytes([1; 32])).is_ok());
     }
 }

@@ -5,6 +5,7 @@ mod fsio;
 mod layout;
 mod store;
 
+pub use format::MAX_OWNER_LEN;
 pub use fsio::FileError;
 pub use store::{
     DEFAULT_CLEANUP_INTERVAL, DEFAULT_CONCURRENCY, DEFAULT_MAX_DATA_LEN, DEFAULT_STALE_TEMP_AGE,

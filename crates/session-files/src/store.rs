@@ -2,9 +2,9 @@
 //! blocking core that does every operation under the key's lock where the contract needs it.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -15,10 +15,10 @@ use session_core::{
 };
 use tokio::sync::Semaphore;
 
-use crate::format::{self, Bad, HEADER_LEN, Header};
+use crate::format::{self, Bad, Caps, HEADER_LEN, Header, MAX_OWNER_LEN};
 use crate::fsio::{
-    Context, FileError, Locks, STORE, TempFile, fail, is_not_found, make_dir_all, open_read,
-    remove_file, sync_dir,
+    Context, FileError, Locks, STORE, TempFile, create_new, fail, is_not_found, is_symlink_refused,
+    make_dir_all, open_read, remove_file, sync_dir,
 };
 use crate::layout::{Layout, TEMP_PREFIX, is_shard_name, key_in_shard};
 
@@ -111,9 +111,10 @@ impl FileStoreBuilder {
     /// cleanup task.
     ///
     /// # Errors
-    /// [`Error::Config`] for a zero concurrency, a root that is not a directory, or a non-zero
-    /// cleanup interval outside a Tokio runtime; [`Error::Backend`] if the directories cannot
-    /// be created.
+    /// [`Error::Config`] for a zero concurrency, a root that is not a directory, a `locks` or
+    /// `owners` directory that is a symlink, or a non-zero cleanup interval outside a Tokio
+    /// runtime (a store opened there would never sweep); [`Error::Backend`] if the
+    /// directories cannot be created.
     pub fn open(self) -> Result<FileStore> {
         if self.concurrency == 0 {
             return Err(Error::Config(
@@ -132,8 +133,19 @@ impl FileStoreBuilder {
             tracing::warn!(root = %root.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "session directory is readable by other users; 0700 is recommended");
         }
         let layout = Layout::new(root);
-        make_dir_all(&layout.owners_dir())?;
-        make_dir_all(&layout.locks_dir())?;
+        for dir in [layout.owners_dir(), layout.locks_dir()] {
+            make_dir_all(&dir)?;
+            // A symlink here would send every lock file or owner marker wherever it points.
+            if fs::symlink_metadata(&dir).ctx("stat", &dir)?.is_symlink() {
+                return Err(Error::Config(
+                    format!(
+                        "session-files: {} is a symlink; the store's own directories must be real ones",
+                        dir.display()
+                    )
+                    .into(),
+                ));
+            }
+        }
         let inner = Arc::new(Inner {
             locks: Locks::new(layout.locks_dir()),
             layout,
@@ -156,19 +168,15 @@ impl FileStoreBuilder {
 }
 
 impl FileStore {
-    /// Opens a store on `root` with default settings, creating the directory if missing.
-    /// Inside a Tokio runtime it sweeps every [`DEFAULT_CLEANUP_INTERVAL`]; outside one it has
-    /// no background task (use the builder to choose).
+    /// Opens a store on `root` with default settings, creating the directory if missing, and
+    /// starts its sweep every [`DEFAULT_CLEANUP_INTERVAL`].
     ///
     /// # Errors
-    /// As [`FileStoreBuilder::open`].
+    /// As [`FileStoreBuilder::open`]; in particular [`Error::Config`] outside a Tokio runtime,
+    /// where the sweep cannot run (open the store inside the runtime, or use the builder with
+    /// a zero [`cleanup_interval`](FileStoreBuilder::cleanup_interval)).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
-        let builder = Self::builder(root);
-        if tokio::runtime::Handle::try_current().is_ok() {
-            builder.open()
-        } else {
-            builder.cleanup_interval(Duration::ZERO).open()
-        }
+        Self::builder(root).open()
     }
 
     /// Starts configuring a store on `root`.
@@ -257,11 +265,15 @@ fn ident(meta: &fs::Metadata) -> Ident {
 
 /// Reads the session file at `path` to `depth`, classifying it. I/O failures other than
 /// "not there" are errors; bad contents are a [`Peek::Bad`], never an error or a panic.
-fn peek(path: &Path, depth: Depth) -> Result<Peek> {
+///
+/// Nothing is allocated for a length read from the header before the header has passed its
+/// checksum, `caps` and the comparison with the file's real length, so a forged or torn
+/// header can make the store read at most `max_data_len` plus the owner limit, never more.
+fn peek(path: &Path, caps: Caps, depth: Depth) -> Result<Peek> {
     let mut file = match open_read(path) {
         Ok(f) => f,
         Err(e) if is_not_found(&e) => return Ok(Peek::Missing),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+        Err(e) if is_symlink_refused(&e) => {
             let id = fs::symlink_metadata(path).ok().map(|m| ident(&m));
             return Ok(Peek::Bad(Bad::Corrupt("a symlink, not a session file"), id));
         }
@@ -290,7 +302,7 @@ fn peek(path: &Path, depth: Depth) -> Result<Peek> {
         }
         Err(e) => return Err(fail("read", path, e)),
     }
-    let header = match Header::decode(&head) {
+    let header = match Header::decode(&head).and_then(|h| caps.check(&h).map(|()| h)) {
         Ok(h) => h,
         Err(bad) => return Ok(Peek::Bad(bad, id)),
     };
@@ -309,7 +321,9 @@ fn peek(path: &Path, depth: Depth) -> Result<Peek> {
     match depth {
         Depth::Header => {}
         Depth::Owner => {
-            let mut owner = vec![0u8; header.owner_len as usize];
+            let mut owner = Vec::new();
+            reserve(&mut owner, u64::from(header.owner_len), path)?;
+            owner.resize(header.owner_len as usize, 0);
             file.read_exact(&mut owner).ctx("read", path)?;
             match format::decode_owner(&header, &owner) {
                 Ok(o) => found.owner = o,
@@ -318,7 +332,8 @@ fn peek(path: &Path, depth: Depth) -> Result<Peek> {
         }
         Depth::Whole => {
             let body_len = len - HEADER_LEN as u64;
-            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            let mut buf = Vec::new();
+            reserve(&mut buf, len, path)?;
             buf.extend_from_slice(&head);
             // Bounded by the length already checked, plus one byte to notice a file that grew.
             (&mut file)
@@ -342,11 +357,27 @@ fn peek(path: &Path, depth: Depth) -> Result<Peek> {
     Ok(Peek::Found(found))
 }
 
+/// Makes room for `len` bytes, failing with `Unavailable` (out of memory) instead of aborting
+/// the process when even a length that passed every check cannot be had, e.g. with no data
+/// limit configured.
+fn reserve(buf: &mut Vec<u8>, len: u64, path: &Path) -> Result<()> {
+    usize::try_from(len)
+        .ok()
+        .and_then(|n| buf.try_reserve_exact(n).ok())
+        .ok_or_else(|| {
+            fail(
+                "allocate a read buffer for",
+                path,
+                io::Error::from(io::ErrorKind::OutOfMemory),
+            )
+        })
+}
+
 fn owner_len(record: &Record) -> Result<()> {
     match &record.owner {
-        Some(o) if u32::try_from(o.len()).is_err() => Err(Error::TooLarge {
+        Some(o) if o.len() > MAX_OWNER_LEN => Err(Error::TooLarge {
             size: o.len(),
-            limit: u32::MAX as usize,
+            limit: MAX_OWNER_LEN,
         }),
         _ => Ok(()),
     }
@@ -389,6 +420,16 @@ fn rename_into(from: &Path, to: &Path, to_dir: &Path) -> Result<()> {
 }
 
 impl Inner {
+    fn peek(&self, path: &Path, depth: Depth) -> Result<Peek> {
+        peek(
+            path,
+            Caps {
+                data: self.max_data_len.map(|n| n as u64),
+            },
+            depth,
+        )
+    }
+
     /// Runs `op` on Tokio's blocking pool once one of the store's slots is free. The slot
     /// moves into the blocking task, so a caller that gives up waiting does not free it before
     /// the operation (which always runs to the end) is done.
@@ -471,12 +512,7 @@ impl Inner {
         // `delete_by_owner` in another process may remove the emptied directory between our
         // mkdir and create; trying again is enough.
         for _ in 0..8 {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
+            match create_new(&path) {
                 Ok(_) => return sync_dir(&dir),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
                 Err(e) if is_not_found(&e) => make_dir_all(&dir)?,
@@ -502,7 +538,7 @@ impl Inner {
     fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let now = Timestamp::now();
         let path = self.layout.record_path(key);
-        match peek(&path, Depth::Whole)? {
+        match self.peek(&path, Depth::Whole)? {
             Peek::Missing => Ok(None),
             Peek::Bad(bad, id) => self.bad(key, &path, bad, id, false).map(|()| None),
             Peek::Found(found) if found.header.live(now) => Ok(Some(found.record(*key))),
@@ -513,7 +549,7 @@ impl Inner {
     fn exists(&self, key: &SessionKey) -> Result<bool> {
         let now = Timestamp::now();
         let path = self.layout.record_path(key);
-        match peek(&path, Depth::Header)? {
+        match self.peek(&path, Depth::Header)? {
             Peek::Missing => Ok(false),
             Peek::Bad(bad, id) => self.bad(key, &path, bad, id, false).map(|()| false),
             Peek::Found(found) => Ok(found.header.live(now)),
@@ -526,7 +562,7 @@ impl Inner {
         let path = self.layout.record_path(key);
         // A live record seen without the lock is a valid answer (the key was taken at that
         // moment) and spares writing a file for nothing.
-        if let Peek::Found(found) = peek(&path, Depth::Header)?
+        if let Peek::Found(found) = self.peek(&path, Depth::Header)?
             && found.header.live(Timestamp::now())
         {
             return Err(Error::AlreadyExists);
@@ -545,7 +581,7 @@ impl Inner {
             let _lock = self.locks.lock(key)?;
             let now = Timestamp::now();
             // `None`: nothing there. `Some(owner)`: an expired or corrupt file to replace.
-            let stale: Option<Option<String>> = match peek(&path, Depth::Owner)? {
+            let stale: Option<Option<String>> = match self.peek(&path, Depth::Owner)? {
                 Peek::Missing => None,
                 Peek::Found(found) if found.header.live(now) => return Err(Error::AlreadyExists),
                 Peek::Found(found) => Some(found.owner),
@@ -600,7 +636,7 @@ impl Inner {
         // First without the lock: a failure seen here is a valid answer (the save failed at
         // that moment), and a likely success gets its file written and fsynced before the
         // lock is taken, so the lock covers only the re-check and the rename.
-        let early = match peek(&path, Depth::Header)? {
+        let early = match self.peek(&path, Depth::Header)? {
             Peek::Found(found) if found.header.live(Timestamp::now()) => {
                 if found.header.version != record.version {
                     return Err(Error::Conflict);
@@ -614,7 +650,7 @@ impl Inner {
         {
             let _lock = self.locks.lock(key)?;
             let now = Timestamp::now();
-            let stored = match peek(&path, Depth::Owner)? {
+            let stored = match self.peek(&path, Depth::Owner)? {
                 Peek::Found(found) if found.header.live(now) => found,
                 Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
                 Peek::Bad(bad, id) => {
@@ -649,7 +685,7 @@ impl Inner {
         let path = self.layout.record_path(key);
         // As in `save`: check and write the new file first, then re-check under the lock
         // that the file is still the one read (same header, so same body) and rename.
-        let early = match peek(&path, Depth::Whole)? {
+        let early = match self.peek(&path, Depth::Whole)? {
             Peek::Found(found) if found.header.live(Timestamp::now()) => {
                 if found.header.expires_at == expires_at {
                     return Ok(());
@@ -665,7 +701,7 @@ impl Inner {
         {
             let _lock = self.locks.lock(key)?;
             let now = Timestamp::now();
-            let temp = match (early, peek(&path, Depth::Header)?) {
+            let temp = match (early, self.peek(&path, Depth::Header)?) {
                 (Some((read, temp)), Peek::Found(found))
                     if found.header == read && read.live(now) =>
                 {
@@ -673,7 +709,7 @@ impl Inner {
                 }
                 // Changed since: read it again under the lock.
                 _ => {
-                    let stored = match peek(&path, Depth::Whole)? {
+                    let stored = match self.peek(&path, Depth::Whole)? {
                         Peek::Found(found) if found.header.live(now) => found,
                         Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
                         Peek::Bad(bad, id) => {
@@ -698,7 +734,7 @@ impl Inner {
     /// removed too: a logout must not be blocked by a file it cannot decode.
     fn delete_locked(&self, key: &SessionKey, now: Timestamp) -> Result<(bool, bool)> {
         let path = self.layout.record_path(key);
-        let found = match peek(&path, Depth::Owner)? {
+        let found = match self.peek(&path, Depth::Owner)? {
             Peek::Missing => return Ok((false, false)),
             Peek::Bad(bad, _) => {
                 tracing::warn!(path = %path.display(), reason = %bad, "unreadable session file removed by a delete");
@@ -730,7 +766,7 @@ impl Inner {
         {
             let _locks = self.locks.lock_two(old, new)?;
             let now = Timestamp::now();
-            let moving = match peek(&old_path, Depth::Owner)? {
+            let moving = match self.peek(&old_path, Depth::Owner)? {
                 Peek::Found(found) if found.header.live(now) => found,
                 Peek::Found(_) | Peek::Missing => return Err(Error::NotFound),
                 Peek::Bad(bad, id) => {
@@ -741,7 +777,7 @@ impl Inner {
             if old == new {
                 return Err(Error::AlreadyExists);
             }
-            let replaced: Option<String> = match peek(&new_path, Depth::Owner)? {
+            let replaced: Option<String> = match self.peek(&new_path, Depth::Owner)? {
                 Peek::Missing => None,
                 Peek::Found(found) if found.header.live(now) => return Err(Error::AlreadyExists),
                 Peek::Found(found) => found.owner,
@@ -809,7 +845,7 @@ impl Inner {
             let Entry::Record(key, path) = entry else {
                 return Ok(());
             };
-            match peek(path, Depth::Header)? {
+            match self.peek(path, Depth::Header)? {
                 Peek::Missing => {}
                 Peek::Bad(bad, id) => self.bad_in_scan(&key, path, bad, id)?,
                 Peek::Found(found) if found.header.live(now) => {
@@ -840,14 +876,14 @@ impl Inner {
                 Ok(())
             }
             Entry::Record(key, path) => {
-                match peek(path, Depth::Header)? {
+                match self.peek(path, Depth::Header)? {
                     Peek::Found(found) if !found.header.live(now) => {}
                     Peek::Found(_) | Peek::Missing => return Ok(()),
                     Peek::Bad(bad, id) => return self.bad_in_scan(&key, path, bad, id),
                 }
                 let _lock = self.locks.lock(&key)?;
                 // Checked again under the lock: it may have been replaced by a live one.
-                match peek(path, Depth::Owner)? {
+                match self.peek(path, Depth::Owner)? {
                     Peek::Found(found) if !found.header.live(now) => {
                         // No directory fsync: an expired file that reappears after a crash is
                         // still expired, and the next sweep takes it.
@@ -887,7 +923,7 @@ impl Inner {
     /// Removes `owner`'s marker for `key` if the record there is not `owner`'s any more.
     fn drop_stale_marker(&self, owner: &str, key: &SessionKey) -> Result<()> {
         let _lock = self.locks.lock(key)?;
-        let keep = match peek(&self.layout.record_path(key), Depth::Owner)? {
+        let keep = match self.peek(&self.layout.record_path(key), Depth::Owner)? {
             Peek::Found(found) => found.owner.as_deref() == Some(owner),
             Peek::Bad(Bad::Unsupported(_), _) => true,
             Peek::Missing | Peek::Bad(..) => false,
@@ -903,7 +939,7 @@ impl Inner {
         let mut out = Vec::new();
         for key in self.owner_keys(owner)? {
             let path = self.layout.record_path(&key);
-            match peek(&path, Depth::Whole)? {
+            match self.peek(&path, Depth::Whole)? {
                 Peek::Found(found) if found.owner.as_deref() == Some(owner) => {
                     if found.header.live(now) {
                         out.push(found.record(key));
@@ -922,7 +958,7 @@ impl Inner {
         for key in self.owner_keys(owner)? {
             let _lock = self.locks.lock(&key)?;
             let path = self.layout.record_path(&key);
-            let owned = match peek(&path, Depth::Owner)? {
+            let owned = match self.peek(&path, Depth::Owner)? {
                 Peek::Found(found) => found.owner.as_deref() == Some(owner),
                 Peek::Bad(Bad::Unsupported(_), _) => {
                     tracing::warn!(path = %path.display(), "skipping a session file this build cannot read");

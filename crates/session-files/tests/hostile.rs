@@ -336,3 +336,199 @@ fn files_and_directories_are_private() {
         }
     }
 }
+
+/// A session file as the format describes it, with whatever lengths the test claims:
+/// `owner` and `data` are the bytes actually written (the file is then extended, sparse, to
+/// the claimed size), and both checksums are right for what is written, so only the claimed
+/// lengths are wrong.
+fn forged_file(path: &Path, owner_len: u32, owner: &[u8], data_len: u64, data: &[u8]) {
+    let mut h = [0u8; 52];
+    h[0..4].copy_from_slice(b"SESF");
+    h[4..6].copy_from_slice(&1u16.to_le_bytes());
+    h[6..8].copy_from_slice(&u16::from(owner_len > 0).to_le_bytes());
+    let expires = Timestamp::now() + HOUR;
+    h[8..16].copy_from_slice(&expires.unix_millis().to_le_bytes());
+    h[24..32].copy_from_slice(&1u64.to_le_bytes());
+    h[32..36].copy_from_slice(&owner_len.to_le_bytes());
+    h[36..44].copy_from_slice(&data_len.to_le_bytes());
+    let mut body = crc32fast::Hasher::new();
+    body.update(owner);
+    body.update(data);
+    h[44..48].copy_from_slice(&body.finalize().to_le_bytes());
+    let crc = crc32fast::hash(&h[..48]);
+    h[48..52].copy_from_slice(&crc.to_le_bytes());
+    let mut bytes = h.to_vec();
+    bytes.extend_from_slice(owner);
+    bytes.extend_from_slice(data);
+    if let Some(parent) = path.parent() {
+        io("mkdir", std::fs::create_dir_all(parent));
+    }
+    io("write", std::fs::write(path, &bytes));
+    let file = io("open", std::fs::OpenOptions::new().write(true).open(path));
+    io("extend", file.set_len(52 + u64::from(owner_len) + data_len));
+}
+
+const FORGED_CHILD: &str = "SESSION_FILES_FORGED_ROOT";
+const FORGED_LIMIT: usize = 1024;
+
+fn forged_keys(root: &Path) -> Vec<SessionKey> {
+    let text = io("read keys", std::fs::read_to_string(root.join("keys")));
+    text.lines()
+        .map(|l| SessionKey::from_hex(l).expect("a key"))
+        .collect()
+}
+
+/// Headers whose checksums are right but whose lengths are above the store's limits (data
+/// above `max_data_len`, owners above `MAX_OWNER_LEN`) are corrupt: every operation treats the
+/// session as absent and removes the file, and nothing is allocated for the claimed lengths.
+/// The reads run in a child process whose address space is capped at 3 GiB, so allocating
+/// what a header claims (4 GiB of owner, 1 TiB of data, both sparse on disk) would abort it.
+#[test]
+fn forged_lengths_are_corrupt_and_never_allocated() {
+    if let Ok(root) = std::env::var(FORGED_CHILD) {
+        let cap = 3 << 30;
+        io(
+            "setrlimit",
+            rustix::process::setrlimit(
+                rustix::process::Resource::As,
+                rustix::process::Rlimit {
+                    current: Some(cap),
+                    maximum: Some(cap),
+                },
+            )
+            .map_err(std::io::Error::from),
+        );
+        let root = PathBuf::from(root);
+        let keys = forged_keys(&root);
+        runtime().block_on(async {
+            let store = ok(
+                "open",
+                FileStore::builder(&root)
+                    .max_data_len(Some(FORGED_LIMIT))
+                    .cleanup_interval(Duration::ZERO)
+                    .open(),
+            );
+            // Each op on its own forged file: the first meeting removes it.
+            let [
+                over,
+                huge_data,
+                huge_owner,
+                by_delete,
+                by_touch,
+                by_save,
+                by_count,
+            ] = keys[..]
+            else {
+                panic!("seven forged keys expected, got {}", keys.len());
+            };
+            assert_eq!(
+                ok("load", store.load(&over).await),
+                None,
+                "data above max_data_len was returned"
+            );
+            assert_eq!(ok("load", store.load(&huge_data).await), None);
+            assert_eq!(ok("load", store.load(&huge_owner).await), None);
+            assert!(!ok("delete", store.delete(&by_delete).await));
+            assert!(matches!(
+                store.touch(&by_touch, Timestamp::now() + HOUR).await,
+                Err(Error::NotFound)
+            ));
+            let mut r = Record::new(by_save, &b"x"[..], Timestamp::now() + HOUR);
+            r.version = 1;
+            assert!(matches!(store.save(&r).await, Err(Error::NotFound)));
+            assert_eq!(ok("count", store.count().await), 0);
+            let _ = by_count;
+        });
+        return;
+    }
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let keys: Vec<SessionKey> = (0..7).map(|_| SessionId::generate().key()).collect();
+    let data = vec![b'd'; FORGED_LIMIT + 1];
+    forged_file(
+        &record_path(&root, &keys[0]),
+        0,
+        b"",
+        data.len() as u64,
+        &data,
+    );
+    forged_file(&record_path(&root, &keys[1]), 0, b"", 1 << 40, b"");
+    for k in &keys[2..] {
+        forged_file(&record_path(&root, k), u32::MAX, b"", 0, b"");
+    }
+    let listing: String = keys.iter().map(|k| k.to_hex() + "\n").collect();
+    io("write keys", std::fs::write(root.join("keys"), listing));
+    let mut child = common::reexec(
+        "forged_lengths_are_corrupt_and_never_allocated",
+        &[(FORGED_CHILD, root.display().to_string())],
+    );
+    let status = common::wait_exit(&mut child, Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "the store failed on forged lengths ({status}): it allocated what a header claimed"
+    );
+    for k in &keys {
+        assert!(
+            !record_path(&root, k).exists(),
+            "a forged file was kept: {}",
+            k.to_hex()
+        );
+    }
+}
+
+/// A symlink planted where the store keeps a lock file, or in place of its `locks` or
+/// `owners` directory, is never followed: operations on that lock stripe fail with a
+/// `Backend` error naming the path, opening on a linked directory is refused, and nothing is
+/// created where the links point.
+#[test]
+fn planted_symlinks_for_locks_and_store_directories_are_refused() {
+    let dir = tempdir();
+    let root = dir.path().join("store");
+    let outside = dir.path().join("outside");
+    io("mkdir", std::fs::create_dir(&outside));
+    runtime().block_on(async {
+        let store = open(&root);
+        let key = SessionKey::from_bytes([0x5a; 32]);
+        let lock = root.join("locks").join("5a");
+        let _ = std::fs::remove_file(&lock);
+        let target = outside.join("lock-target");
+        io("symlink", std::os::unix::fs::symlink(&target, &lock));
+        match store
+            .create(&Record::new(key, &b"x"[..], Timestamp::now() + HOUR))
+            .await
+        {
+            Err(Error::Backend { source, .. }) => {
+                assert!(source.to_string().contains("lock"), "{source}");
+            }
+            other => panic!("a symlinked lock file must fail the call, got {other:?}"),
+        }
+        assert!(!target.exists(), "the lock symlink was followed");
+        assert!(!ok("exists", store.exists(&key).await));
+        // Other stripes work.
+        ok("create", store.create(&live(b"y")).await);
+    });
+    for name in ["locks", "owners"] {
+        let root = dir.path().join(format!("linked-{name}"));
+        io("mkdir", std::fs::create_dir(&root));
+        let elsewhere = outside.join(name);
+        io("mkdir", std::fs::create_dir(&elsewhere));
+        io(
+            "symlink",
+            std::os::unix::fs::symlink(&elsewhere, root.join(name)),
+        );
+        let opened = runtime().block_on(async {
+            FileStore::builder(&root)
+                .cleanup_interval(Duration::ZERO)
+                .open()
+                .map(drop)
+        });
+        assert!(
+            matches!(opened, Err(Error::Config(_))),
+            "{name}: a symlinked store directory must be refused, got {opened:?}"
+        );
+        assert!(
+            files_under(&elsewhere).is_empty(),
+            "{name}: something was created through the link"
+        );
+    }
+}

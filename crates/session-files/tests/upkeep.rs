@@ -181,12 +181,20 @@ fn bad_configurations_are_refused() {
         FileStore::builder(&root).concurrency(0).open(),
         Err(Error::Config(_))
     ));
-    // Outside a runtime, a background task cannot start: refused, unless the interval is zero.
+    // Outside a runtime, a background task cannot start: refused, unless the interval is
+    // zero. The default `open` is no exception: it must not quietly open a store that never
+    // sweeps.
     assert!(matches!(
         FileStore::builder(&root).open(),
         Err(Error::Config(_))
     ));
-    let store = ok("open", FileStore::open(&root));
+    assert!(matches!(FileStore::open(&root), Err(Error::Config(_))));
+    let store = ok(
+        "open",
+        FileStore::builder(&root)
+            .cleanup_interval(Duration::ZERO)
+            .open(),
+    );
     assert_eq!(
         store.max_data_len(),
         Some(session_files::DEFAULT_MAX_DATA_LEN)

@@ -74,18 +74,43 @@ fn is_transient_sqlstate(code: &str) -> bool {
         )
 }
 
+/// Whether `error` means the connection itself broke (reset, closed, or its backend was
+/// terminated), so the statement's reply was lost and the connection is gone. Only these
+/// errors are worth retrying at once on another connection; the statement may or may not have
+/// been applied.
+pub(crate) fn is_broken_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(e) => !is_refused_certificate(e),
+        // 08: connection exceptions. 57P01: `pg_terminate_backend` or a fast shutdown.
+        // 57P02: the server crashed and is restarting.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02")),
+        _ => false,
+    }
+}
+
+/// Whether an I/O error is the TLS layer refusing the server (an untrusted certificate, a
+/// name that does not match), which sqlx reports as I/O of kind `InvalidData`: the network
+/// worked, and retrying will not make the certificate trusted.
+fn is_refused_certificate(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::InvalidData
+}
+
 /// Maps a driver error to the session layer's categories.
 ///
 /// Unreachable servers, lost connections, pool timeouts and the SQLSTATEs of
 /// [`is_transient_sqlstate`] are [`Error::Unavailable`]; everything else is [`Error::Backend`].
+/// TLS failures are `Unavailable` only when the network failed under them: a certificate the
+/// client does not trust, or a server without TLS, will not get better by retrying.
 /// Callers that know what a unique violation means there check [`is_unique_violation`] first.
 pub(crate) fn map_err(error: sqlx::Error) -> Error {
     let transient = match &error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(e) => !is_refused_certificate(e),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Tls(source) => source
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| !is_refused_certificate(e)),
         sqlx::Error::Database(db) => db.code().is_some_and(|code| is_transient_sqlstate(&code)),
         _ => false,
     };

@@ -4,9 +4,8 @@ mod codec;
 mod sql;
 mod store;
 
-pub use session_core::CleanupTask;
 pub use sqlx;
 pub use store::{
-    DEFAULT_CLEANUP_BATCH, DEFAULT_MAX_DATA_LEN, DEFAULT_SCHEMA, DEFAULT_TABLE, PostgresStore,
-    PostgresStoreBuilder,
+    DEFAULT_CLEANUP_BATCH, DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_DATA_LEN, DEFAULT_SCHEMA,
+    DEFAULT_TABLE, PostgresStore, PostgresStoreBuilder,
 };

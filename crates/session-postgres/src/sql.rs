@@ -79,6 +79,8 @@ pub(crate) struct Queries {
     pub(crate) count_expired: String,
     pub(crate) delete_expired_batch: String,
     pub(crate) list: String,
+    pub(crate) list_first_page: String,
+    pub(crate) list_page_after: String,
     pub(crate) list_by_owner: String,
     pub(crate) delete_by_owner: String,
 }
@@ -172,6 +174,16 @@ impl Queries {
                  )) AND expires_at <= now()"
             ),
             list: format!("SELECT key FROM {t} WHERE expires_at > now()"),
+            // Keyset pagination on the primary key: each page is one index range scan that
+            // starts at the cursor and stops after `$n` live rows, however large the table.
+            // Two statements rather than `$1 IS NULL OR key > $1`, whose generic plan could
+            // not start the scan at the cursor.
+            list_first_page: format!(
+                "SELECT key FROM {t} WHERE expires_at > now() ORDER BY key LIMIT $1"
+            ),
+            list_page_after: format!(
+                "SELECT key FROM {t} WHERE key > $1 AND expires_at > now() ORDER BY key LIMIT $2"
+            ),
             list_by_owner: format!(
                 "SELECT {cols} FROM {t} WHERE owner = $1 AND expires_at > now()"
             ),

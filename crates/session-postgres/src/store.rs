@@ -1,7 +1,8 @@
 //! The store, its builder, migrations and background cleanup.
 
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use session_core::{
@@ -9,9 +10,12 @@ use session_core::{
     check_data_len,
 };
 use sqlx::Row as _;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
-use crate::codec::{PgMillis, STORE, is_unique_violation, map_err, version_from_db, version_to_db};
+use crate::codec::{
+    PgMillis, STORE, is_broken_connection, is_unique_violation, map_err, version_from_db,
+    version_to_db,
+};
 use crate::sql::{Queries, migration_lock_key, validate_schema, validate_table};
 
 /// Default largest session payload, in bytes: 4096, as Go's pgstore.
@@ -22,6 +26,9 @@ pub const DEFAULT_CLEANUP_BATCH: usize = 1000;
 pub const DEFAULT_SCHEMA: &str = "public";
 /// Default table.
 pub const DEFAULT_TABLE: &str = "sessions";
+/// Default interval of the background sweep of expired rows: 5 minutes. Expired rows are never
+/// returned either way; the sweep only gives their space back.
+pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,16 +41,20 @@ struct Inner {
     sql: Queries,
     max_data_len: Option<usize>,
     cleanup_batch: i64,
+    cleanup_interval: Duration,
 }
 
 /// A [`SessionStore`] keeping one row per session in a PostgreSQL table.
 ///
-/// Cloning gives another handle to the same pool and table. Create the table with
-/// [`migrate`](Self::migrate) and sweep expired rows with [`start_cleanup`](Self::start_cleanup)
-/// (expired rows are never returned either way; they only take space until swept).
+/// Cloning gives another handle to the same pool, table and cleanup task. Create the table
+/// with [`migrate`](Self::migrate). Expired rows are swept in the background every
+/// [`cleanup_interval`](PostgresStoreBuilder::cleanup_interval) (they are never returned
+/// either way; they only take space until swept); the sweep ends with the last handle or
+/// with [`stop_cleanup`](Self::stop_cleanup).
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
+    cleanup: Arc<Mutex<Option<CleanupTask>>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -53,6 +64,7 @@ impl fmt::Debug for PostgresStore {
             .field("table", &self.inner.sql.qualified)
             .field("max_data_len", &self.inner.max_data_len)
             .field("cleanup_batch", &self.inner.cleanup_batch)
+            .field("cleanup_interval", &self.inner.cleanup_interval)
             .field("pool_size", &self.inner.pool.size())
             .finish_non_exhaustive()
     }
@@ -66,6 +78,7 @@ pub struct PostgresStoreBuilder {
     table: String,
     max_data_len: usize,
     cleanup_batch: usize,
+    cleanup_interval: Duration,
     max_connections: u32,
     acquire_timeout: Duration,
 }
@@ -77,6 +90,7 @@ impl Default for PostgresStoreBuilder {
             table: DEFAULT_TABLE.to_owned(),
             max_data_len: DEFAULT_MAX_DATA_LEN,
             cleanup_batch: DEFAULT_CLEANUP_BATCH,
+            cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
@@ -113,6 +127,16 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// How often the background task deletes expired rows (default
+    /// [`DEFAULT_CLEANUP_INTERVAL`]), the first time one interval after the store is built.
+    /// Zero turns the task off; expired rows are then still never returned, only kept until
+    /// [`SessionStore::delete_expired`] runs. Several app servers sweeping the same table do
+    /// not block each other (the sweep skips rows another one has locked).
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.cleanup_interval = interval;
+        self
+    }
+
     /// Pool size when the store builds its own pool with [`connect`](Self::connect)
     /// (default 10).
     pub fn max_connections(mut self, max: u32) -> Self {
@@ -146,24 +170,36 @@ impl PostgresStoreBuilder {
             })
     }
 
-    /// Builds the store over `pool`. Does not touch the database: call
-    /// [`PostgresStore::migrate`] to create the table.
+    /// Builds the store over `pool` and starts its background sweep (unless
+    /// [`cleanup_interval`](Self::cleanup_interval) is zero). Does not touch the database:
+    /// call [`PostgresStore::migrate`] to create the table.
     ///
     /// # Errors
-    /// [`Error::Config`] for a schema or table name that is not a plain identifier, or a
-    /// cleanup batch of zero.
+    /// [`Error::Config`] for a schema or table name that is not a plain identifier, a cleanup
+    /// batch of zero, or a non-zero cleanup interval outside a Tokio runtime (a store built
+    /// there would otherwise never sweep: build it inside the runtime, or set the interval to
+    /// zero and call [`SessionStore::delete_expired`] yourself).
     pub fn build(self, pool: PgPool) -> Result<PostgresStore> {
         let cleanup_batch = self.validate()?;
         let sql = Queries::new(&self.schema, &self.table);
+        let inner = Arc::new(Inner {
+            pool,
+            schema: self.schema,
+            table: self.table,
+            sql,
+            max_data_len: (self.max_data_len > 0).then_some(self.max_data_len),
+            cleanup_batch,
+            cleanup_interval: self.cleanup_interval,
+        });
+        let cleanup = CleanupTask::spawn(
+            STORE,
+            self.cleanup_interval,
+            Arc::downgrade(&inner),
+            |inner: Arc<Inner>| async move { inner.delete_expired().await },
+        )?;
         Ok(PostgresStore {
-            inner: Arc::new(Inner {
-                pool,
-                schema: self.schema,
-                table: self.table,
-                sql,
-                max_data_len: (self.max_data_len > 0).then_some(self.max_data_len),
-                cleanup_batch,
-            }),
+            inner,
+            cleanup: Arc::new(Mutex::new(cleanup)),
         })
     }
 
@@ -172,12 +208,22 @@ impl PostgresStoreBuilder {
     /// (opened on demand), checks each before handing it out, and names itself
     /// `session-postgres` in `pg_stat_activity` unless the URL sets `application_name`.
     ///
+    /// TLS follows the URL's `sslmode` (`disable`, `prefer`, the default, `require`,
+    /// `verify-ca`, `verify-full`) and `sslrootcert`, as with `libpq`, when the crate is built
+    /// with its `tls` feature (rustls). Without it every connection is plain text, and a URL
+    /// that requires TLS is refused with [`Error::Config`] naming the feature.
+    ///
+    /// The background sweep starts as with [`build`](Self::build).
+    ///
     /// # Errors
-    /// [`Error::Config`] for a bad URL or name, [`Error::Unavailable`] when the server cannot
-    /// be reached.
+    /// [`Error::Config`] for a bad URL or name, or a URL requiring TLS in a build without it;
+    /// [`Error::Unavailable`] when the
+    /// server cannot be reached; [`Error::Backend`] when the server refuses the connection (a
+    /// TLS certificate that does not verify, a rejected login).
     pub async fn connect(self, url: &str) -> Result<PostgresStore> {
         // Refuse a bad configuration before opening any connection.
         self.validate()?;
+
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(Error::Config(
                 "a PostgreSQL URL starts with postgres:// or postgresql://".into(),
@@ -189,31 +235,52 @@ impl PostgresStoreBuilder {
         if options.get_application_name().is_none() {
             options = options.application_name(APPLICATION_NAME);
         }
+        let wants_tls = matches!(
+            options.get_ssl_mode(),
+            PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+        );
+        let loopback = options.get_socket().is_some()
+            || matches!(options.get_host(), "localhost" | "127.0.0.1" | "::1");
+        if !cfg!(feature = "tls")
+            && matches!(options.get_ssl_mode(), PgSslMode::Prefer)
+            && !loopback
+        {
+            // `prefer` (what a URL without `sslmode` means) quietly falls back to plain text
+            // in a build without TLS; say so once, where an operator will see it.
+            tracing::warn!(
+                store = STORE,
+                host = options.get_host(),
+                "connecting to PostgreSQL in plain text: session-postgres is built without its `tls` feature; enable it, or set sslmode=disable to silence this"
+            );
+        }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
             .connect_with(options)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| match e {
+                // sqlx says so only as text; the mode check keeps a real handshake failure of
+                // a TLS-enabled build from being taken for a missing feature.
+                sqlx::Error::Tls(_) if wants_tls && !cfg!(feature = "tls") => Error::Config(
+                    "this URL requires TLS (sslmode), but session-postgres was built without \
+                     it: enable its `tls` feature (`postgres-tls` in the `sessions` crate)"
+                        .into(),
+                ),
+                e => map_err(e),
+            })?;
         self.build(pool)
     }
 }
 
 impl PostgresStore {
-    /// A store over `pool` with default settings: table `public.sessions`, 4096-byte limit.
-    /// Call [`migrate`](Self::migrate) once to create the table.
-    pub fn new(pool: PgPool) -> Self {
-        let sql = Queries::new(DEFAULT_SCHEMA, DEFAULT_TABLE);
-        Self {
-            inner: Arc::new(Inner {
-                pool,
-                schema: DEFAULT_SCHEMA.to_owned(),
-                table: DEFAULT_TABLE.to_owned(),
-                sql,
-                max_data_len: Some(DEFAULT_MAX_DATA_LEN),
-                cleanup_batch: DEFAULT_CLEANUP_BATCH as i64,
-            }),
-        }
+    /// A store over `pool` with default settings: table `public.sessions`, 4096-byte limit,
+    /// a sweep every [`DEFAULT_CLEANUP_INTERVAL`]. Call [`migrate`](Self::migrate) once to
+    /// create the table.
+    ///
+    /// # Errors
+    /// [`Error::Config`] outside a Tokio runtime (see [`PostgresStoreBuilder::build`]).
+    pub fn new(pool: PgPool) -> Result<Self> {
+        PostgresStoreBuilder::default().build(pool)
     }
 
     /// Connects to `url` with default settings (see [`PostgresStoreBuilder::connect`]).
@@ -288,35 +355,53 @@ impl PostgresStore {
         tx.commit().await.map_err(map_err)
     }
 
-    /// Starts deleting expired rows every `interval`, the first time one interval from now, in
-    /// batches of [`cleanup_batch`](PostgresStoreBuilder::cleanup_batch) rows per statement.
-    ///
-    /// A failed sweep is logged and tried again on the next tick. The task ends when the
-    /// returned handle is stopped ([`CleanupTask::stop`] waits for it) or dropped, or when the
-    /// last handle to this store is dropped.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for a zero interval or when called outside a Tokio runtime.
-    pub fn start_cleanup(&self, interval: Duration) -> Result<CleanupTask> {
-        let task = CleanupTask::spawn(
-            STORE,
-            interval,
-            Arc::downgrade(&self.inner),
-            |inner: Arc<Inner>| async move { inner.delete_expired().await },
-        )?;
-        task.ok_or_else(|| Error::Config("the cleanup interval must be above zero".into()))
+    /// Stops the background sweep and waits until it has ended (a sweep under way finishes
+    /// first). Idempotent; every clone of the store shares the one task.
+    pub async fn stop_cleanup(&self) {
+        let task = self
+            .cleanup
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.stop().await;
+        }
     }
 }
 
 impl Inner {
+    /// Runs an idempotent statement, and once more (on another connection from the pool) when
+    /// its connection broke under it. Only for statements whose second run cannot do harm when
+    /// the first was applied and only its reply was lost: reads, deletes, and `touch`, which
+    /// sets the same deadline again. The answer is then the second run's (a delete whose first
+    /// run removed the row reports that nothing was there).
+    ///
+    /// The broken connection is not reused: the pool pings it when it comes back and drops it,
+    /// and the retry takes another (one the pool has checked, when it tests before handing
+    /// connections out, as pools made by [`PostgresStoreBuilder::connect`] do).
+    async fn retrying<'a, T, Fut>(&'a self, op: impl Fn(&'a PgPool) -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T, sqlx::Error>> + Send + 'a,
+    {
+        match op(&self.pool).await {
+            Err(e) if is_broken_connection(&e) => {
+                tracing::debug!(store = STORE, error = %e, "connection lost; retrying an idempotent statement once");
+                op(&self.pool).await.map_err(map_err)
+            }
+            other => other.map_err(map_err),
+        }
+    }
+
     async fn delete_expired(&self) -> Result<u64> {
         let mut total = 0u64;
         loop {
-            let deleted = sqlx::query(&self.sql.delete_expired_batch)
-                .bind(self.cleanup_batch)
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?
+            let deleted = self
+                .retrying(|pool| {
+                    sqlx::query(&self.sql.delete_expired_batch)
+                        .bind(self.cleanup_batch)
+                        .execute(pool)
+                })
+                .await?
                 .rows_affected();
             total += deleted;
             // A short batch means nothing expired is left (or the rest is locked by requests
@@ -383,11 +468,13 @@ impl SessionStore for PostgresStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let inner = &*self.inner;
-        let row = sqlx::query(&inner.sql.load)
-            .bind(key.as_bytes().as_slice())
-            .fetch_optional(&inner.pool)
-            .await
-            .map_err(map_err)?;
+        let row = inner
+            .retrying(|pool| {
+                sqlx::query(&inner.sql.load)
+                    .bind(key.as_bytes().as_slice())
+                    .fetch_optional(pool)
+            })
+            .await?;
         row.as_ref().map(record_from_row).transpose()
     }
 
@@ -414,11 +501,13 @@ impl SessionStore for PostgresStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let inner = &*self.inner;
-        let live: Option<bool> = sqlx::query_scalar(&inner.sql.delete)
-            .bind(key.as_bytes().as_slice())
-            .fetch_optional(&inner.pool)
-            .await
-            .map_err(map_err)?;
+        let live: Option<bool> = inner
+            .retrying(|pool| {
+                sqlx::query_scalar(&inner.sql.delete)
+                    .bind(key.as_bytes().as_slice())
+                    .fetch_optional(pool)
+            })
+            .await?;
         Ok(live.unwrap_or(false))
     }
 
@@ -428,21 +517,25 @@ impl SessionStore for PostgresStore {
         }
         let inner = &*self.inner;
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes().as_slice()).collect();
-        let n: i64 = sqlx::query_scalar(&inner.sql.delete_many)
-            .bind(keys)
-            .fetch_one(&inner.pool)
-            .await
-            .map_err(map_err)?;
+        let n: i64 = inner
+            .retrying(|pool| {
+                sqlx::query_scalar(&inner.sql.delete_many)
+                    .bind(&keys)
+                    .fetch_one(pool)
+            })
+            .await?;
         Ok(count_from_db(n))
     }
 
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
         let inner = &*self.inner;
-        sqlx::query_scalar(&inner.sql.exists)
-            .bind(key.as_bytes().as_slice())
-            .fetch_one(&inner.pool)
+        inner
+            .retrying(|pool| {
+                sqlx::query_scalar(&inner.sql.exists)
+                    .bind(key.as_bytes().as_slice())
+                    .fetch_one(pool)
+            })
             .await
-            .map_err(map_err)
     }
 
     async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
@@ -469,12 +562,14 @@ impl SessionStore for PostgresStore {
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
         let inner = &*self.inner;
-        let touched = sqlx::query(&inner.sql.touch)
-            .bind(key.as_bytes().as_slice())
-            .bind(PgMillis(expires_at))
-            .execute(&inner.pool)
-            .await
-            .map_err(map_err)?
+        let touched = inner
+            .retrying(|pool| {
+                sqlx::query(&inner.sql.touch)
+                    .bind(key.as_bytes().as_slice())
+                    .bind(PgMillis(expires_at))
+                    .execute(pool)
+            })
+            .await?
             .rows_affected();
         if touched == 0 {
             Err(Error::NotFound)
@@ -485,19 +580,17 @@ impl SessionStore for PostgresStore {
 
     async fn count(&self) -> Result<u64> {
         let inner = &*self.inner;
-        let n: i64 = sqlx::query_scalar(&inner.sql.count)
-            .fetch_one(&inner.pool)
-            .await
-            .map_err(map_err)?;
+        let n: i64 = inner
+            .retrying(|pool| sqlx::query_scalar(&inner.sql.count).fetch_one(pool))
+            .await?;
         Ok(count_from_db(n))
     }
 
     async fn count_expired(&self) -> Result<u64> {
         let inner = &*self.inner;
-        let n: i64 = sqlx::query_scalar(&inner.sql.count_expired)
-            .fetch_one(&inner.pool)
-            .await
-            .map_err(map_err)?;
+        let n: i64 = inner
+            .retrying(|pool| sqlx::query_scalar(&inner.sql.count_expired).fetch_one(pool))
+            .await?;
         Ok(count_from_db(n))
     }
 
@@ -507,30 +600,65 @@ impl SessionStore for PostgresStore {
 
     async fn list(&self) -> Result<Vec<SessionKey>> {
         let inner = &*self.inner;
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar(&inner.sql.list)
-            .fetch_all(&inner.pool)
-            .await
-            .map_err(map_err)?;
+        let rows: Vec<Vec<u8>> = inner
+            .retrying(|pool| sqlx::query_scalar(&inner.sql.list).fetch_all(pool))
+            .await?;
         rows.iter().map(|k| key_from_db(k)).collect()
+    }
+
+    async fn list_page(
+        &self,
+        after: Option<&SessionKey>,
+        limit: usize,
+    ) -> Result<(Vec<SessionKey>, Option<SessionKey>)> {
+        let inner = &*self.inner;
+        // One row beyond the page tells whether another page follows, so the last page ends
+        // the walk without an extra empty query.
+        let fetch = i64::try_from(limit.max(1)).unwrap_or(i64::MAX - 1) + 1;
+        let rows: Vec<Vec<u8>> = inner
+            .retrying(|pool| match after {
+                None => sqlx::query_scalar(&inner.sql.list_first_page)
+                    .bind(fetch)
+                    .fetch_all(pool),
+                Some(after) => sqlx::query_scalar(&inner.sql.list_page_after)
+                    .bind(after.as_bytes().as_slice())
+                    .bind(fetch)
+                    .fetch_all(pool),
+            })
+            .await?;
+        let mut keys = rows
+            .iter()
+            .map(|k| key_from_db(k))
+            .collect::<Result<Vec<_>>>()?;
+        let more = keys.len() as u64 > limit.max(1) as u64;
+        if more {
+            keys.truncate(limit.max(1));
+        }
+        let next = if more { keys.last().copied() } else { None };
+        Ok((keys, next))
     }
 
     async fn list_by_owner(&self, owner: &str) -> Result<Vec<Record>> {
         let inner = &*self.inner;
-        let rows = sqlx::query(&inner.sql.list_by_owner)
-            .bind(owner)
-            .fetch_all(&inner.pool)
-            .await
-            .map_err(map_err)?;
+        let rows = inner
+            .retrying(|pool| {
+                sqlx::query(&inner.sql.list_by_owner)
+                    .bind(owner)
+                    .fetch_all(pool)
+            })
+            .await?;
         rows.iter().map(record_from_row).collect()
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
         let inner = &*self.inner;
-        let n: i64 = sqlx::query_scalar(&inner.sql.delete_by_owner)
-            .bind(owner)
-            .fetch_one(&inner.pool)
-            .await
-            .map_err(map_err)?;
+        let n: i64 = inner
+            .retrying(|pool| {
+                sqlx::query_scalar(&inner.sql.delete_by_owner)
+                    .bind(owner)
+                    .fetch_one(pool)
+            })
+            .await?;
         Ok(count_from_db(n))
     }
 

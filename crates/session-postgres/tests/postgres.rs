@@ -1,5 +1,6 @@
-//! Behaviour beyond the shared suite: migrations, batched cleanup under load, lost connections,
-//! refused names, the size limit and timestamp edges. Each test has its own table (or schema)
+//! Behaviour beyond the shared suite: migrations, batched cleanup under load and by default,
+//! refused names, the size limit and timestamp edges (lost connections are in
+//! `lost_connections.rs`). Each test has its own table (or schema)
 //! on the server from `DATABASE_URL`, dropped when it ends.
 
 mod common;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use session_core::{Error, Record, SessionId, SessionKey, SessionStore, Timestamp};
 use session_postgres::PostgresStore;
-use session_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use session_postgres::sqlx::postgres::PgPoolOptions;
 use session_postgres::sqlx::{self, Connection as _};
 
 use common::{DropOnExit, TEST_SCHEMA};
@@ -152,10 +153,13 @@ async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
     };
     let table = common::unique_name("cleanup");
     let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    // The sweep runs every 50 ms from the moment the store is built, with no call to start
+    // it; it fails quietly (and tries again) until the table exists.
     let store = PostgresStore::builder()
         .schema(TEST_SCHEMA)
         .table(&table)
         .cleanup_batch(1000)
+        .cleanup_interval(Duration::from_millis(50))
         .connect(&url)
         .await
         .expect("connect");
@@ -165,7 +169,6 @@ async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
         store.create(r).await.expect("create live");
     }
     insert_expired_rows(&store, 2_500).await;
-    assert_eq!(store.count_expired().await.expect("count_expired"), 2_500);
 
     let stop = Arc::new(AtomicBool::new(false));
     let loads = Arc::new(AtomicU64::new(0));
@@ -189,9 +192,6 @@ async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
             }
         })
     };
-    let cleanup = store
-        .start_cleanup(Duration::from_millis(50))
-        .expect("start cleanup");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while store.count_expired().await.expect("count_expired") > 0 {
         assert!(
@@ -200,7 +200,7 @@ async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    cleanup.stop().await;
+    store.stop_cleanup().await;
     stop.store(true, Ordering::Relaxed);
     reader
         .await
@@ -230,21 +230,87 @@ async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
         "no sweep after stop"
     );
 
-    // Dropping the handle stops the task too.
-    let dropped = store
-        .start_cleanup(Duration::from_millis(100))
-        .expect("start cleanup");
-    drop(dropped);
+    // Dropping the last handle of a store stops its task too.
+    let other = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .cleanup_interval(Duration::from_millis(100))
+        .build(store.pool().clone())
+        .expect("build");
+    drop(other.clone());
+    drop(other);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         store.count_expired().await.expect("count_expired"),
         1,
         "no sweep after drop"
     );
-    assert!(matches!(
-        store.start_cleanup(Duration::ZERO),
-        Err(Error::Config(_))
-    ));
+}
+
+/// The default store sweeps by itself: building it starts the task, and expired rows
+/// disappear without any other call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_rows_are_swept_without_being_asked() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let table = common::unique_name("autosweep");
+    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let setup = common::store(&url, &table).await;
+    setup.stop_cleanup().await;
+    insert_expired_rows(&setup, 300).await;
+    let keep = live(b"keep");
+    setup.create(&keep).await.expect("create");
+    assert_eq!(setup.count_expired().await.expect("count_expired"), 300);
+
+    let store = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .cleanup_interval(Duration::from_millis(100))
+        .connect(&url)
+        .await
+        .expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.count_expired().await.expect("count_expired") > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no background sweep ran within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.load(&keep.key).await.expect("load"), Some(keep));
+}
+
+/// Outside a Tokio runtime a store cannot run its sweep: building one with a non-zero cleanup
+/// interval is refused with `Error::Config` instead of silently never sweeping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn building_outside_a_runtime_is_refused_unless_cleanup_is_off() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let pool = PgPoolOptions::new().connect_lazy(&url).expect("lazy pool");
+    let outside = std::thread::spawn(move || {
+        let default = PostgresStore::builder().build(pool.clone()).map(drop);
+        let new = PostgresStore::new(pool.clone()).map(drop);
+        let off = PostgresStore::builder()
+            .cleanup_interval(Duration::ZERO)
+            .build(pool)
+            .map(drop);
+        (default, new, off)
+    })
+    .join()
+    .expect("the thread without a runtime");
+    assert!(
+        matches!(outside.0, Err(Error::Config(_))),
+        "{:?}",
+        outside.0
+    );
+    assert!(
+        matches!(outside.1, Err(Error::Config(_))),
+        "{:?}",
+        outside.1
+    );
+    assert!(outside.2.is_ok(), "{:?}", outside.2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,182 +341,6 @@ async fn delete_expired_runs_in_bounded_batches_until_done() {
             .build(store.pool().clone()),
         Err(Error::Config(_))
     ));
-}
-
-/// PIDs of the backends whose `application_name` is `app`, optionally only those waiting on a lock.
-async fn backends(admin: &mut sqlx::PgConnection, app: &str, waiting_on_lock: bool) -> Vec<i32> {
-    sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND (NOT $2 OR wait_event_type = 'Lock')",
-    )
-    .bind(app)
-    .bind(waiting_on_lock)
-    .fetch_all(admin)
-    .await
-    .expect("read pg_stat_activity")
-}
-
-async fn terminate(admin: &mut sqlx::PgConnection, app: &str) -> usize {
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-    )
-    .bind(app)
-    .fetch_all(admin)
-    .await
-    .expect("pg_terminate_backend");
-    killed.len()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminated_backends_give_unavailable_and_the_pool_recovers() {
-    let Some(url) = common::database_url() else {
-        return;
-    };
-    let table = common::unique_name("terminate");
-    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
-    let app = common::unique_name("app");
-    let pool = common::pool(&url, &app, 4).await;
-    let store = PostgresStore::builder()
-        .schema(TEST_SCHEMA)
-        .table(&table)
-        .build(pool)
-        .expect("build");
-    store.migrate().await.expect("migrate");
-    let r = live(b"survives");
-    store.create(&r).await.expect("create");
-    let mut admin = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("admin connection");
-
-    // A query in flight when its backend is terminated: hold a lock so the load waits on the
-    // server, then terminate the store's backends.
-    let mut tx = admin.begin().await.expect("begin");
-    sqlx::query(&format!(
-        "LOCK TABLE \"{TEST_SCHEMA}\".\"{table}\" IN ACCESS EXCLUSIVE MODE"
-    ))
-    .execute(&mut *tx)
-    .await
-    .expect("lock the table");
-    let blocked = {
-        let (store, key) = (store.clone(), r.key);
-        tokio::spawn(async move { store.load(&key).await })
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while backends(&mut tx, &app, true).await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the load never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(terminate(&mut tx, &app).await >= 1);
-    let err = blocked
-        .await
-        .expect("load task")
-        .expect_err("a terminated load must fail");
-    assert!(
-        matches!(
-            err,
-            Error::Unavailable {
-                store: "postgres",
-                ..
-            }
-        ),
-        "expected Unavailable, got {err:?}"
-    );
-    assert!(err.is_transient());
-    tx.rollback().await.expect("release the lock");
-
-    // The pool replaces the dead connections by itself.
-    assert_eq!(
-        store.load(&r.key).await.expect("load after reconnect"),
-        Some(r.clone())
-    );
-
-    // Idle connections killed between requests are noticed before use; nothing fails.
-    assert!(terminate(&mut admin, &app).await >= 1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    for _ in 0..8 {
-        assert_eq!(
-            store.load(&r.key).await.expect("load after idle kill"),
-            Some(r.clone())
-        );
-    }
-    assert!(
-        !backends(&mut admin, &app, false).await.is_empty(),
-        "the pool reconnected"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_connection_without_a_check_is_unavailable_then_recovers() {
-    let Some(url) = common::database_url() else {
-        return;
-    };
-    let (store, _guard) = fresh(&url).await;
-    let app = common::unique_name("app");
-    let options: PgConnectOptions = url.parse().expect("url");
-    // Without the pre-use check, a connection killed while idle is handed out and fails.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(false)
-        .connect_with(options.application_name(&app))
-        .await
-        .expect("connect");
-    let store = PostgresStore::builder()
-        .schema(store.schema())
-        .table(store.table())
-        .build(pool)
-        .expect("build");
-    let r = live(b"x");
-    store.create(&r).await.expect("create");
-    let mut admin = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("admin connection");
-    // The pool pings a connection as it takes it back; terminate only once that is done, or
-    // the ping notices and the load gets a fresh connection.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while store.pool().num_idle() < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the connection never went idle"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(terminate(&mut admin, &app).await, 1);
-    // Termination is a signal: wait until the backend has really exited.
-    while !backends(&mut admin, &app, false).await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the backend did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let err = store
-        .load(&r.key)
-        .await
-        .expect_err("a dead connection must fail the load");
-    assert!(
-        matches!(
-            err,
-            Error::Unavailable {
-                store: "postgres",
-                ..
-            }
-        ),
-        "expected Unavailable, got {err:?}"
-    );
-    let mut recovered = None;
-    for _ in 0..3 {
-        if let Ok(back) = store.load(&r.key).await {
-            recovered = Some(back);
-            break;
-        }
-    }
-    assert_eq!(
-        recovered,
-        Some(Some(r)),
-        "the pool must replace the dead connection"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,7 +461,9 @@ async fn size_limit_defaults_to_4096_and_zero_means_unlimited() {
     let (store, _guard) = fresh(&url).await;
     assert_eq!(store.max_data_len(), Some(4096));
     assert_eq!(
-        PostgresStore::new(store.pool().clone()).max_data_len(),
+        PostgresStore::new(store.pool().clone())
+            .expect("new")
+            .max_data_len(),
         Some(4096)
     );
     let fits = Record::new(
@@ -698,4 +590,77 @@ async fn timestamps_are_exact_across_the_range() {
     );
     assert!(!store.exists(&r.key).await.expect("exists"));
     assert_eq!(store.count().await.expect("count"), 3);
+}
+
+/// `list_page` is keyset pagination: one index range scan from the cursor that stops after
+/// the page, so a page of 10 out of 5,000 live sessions reads 11 rows, where `list` reads
+/// them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_reads_only_its_own_rows() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let table = common::unique_name("pages");
+    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    // One connection, so every statement below runs in the same backend and its statistics
+    // can be flushed and read there.
+    let pool = common::pool(&url, &common::unique_name("app"), 1).await;
+    let store = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .build(pool)
+        .expect("build");
+    store.migrate().await.expect("migrate");
+    sqlx::query(&format!(
+        "INSERT INTO \"{TEST_SCHEMA}\".\"{table}\" (key, data, created_at, expires_at, version)
+         SELECT sha256(convert_to(i::text, 'UTF8')), '\\x00', now(), now() + interval '1 hour', 1
+         FROM generate_series(1, 5000) AS i"
+    ))
+    .execute(store.pool())
+    .await
+    .expect("seed live rows");
+    sqlx::query(&format!("ANALYZE \"{TEST_SCHEMA}\".\"{table}\""))
+        .execute(store.pool())
+        .await
+        .expect("analyze");
+    // Rows read from the table so far, by sequential and index scans, with this backend's
+    // pending counts flushed first (PostgreSQL 15 reports them at most once a second otherwise).
+    let rows_read = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(store.pool())
+            .await
+            .expect("flush statistics");
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(store.pool())
+            .await
+            .expect("clear the statistics snapshot");
+        let n: i64 = sqlx::query_scalar(
+            "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
+        )
+        .bind(TEST_SCHEMA)
+        .bind(&table)
+        .fetch_one(store.pool())
+        .await
+        .expect("read table statistics");
+        n
+    };
+
+    let (first, next) = store.list_page(None, 10).await.expect("first page");
+    assert_eq!(first.len(), 10);
+    let before = rows_read().await;
+    let (second, _) = store
+        .list_page(next.as_ref(), 10)
+        .await
+        .expect("second page");
+    let read = rows_read().await - before;
+    assert_eq!(second.len(), 10);
+    assert!(first.last() < second.first(), "pages follow each other");
+    assert!(
+        (10..=12).contains(&read),
+        "a page of 10 read {read} rows: it must seek to the cursor and stop after the page"
+    );
+    let before = rows_read().await;
+    assert_eq!(store.list().await.expect("list").len(), 5000);
+    let read = rows_read().await - before;
+    assert!(read >= 5000, "list read {read} rows of 5000");
 }

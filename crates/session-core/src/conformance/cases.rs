@@ -574,6 +574,131 @@ pub async fn list_shows_only_live(store: Arc<dyn SessionStore>) {
     assert_eq!(listed, expected);
 }
 
+/// Walks every page of [`SessionStore::list_page`] from the start with `limit`, checking each
+/// page's shape (at most `limit` keys, at least 1; keys ascending; the cursor is the last key),
+/// and returns all keys in the order returned. Panics if the walk does not end.
+async fn walk_pages(store: &dyn SessionStore, limit: usize, max_pages: usize) -> Vec<SessionKey> {
+    let mut all = Vec::new();
+    let mut after: Option<SessionKey> = None;
+    for _ in 0..max_pages {
+        let (page, next) = must("list_page", store.list_page(after.as_ref(), limit)).await;
+        assert!(
+            page.len() <= limit.max(1),
+            "a page of limit {limit} held {} keys",
+            page.len()
+        );
+        assert!(
+            page.windows(2).all(|w| w[0] < w[1]),
+            "a page's keys must ascend"
+        );
+        if let (Some(first), Some(after)) = (page.first(), &after) {
+            assert!(first > after, "a page returned a key not after its cursor");
+        }
+        if let Some(next) = &next {
+            assert_eq!(
+                page.last(),
+                Some(next),
+                "the cursor must be the page's last key"
+            );
+        }
+        all.extend(page);
+        match next {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
+    }
+    panic!("list_page did not finish within {max_pages} pages");
+}
+
+/// Following `list_page` cursors from the start returns every live key exactly once, in
+/// ascending order, and no expired or deleted key, whatever the page size (0 counts as 1).
+pub async fn list_page_walks_every_live_key_once(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let lives: Vec<Record> = (0..23u8).map(|i| live(vec![i])).collect();
+    for r in &lives {
+        create(store, r).await;
+    }
+    for i in 0..4u8 {
+        create(store, &expired(vec![i])).await;
+    }
+    must("delete", store.delete(&lives[0].key)).await;
+    let mut expected: Vec<SessionKey> = lives[1..].iter().map(|r| r.key).collect();
+    expected.sort();
+    for limit in [1, 5, 22, 23, 1000] {
+        assert_eq!(
+            walk_pages(store, limit, 100).await,
+            expected,
+            "a walk with pages of {limit} must return each live key once, ascending"
+        );
+    }
+    let (page, next) = must("list_page", store.list_page(None, 0)).await;
+    assert_eq!(
+        (page.as_slice(), next.as_ref()),
+        (&expected[..1], expected.first()),
+        "a limit of 0 must be taken as 1"
+    );
+    let last = expected.last().copied();
+    let (page, next) = must("list_page", store.list_page(last.as_ref(), 10)).await;
+    assert!(
+        page.is_empty() && next.is_none(),
+        "nothing follows the last key"
+    );
+}
+
+/// While other tasks create, delete and expire sessions, a `list_page` walk still returns
+/// every key that stays live throughout exactly once, never a key twice, and only keys that
+/// were live at some point of the walk.
+pub async fn list_page_is_stable_under_concurrent_writes(store: Arc<dyn SessionStore>) {
+    let steady: Vec<Record> = (0..40u8).map(|i| live(vec![i])).collect();
+    let doomed: Vec<Record> = (0..20u8).map(|i| live(vec![i])).collect();
+    for r in steady.iter().chain(&doomed) {
+        create(&*store, r).await;
+    }
+    let writer = {
+        let store = Arc::clone(&store);
+        let doomed: Vec<SessionKey> = doomed.iter().map(|r| r.key).collect();
+        tokio::spawn(async move {
+            let mut created = Vec::new();
+            for (i, key) in doomed.iter().enumerate() {
+                let r = live(vec![1, i as u8]);
+                store.create(&r).await?;
+                created.push(r.key);
+                store.create(&expired(vec![2, i as u8])).await?;
+                store.delete(key).await?;
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, Error>(created)
+        })
+    };
+    let walked = walk_pages(&*store, 3, 1000).await;
+    let created = match writer.await {
+        Ok(Ok(created)) => created,
+        Ok(Err(e)) => panic!("a concurrent write failed: {e:?}"),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    assert!(
+        walked.windows(2).all(|w| w[0] < w[1]),
+        "a walk must never return a key twice or go back"
+    );
+    let walked: HashSet<SessionKey> = walked.into_iter().collect();
+    for r in &steady {
+        assert!(
+            walked.contains(&r.key),
+            "a key live throughout the walk was missed"
+        );
+    }
+    let allowed: HashSet<SessionKey> = steady
+        .iter()
+        .chain(&doomed)
+        .map(|r| r.key)
+        .chain(created)
+        .collect();
+    assert!(
+        walked.is_subset(&allowed),
+        "a walk returned a key that was never live"
+    );
+}
+
 /// 64 concurrent tasks on distinct sessions lose nothing.
 pub async fn concurrent_distinct_sessions_lose_nothing(store: Arc<dyn SessionStore>) {
     let results = on_tasks(&store, 0..64u32, |store, i| async move {

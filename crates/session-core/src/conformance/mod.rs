@@ -230,6 +230,7 @@ macro_rules! conformance_tests {
             delete_many_empty_is_noop, exists_sees_live_only, change_id_keeps_everything,
             change_id_to_taken_key_fails, change_id_of_missing_fails,
             counts_and_sweep_agree, list_shows_only_live,
+            list_page_walks_every_live_key_once, list_page_is_stable_under_concurrent_writes,
             concurrent_distinct_sessions_lose_nothing, concurrent_saves_leave_one_whole_value,
             owner_listing_is_exact, owner_deletion_is_exact, owner_moves_with_save,
             owner_follows_change_id, size_limit_is_exact, delete_then_create_again,
