@@ -248,7 +248,7 @@ mod containers {
         let host = std::env::var("DOCKER_HOST")
             .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
         let docker = Docker::connect_with_defaults()
-            .map_err(|e| format!("no Docker engine is configured ({host}: {e})"))?;
+            .map_err(|e| format!("no Docker engine answered at {host} ({e})"))?;
         match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
             Ok(Ok(_)) => Ok(docker),
             Ok(Err(e)) => Err(format!("no Docker engine answered at {host} ({e})")),
