@@ -1,5 +1,7 @@
 //! Project automation. `cargo xtask help` lists the tasks.
 
+mod images;
+
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
@@ -9,9 +11,10 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "test" => test(),
         "bench" => bench(&args[1..]),
+        "images" => images::images(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  ci     fmt, clippy, tests and docs, as .ci/run does\n  test   the test suite (the README's test command)\n  bench  the benchmark harness; extra args go to the bench binary"
+                "usage: cargo xtask <task>\n\n  ci     fmt, clippy, tests and docs, as .ci/run does\n  test   the test suite (the README's test command)\n  bench  the benchmark harness; extra args go to the bench binary\n  images build (or reuse) the local PostgreSQL, Redis and MariaDB images for container tests"
             );
             return if task == "help" {
                 ExitCode::SUCCESS
@@ -29,7 +32,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+pub(crate) fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)

@@ -1,9 +1,9 @@
-//! The shared conformance suite against the Redis at `REDIS_URL`, each case under its own
+//! The shared conformance suite against the Redis at `REDIS_URL` (or in a container), each case under its own
 //! random prefix, removed when the case ends: once with a pooled connection per operation
 //! (the default), once on shared multiplexed connections (`multiplexed`).
 
 use session_core::SessionId;
-use session_core::conformance::{Fixture, service_url};
+use session_core::conformance::{Fixture, Server, server_url};
 use session_redis::RedisStore;
 use session_redis::redis::{self, Commands};
 
@@ -47,8 +47,8 @@ impl Drop for Cleanup {
 }
 
 async fn fixture(multiplexed: usize) -> Fixture {
-    let Some(url) = service_url("REDIS_URL") else {
-        return Fixture::skipped("REDIS_URL is not set");
+    let Some(url) = server_url(Server::Redis) else {
+        return Fixture::skipped("no Redis server");
     };
     // Hex of a random session key: unique per case and free of glob metacharacters.
     let prefix = format!(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use session_core::conformance::service_url;
+use session_core::conformance::{Server, server_url};
 use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
 use session_redis::RedisStore;
 use session_redis::redis;
@@ -39,7 +39,7 @@ impl Drop for Cleanup {
 }
 
 async fn case() -> Option<Case> {
-    let url = service_url("REDIS_URL")?;
+    let url = server_url(Server::Redis)?;
     let prefix = format!("layout:{}:", &SessionId::generate().key().to_hex()[..16]);
     let store = match RedisStore::builder().url(&url).prefix(&prefix).build() {
         Ok(store) => store,

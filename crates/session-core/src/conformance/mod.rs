@@ -41,8 +41,24 @@
 //!
 //! Stores that expire data by themselves ([`SessionStore::expiry_is_native`]) are held to the
 //! same cases, with `count_expired`/`delete_expired` allowed to see nothing.
+//!
+//! A store that needs a server gets its address from [`server_url`]: the environment URL, else
+//! (with the `containers` feature) a container this test binary starts in Docker, else a
+//! visible skip ([`skip_test`]) that is counted and summed up when the binary exits, or a
+//! failure under `SESSION_REQUIRE_SERVICES=1`:
+//!
+//! ```text
+//! async fn fresh_fixture() -> Fixture {
+//!     let Some(url) = server_url(Server::Postgres) else {
+//!         return Fixture::skipped("no PostgreSQL server");
+//!     };
+//!     Fixture::new(MyPgStore::connect(&url).await.unwrap())
+//! }
+//! ```
 
 mod cases;
+mod servers;
+mod skip;
 
 use std::any::Any;
 use std::future::Future;
@@ -51,6 +67,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cases::*;
+pub use servers::{Server, server_url};
+pub use skip::{services_required, skip_test, skipped_tests};
 
 use crate::store::SessionStore;
 
@@ -90,9 +108,9 @@ impl Fixture {
         }
     }
 
-    /// A fixture for a store whose service is not reachable here: every case prints
-    /// `reason` as a skip notice and passes. Build it only through [`service_url`] returning
-    /// `None`, which already refuses to skip when `SESSION_REQUIRE_SERVICES=1`.
+    /// A fixture for a store whose server is not reachable here: every case skips visibly
+    /// with `reason` ([`skip_test`]) and passes, or fails under `SESSION_REQUIRE_SERVICES=1`.
+    /// Build it when [`server_url`] (or [`service_url`]) returned `None`.
     pub fn skipped(reason: impl Into<String>) -> Self {
         Self {
             skipped: Some(reason.into()),
@@ -102,10 +120,14 @@ impl Fixture {
         }
     }
 
-    /// Why the cases skip, if they do. Prints the notice.
+    /// Why the cases skip, if they do, after telling the terminal and counting the test
+    /// ([`skip_test`]; a test whose factory already told is not told or counted twice).
+    ///
+    /// # Panics
+    /// When the fixture skips and `SESSION_REQUIRE_SERVICES=1`.
     pub fn skip_notice(&self) -> Option<&str> {
         let reason = self.skipped.as_deref()?;
-        eprintln!("SKIPPED (service not available): {reason}");
+        skip_test(reason);
         Some(reason)
     }
 
@@ -164,27 +186,20 @@ impl<S: SessionStore> From<S> for Fixture {
 /// it to `1`.
 pub const REQUIRE_SERVICES_VAR: &str = "SESSION_REQUIRE_SERVICES";
 
-/// Reads a service address (e.g. `DATABASE_URL`, `REDIS_URL`) for a backend test.
+/// Reads a service address from the environment only (e.g. `DATABASE_URL` for a test that
+/// needs a local server binary, not a container); [`server_url`] also starts containers.
 ///
 /// - Set and non-empty: returns it.
-/// - Unset while `SESSION_REQUIRE_SERVICES=1`: panics, so CI can never pass by skipping.
-/// - Unset otherwise: prints a skip notice naming the variable and returns `None`.
+/// - Unset: [`skip_test`] tells and counts the skip and this returns `None`; under
+///   `SESSION_REQUIRE_SERVICES=1` that panics, so CI can never pass by skipping.
 pub fn service_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            let required = std::env::var(REQUIRE_SERVICES_VAR).is_ok_and(|v| v == "1");
-            if required {
-                panic!(
-                    "{var} is not set but {REQUIRE_SERVICES_VAR}=1: this backend test must run here"
-                );
-            }
-            eprintln!(
-                "SKIPPED: {var} is not set, so this backend test cannot reach its server (set {var}, or {REQUIRE_SERVICES_VAR}=1 to make this a failure)"
-            );
-            None
-        }
+    let url = servers::env_url(var);
+    if url.is_none() {
+        skip_test(&format!(
+            "{var} is not set, so this backend test cannot reach its server"
+        ));
     }
+    url
 }
 
 /// Runs one case on a fresh multi-threaded Tokio runtime, failing it after [`CASE_TIMEOUT`].
@@ -211,7 +226,8 @@ pub fn run<F: Future<Output = ()>>(case: F) {
 ///
 /// `$factory` is the path of an async function returning a store or a
 /// [`Fixture`](crate::conformance::Fixture); a server-backed store returns
-/// `Fixture::skipped(..)` when [`service_url`](crate::conformance::service_url) finds no server. Add `, durable` when the fixture can reopen its
+/// `Fixture::skipped(..)` when [`server_url`](crate::conformance::server_url) finds no server.
+/// Add `, durable` when the fixture can reopen its
 /// data, to also run [`survives_reopen`](crate::conformance::survives_reopen). See the
 /// [module docs](crate::conformance).
 #[macro_export]

@@ -8,7 +8,7 @@
 )]
 
 use session_core::SessionId;
-use session_core::conformance::service_url;
+use session_core::conformance::{Server, server_url};
 use session_postgres::PostgresStore;
 use session_postgres::sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use session_postgres::sqlx::{self, Connection as _};
@@ -17,9 +17,10 @@ use session_postgres::sqlx::{self, Connection as _};
 /// own table in it, so tests running in parallel never see each other's rows.
 pub const TEST_SCHEMA: &str = "session_postgres_test";
 
-/// The test server's URL, or `None` (after a skip notice) when `DATABASE_URL` is unset.
+/// The test server's URL: `DATABASE_URL`, else this binary's PostgreSQL container (feature
+/// `containers`), else `None` after a visible skip.
 pub fn database_url() -> Option<String> {
-    service_url("DATABASE_URL")
+    server_url(Server::Postgres)
 }
 
 /// A fresh name like `prefix_1f2e3d4c5b6a7988`, random enough that parallel and repeated runs
