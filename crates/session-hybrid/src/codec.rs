@@ -12,6 +12,22 @@ use session_memory::Change;
 /// Bytes before each payload.
 pub(crate) const FRAME_HEADER: usize = 8;
 
+/// The largest payload beside the data and the owner: a move (tag, two keys, two timestamps,
+/// version, owner length).
+const MAX_FIXED_PAYLOAD: usize = 1 + 32 + 32 + 8 + 8 + 8 + 4;
+
+/// The longest payload a store with this data limit writes (at most [`MAX_OWNER_LEN`] of
+/// owner). Replay never reads a longer payload into memory, so a damaged or forged length
+/// never sizes an allocation.
+///
+/// [`MAX_OWNER_LEN`]: crate::MAX_OWNER_LEN
+pub(crate) fn max_payload(max_data_len: Option<usize>) -> u32 {
+    max_data_len
+        .and_then(|data| data.checked_add(MAX_FIXED_PAYLOAD + crate::config::MAX_OWNER_LEN))
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(u32::MAX)
+}
+
 const TAG_PUT: u8 = 1;
 const TAG_TOUCH: u8 = 2;
 const TAG_DELETE: u8 = 3;
@@ -285,6 +301,10 @@ pub(crate) fn decode_snapshot_end(payload: &[u8]) -> Option<u64> {
 pub(crate) enum Next {
     /// A whole frame with a valid checksum; its payload is in the reader's buffer.
     Frame,
+    /// A whole frame with a valid checksum whose payload is longer than the limit (written
+    /// under a larger `max_data_len`): checked in pieces, never read into memory whole. The
+    /// reader's buffer holds its first [`OVERSIZED_PREFIX`] bytes: the tag and the keys.
+    Oversized,
     /// The file ended exactly at a frame boundary.
     End,
     /// The file ended inside a frame: a write cut short.
@@ -293,27 +313,37 @@ pub(crate) enum Next {
     Corrupt,
 }
 
+/// How much of an oversized payload is kept: the tag and up to two keys.
+pub(crate) const OVERSIZED_PREFIX: usize = 1 + 32 + 32;
+
 /// Reads frames one at a time from a file of known length, reusing one payload buffer.
 #[derive(Debug)]
 pub(crate) struct FrameReader<R> {
     inner: R,
     remaining: u64,
+    /// The longest payload read into memory (see [`max_payload`]).
+    max_payload: u32,
     /// Offset of the end of the last good frame.
     pub(crate) good: u64,
+    /// Offset of the start of the frame read last.
+    pub(crate) start: u64,
     pub(crate) payload: Vec<u8>,
 }
 
 impl<R: Read> FrameReader<R> {
-    pub(crate) fn new(inner: R, len: u64) -> Self {
+    pub(crate) fn new(inner: R, len: u64, max_payload: u32) -> Self {
         Self {
             inner,
             remaining: len,
+            max_payload,
             good: 0,
+            start: 0,
             payload: Vec::new(),
         }
     }
 
     pub(crate) fn next_frame(&mut self) -> io::Result<Next> {
+        self.start = self.good;
         if self.remaining == 0 {
             return Ok(Next::End);
         }
@@ -330,7 +360,15 @@ impl<R: Read> FrameReader<R> {
             return Ok(Next::Corrupt);
         }
         if u64::from(len) > self.remaining {
-            return Ok(Next::Torn);
+            // A length past the end is a write cut short, unless no entry can be that long.
+            return Ok(if len > self.max_payload {
+                Next::Corrupt
+            } else {
+                Next::Torn
+            });
+        }
+        if len > self.max_payload {
+            return self.check_oversized(&header, len, crc);
         }
         let len = len as usize;
         self.payload.clear();
@@ -352,6 +390,45 @@ impl<R: Read> FrameReader<R> {
         self.good += (FRAME_HEADER + len) as u64;
         Ok(Next::Frame)
     }
+
+    /// Checksums a payload above the limit through a small fixed buffer, keeping its prefix.
+    fn check_oversized(&mut self, header: &[u8; 8], len: u32, crc: u32) -> io::Result<Next> {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[..4]);
+        self.payload.clear();
+        let mut buf = [0u8; 8192];
+        let mut left = u64::from(len);
+        while left > 0 {
+            let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+            let got = match self.inner.read(&mut buf[..want]) {
+                Ok(0) => return Ok(Next::Torn),
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..got]);
+            let keep = (OVERSIZED_PREFIX - self.payload.len()).min(got);
+            self.payload.extend_from_slice(&buf[..keep]);
+            left -= got as u64;
+        }
+        self.remaining -= u64::from(len);
+        if hasher.finalize() != crc {
+            return Ok(Next::Corrupt);
+        }
+        self.good += FRAME_HEADER as u64 + u64::from(len);
+        Ok(Next::Oversized)
+    }
+}
+
+/// The keys an oversized entry's prefix names: a put's key, or a move's old and new keys.
+/// `None` when the prefix is no put or move (nothing else can be that long).
+pub(crate) fn oversized_keys(prefix: &[u8]) -> Option<(SessionKey, Option<SessionKey>)> {
+    let mut c = Cursor(prefix);
+    match c.u8()? {
+        TAG_PUT => Some((c.key()?, None)),
+        TAG_MOVE => Some((c.key()?, Some(c.key()?))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -363,7 +440,7 @@ mod tests {
     }
 
     fn read_all(bytes: &[u8]) -> (Vec<Option<Entry>>, Next) {
-        let mut r = FrameReader::new(bytes, bytes.len() as u64);
+        let mut r = FrameReader::new(bytes, bytes.len() as u64, u32::MAX);
         let mut out = Vec::new();
         loop {
             match r.next_frame() {

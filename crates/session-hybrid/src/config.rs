@@ -17,6 +17,11 @@ pub const DEFAULT_FLUSH_BYTES: usize = 1 << 20;
 pub const DEFAULT_COMPACT_FACTOR: u32 = 2;
 /// Default log size below which the log is never compacted: 64 MiB.
 pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 << 20;
+/// The longest owner id the store accepts, in bytes: 64 KiB. With
+/// [`max_data_len`](HybridStoreBuilder::max_data_len) it bounds the size of every entry, so
+/// replay can refuse a larger length read from disk as corrupt instead of trusting it.
+/// `create` and `save` refuse a longer owner with `Error::TooLarge`.
+pub const MAX_OWNER_LEN: usize = 64 << 10;
 const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// When a change reaches the disk, relative to the store call that made it.
@@ -175,6 +180,11 @@ pub struct ReplayReport {
     /// Whether a complete entry failed its checksum or could not be decoded (damage, not a
     /// crash).
     pub corrupt_entry: bool,
+    /// Entries not loaded because they are larger than
+    /// [`max_data_len`](HybridStoreBuilder::max_data_len) allows (written under a larger
+    /// limit): the sessions they set are dropped. Their checksums are verified without reading
+    /// them into memory whole.
+    pub oversized_dropped: u64,
     /// Sessions live after replay, now in memory.
     pub sessions_loaded: u64,
     /// Sessions found expired on replay and not loaded.
@@ -182,8 +192,12 @@ pub struct ReplayReport {
 }
 
 impl ReplayReport {
-    /// Whether anything was dropped: a rejected snapshot, a cut log, or removed segments.
+    /// Whether anything was dropped: a rejected snapshot, a cut log, removed segments, or
+    /// sessions above the size limit.
     pub fn lost_anything(&self) -> bool {
-        self.snapshots_rejected > 0 || self.bytes_dropped > 0 || self.segments_dropped > 0
+        self.snapshots_rejected > 0
+            || self.bytes_dropped > 0
+            || self.segments_dropped > 0
+            || self.oversized_dropped > 0
     }
 }

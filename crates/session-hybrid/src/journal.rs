@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +20,8 @@ use session_memory::{Change, ChangeObserver, MemoryStore};
 use tokio::sync::watch;
 
 use crate::codec;
-use crate::replay::{self, segment_path, snapshot_path, snapshot_tmp_path, sync_dir};
+use crate::fsio::{self, sync_dir};
+use crate::replay::{self, segment_path, snapshot_path, snapshot_tmp_path};
 
 const STORE: &str = "hybrid";
 /// Size of one buffer chunk. The buffer grows by whole chunks, never by reallocating, so a
@@ -394,10 +395,7 @@ impl Flusher {
     /// so the snapshot holds it; every later one lands in the new segment.
     fn start_compaction(&mut self) -> io::Result<()> {
         let next = self.segment + 1;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(&self.dir, next))?;
+        let file = fsio::open_segment(&segment_path(&self.dir, next), true)?;
         sync_dir(&self.dir)?;
         self.file = file;
         self.segment = next;
@@ -449,7 +447,7 @@ impl Snapshot {
     }
 
     fn write_to(&self, tmp: &Path) -> io::Result<u64> {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+        let mut out = BufWriter::with_capacity(1 << 20, fsio::create_temp(tmp)?);
         let mut frame = Vec::with_capacity(4096);
         codec::encode_snapshot_header(&mut frame, self.segment);
         out.write_all(&frame)?;

@@ -2,13 +2,14 @@
 
 mod codec;
 mod config;
+mod fsio;
 mod journal;
 mod replay;
 mod store;
 
 pub use config::{
     DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_MIN_BYTES, DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL,
-    Durability, HybridStoreBuilder, ReplayReport,
+    Durability, HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport,
 };
 pub use session_memory;
 pub use store::HybridStore;

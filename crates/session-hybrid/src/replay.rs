@@ -9,7 +9,7 @@
 //! it was made on.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -17,6 +17,7 @@ use session_core::{Record, SessionKey};
 
 use crate::codec::{self, Entry, FrameReader, Next};
 use crate::config::ReplayReport;
+use crate::fsio::{self, is_symlink_error, sync_dir};
 
 pub(crate) fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("log-{n:020}.log"))
@@ -63,11 +64,6 @@ pub(crate) fn list(dir: &Path) -> io::Result<Listing> {
     listing.snapshots.sort_unstable();
     listing.segments.sort_unstable();
     Ok(listing)
-}
-
-/// Makes renames and new files in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Replay hashes every key of the store; SipHash would cost a noticeable part of a second per
@@ -129,11 +125,24 @@ pub(crate) struct Replayed {
 }
 
 /// Reads snapshot `n` whole into `records`; returns its record count and size, or `None`
-/// when any check fails (the caller empties `records` and sets the file aside).
-fn load_snapshot(path: &Path, n: u64, records: &mut Rebuilt) -> io::Result<Option<(u64, u64)>> {
-    let file = File::open(path)?;
+/// when any check fails (the caller empties `records` and sets the file aside). Records above
+/// the size limit count toward the record count but are not loaded; `oversized` counts them.
+fn load_snapshot(
+    path: &Path,
+    n: u64,
+    records: &mut Rebuilt,
+    max_payload: u32,
+    oversized: &mut u64,
+) -> io::Result<Option<(u64, u64)>> {
+    let file = match fsio::open_read(path) {
+        Ok(file) => file,
+        // A link planted at a snapshot's name is not followed: it is set aside like a
+        // snapshot that fails its checks.
+        Err(e) if is_symlink_error(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let len = file.metadata()?.len();
-    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len);
+    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len, max_payload);
     if !matches!(reader.next_frame()?, Next::Frame)
         || codec::decode_snapshot_header(&reader.payload) != Some(n)
     {
@@ -141,8 +150,17 @@ fn load_snapshot(path: &Path, n: u64, records: &mut Rebuilt) -> io::Result<Optio
     }
     let mut loaded = 0u64;
     loop {
-        if !matches!(reader.next_frame()?, Next::Frame) {
-            return Ok(None);
+        match reader.next_frame()? {
+            Next::Frame => {}
+            Next::Oversized => {
+                if !matches!(codec::oversized_keys(&reader.payload), Some((_, None))) {
+                    return Ok(None);
+                }
+                *oversized += 1;
+                loaded += 1;
+                continue;
+            }
+            _ => return Ok(None),
         }
         if let Some(count) = codec::decode_snapshot_end(&reader.payload) {
             let complete = count == loaded && matches!(reader.next_frame()?, Next::End);
@@ -184,18 +202,30 @@ fn apply(records: &mut Rebuilt, entry: Entry) {
 
 /// How replaying one segment ended.
 enum SegmentEnd {
-    Clean,
-    Cut { good: u64, len: u64 },
+    Clean {
+        len: u64,
+    },
+    Cut {
+        good: u64,
+        len: u64,
+    },
+    /// The name held a symlink, which is never followed.
+    Link,
 }
 
 fn replay_segment(
     path: &Path,
     records: &mut Rebuilt,
     report: &mut ReplayReport,
+    max_payload: u32,
 ) -> io::Result<SegmentEnd> {
-    let file = File::open(path)?;
+    let file = match fsio::open_read(path) {
+        Ok(file) => file,
+        Err(e) if is_symlink_error(&e) => return Ok(SegmentEnd::Link),
+        Err(e) => return Err(e),
+    };
     let len = file.metadata()?.len();
-    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len);
+    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len, max_payload);
     loop {
         match reader.next_frame()? {
             Next::Frame => match codec::decode_entry(&reader.payload) {
@@ -207,11 +237,30 @@ fn replay_segment(
                     // A valid checksum over an undecodable payload: treat it like damage, and
                     // cut before it.
                     report.corrupt_entry = true;
-                    let good = reader.good - (codec::FRAME_HEADER + reader.payload.len()) as u64;
-                    return Ok(SegmentEnd::Cut { good, len });
+                    return Ok(SegmentEnd::Cut {
+                        good: reader.start,
+                        len,
+                    });
                 }
             },
-            Next::End => return Ok(SegmentEnd::Clean),
+            // Written under a larger size limit: the session it sets is dropped, not loaded.
+            Next::Oversized => match codec::oversized_keys(&reader.payload) {
+                Some((key, moved_to)) => {
+                    records.remove(&key);
+                    if let Some(new) = moved_to {
+                        records.remove(&new);
+                    }
+                    report.oversized_dropped += 1;
+                }
+                None => {
+                    report.corrupt_entry = true;
+                    return Ok(SegmentEnd::Cut {
+                        good: reader.start,
+                        len,
+                    });
+                }
+            },
+            Next::End => return Ok(SegmentEnd::Clean { len }),
             Next::Torn => {
                 report.torn_tail = true;
                 return Ok(SegmentEnd::Cut {
@@ -233,7 +282,7 @@ fn replay_segment(
 /// Replays `dir`, repairing it on the way: temp files removed, bad snapshots renamed aside,
 /// the log cut at its first bad entry and later segments removed. Only I/O failures are
 /// errors; damage is reported.
-pub(crate) fn replay(dir: &Path, parts: usize) -> io::Result<Replayed> {
+pub(crate) fn replay(dir: &Path, parts: usize, max_payload: u32) -> io::Result<Replayed> {
     let listing = list(dir)?;
     for temp in &listing.temps {
         fs::remove_file(temp)?;
@@ -244,8 +293,10 @@ pub(crate) fn replay(dir: &Path, parts: usize) -> io::Result<Replayed> {
     let mut base_bytes = 0;
     for &n in listing.snapshots.iter().rev() {
         let path = snapshot_path(dir, n);
-        match load_snapshot(&path, n, &mut records)? {
+        let mut oversized = 0;
+        match load_snapshot(&path, n, &mut records, max_payload, &mut oversized)? {
             Some((loaded, bytes)) => {
+                report.oversized_dropped += oversized;
                 report.snapshot = Some(n);
                 report.snapshot_records = loaded;
                 base = Some(n);
@@ -275,25 +326,35 @@ pub(crate) fn replay(dir: &Path, parts: usize) -> io::Result<Replayed> {
         if cut || k != expected {
             // After a bad entry, or past a missing segment, later entries would be replayed
             // over a state they were not made on.
-            report.bytes_dropped += fs::metadata(&path)?.len();
+            report.bytes_dropped += fs::symlink_metadata(&path)?.len();
             report.segments_dropped += 1;
             fs::remove_file(&path)?;
             cut = true;
             continue;
         }
-        report.segments_replayed += 1;
-        let kept = match replay_segment(&path, &mut records, &mut report)? {
-            SegmentEnd::Clean => fs::metadata(&path)?.len(),
+        let kept = match replay_segment(&path, &mut records, &mut report, max_payload)? {
+            SegmentEnd::Clean { len } => len,
             SegmentEnd::Cut { good, len } => {
                 tracing::warn!(path = %path.display(), dropped = len - good, "session log cut at its first torn or corrupt entry");
                 report.bytes_dropped += len - good;
-                let file = OpenOptions::new().write(true).open(&path)?;
+                let file = fsio::open_write(&path)?;
                 file.set_len(good)?;
                 file.sync_all()?;
                 cut = true;
                 good
             }
+            SegmentEnd::Link => {
+                // Like a missing segment: what follows it cannot be replayed. Removing the
+                // link removes only the link.
+                tracing::warn!(path = %path.display(), "a symlink sat at a session log segment's name; removed, not followed");
+                report.segments_dropped += 1;
+                report.corrupt_entry = true;
+                fs::remove_file(&path)?;
+                cut = true;
+                continue;
+            }
         };
+        report.segments_replayed += 1;
         log_since_base += kept;
         current = Some((k, kept));
         expected = k + 1;

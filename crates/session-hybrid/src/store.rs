@@ -1,7 +1,7 @@
 //! The store: a [`MemoryStore`] whose every change is journaled to disk.
 
 use std::fmt;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -12,9 +12,11 @@ use std::thread::JoinHandle;
 use session_core::{Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait};
 use session_memory::MemoryStore;
 
-use crate::config::{Durability, HybridStoreBuilder, ReplayReport};
+use crate::codec;
+use crate::config::{Durability, HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport};
+use crate::fsio::{self, sync_dir};
 use crate::journal::{Compaction, Flusher, Journal};
-use crate::replay::{self, segment_path, sync_dir};
+use crate::replay::{self, segment_path};
 
 const STORE: &str = "hybrid";
 
@@ -75,14 +77,8 @@ impl HybridStore {
 
     pub(crate) fn open_with(config: HybridStoreBuilder) -> Result<Self> {
         let dir = config.dir;
-        std::fs::create_dir_all(&dir).map_err(backend)?;
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(LOCK_FILE))
-            .map_err(backend)?;
+        fsio::create_private_dir(&dir).map_err(backend)?;
+        let lock = fsio::open_lock(&dir.join(LOCK_FILE)).map_err(backend)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -99,7 +95,8 @@ impl HybridStore {
         // Loading a million sessions into the memory store takes over a second on one thread,
         // so the rebuilt map comes in parts that load on parallel threads.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let replayed = replay::replay(&dir, threads).map_err(backend)?;
+        let replayed = replay::replay(&dir, threads, codec::max_payload(config.max_data_len))
+            .map_err(backend)?;
         let mut report = replayed.report;
         let journal = Arc::new(Journal::new(config.flush_bytes));
         let memory = MemoryStore::builder()
@@ -139,11 +136,7 @@ impl HybridStore {
         }
         let segment = segment_path(&dir, replayed.segment);
         let created = !segment.exists();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&segment)
-            .map_err(backend)?;
+        let file = fsio::open_segment(&segment, false).map_err(backend)?;
         if created {
             sync_dir(&dir).map_err(backend)?;
         }
@@ -291,6 +284,17 @@ impl HybridStore {
     }
 }
 
+/// Refuses an owner longer than [`MAX_OWNER_LEN`], which bounds every log entry's size.
+fn check_owner(record: &Record) -> Result<()> {
+    match &record.owner {
+        Some(owner) if owner.len() > MAX_OWNER_LEN => Err(Error::TooLarge {
+            size: owner.len(),
+            limit: MAX_OWNER_LEN,
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Drop for HybridStore {
     fn drop(&mut self) {
         if self.closed.swap(true, Ordering::SeqCst) {
@@ -321,6 +325,9 @@ impl SessionStore for HybridStore {
         'r: 'f,
         Self: 'f,
     {
+        if let Err(e) = check_owner(record) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         self.write(|| self.memory.create(record))
     }
 
@@ -339,6 +346,9 @@ impl SessionStore for HybridStore {
         'r: 'f,
         Self: 'f,
     {
+        if let Err(e) = check_owner(record) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         self.write(|| self.memory.save(record))
     }
 
