@@ -64,6 +64,7 @@ pub struct HybridStoreBuilder {
     pub(crate) compact_min_bytes: u64,
     pub(crate) cleanup_interval: Duration,
     pub(crate) max_data_len: Option<usize>,
+    pub(crate) max_sessions: Option<u64>,
 }
 
 impl HybridStoreBuilder {
@@ -76,6 +77,7 @@ impl HybridStoreBuilder {
             compact_min_bytes: DEFAULT_COMPACT_MIN_BYTES,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_data_len: Some(DEFAULT_MAX_DATA_LEN),
+            max_sessions: None,
         }
     }
 
@@ -121,6 +123,16 @@ impl HybridStoreBuilder {
         self
     }
 
+    /// The most sessions the store holds (default `None`: no limit), as
+    /// `session_memory::MemoryStoreBuilder::max_sessions`: past it `create` fails with
+    /// `Error::Unavailable` whose source is a [`StoreFull`](session_memory::StoreFull), and
+    /// nothing is written. Reopening a directory that holds more loads them all; creates are
+    /// refused until enough expire or are deleted.
+    pub fn max_sessions(mut self, limit: Option<u64>) -> Self {
+        self.max_sessions = limit;
+        self
+    }
+
     /// Opens the directory (creating it if needed), replays it, and starts the flusher.
     ///
     /// This blocks while the snapshot and log are read (a few seconds per million
@@ -138,6 +150,13 @@ impl HybridStoreBuilder {
         if self.flush_bytes == 0 {
             return Err(Error::Config(
                 "hybrid store: flush_bytes must be above zero".into(),
+            ));
+        }
+        // Checked before the directory is touched: the memory store would refuse the same
+        // later, after a replay that can take seconds.
+        if !self.cleanup_interval.is_zero() && tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config(
+                "hybrid store: background cleanup needs a Tokio runtime: open the store inside one, or set cleanup_interval to zero".into(),
             ));
         }
         if self.compact_factor == 0 {

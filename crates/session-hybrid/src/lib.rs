@@ -11,7 +11,7 @@ pub use config::{
     DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_MIN_BYTES, DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL,
     Durability, HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport,
 };
-pub use session_memory;
+pub use session_memory::{self, StoreFull};
 pub use store::HybridStore;
 
 #[cfg(test)]

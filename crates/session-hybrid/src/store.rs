@@ -100,8 +100,10 @@ impl HybridStore {
         let mut report = replayed.report;
         let journal = Arc::new(Journal::new(config.flush_bytes));
         let memory = MemoryStore::builder()
+            .name(STORE)
             .cleanup_interval(config.cleanup_interval)
             .max_data_len(config.max_data_len)
+            .max_sessions(config.max_sessions)
             .observer(Arc::clone(&journal) as _)
             .build()?;
         let now = Timestamp::now();

@@ -19,6 +19,8 @@ use session_core::{
     async_trait, check_data_len,
 };
 
+use crate::limit::Limit;
+
 /// Default largest session payload: 1 MiB.
 pub const DEFAULT_MAX_DATA_LEN: usize = 1 << 20;
 
@@ -164,7 +166,30 @@ struct Shared {
     owners: Box<[Mutex<OwnerMap>]>,
     owner_hasher: RandomState,
     max_data_len: Option<usize>,
+    /// Counted only when a limit is set, so an unbounded store pays nothing for it.
+    limit: Option<Limit>,
+    /// The backend named in errors.
+    name: &'static str,
     observer: Option<Arc<dyn ChangeObserver>>,
+}
+
+impl Shared {
+    fn new(
+        max_data_len: Option<usize>,
+        max_sessions: Option<u64>,
+        name: &'static str,
+        observer: Option<Arc<dyn ChangeObserver>>,
+    ) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| ShardLock::default()).collect(),
+            owners: (0..OWNER_SHARDS).map(|_| Mutex::default()).collect(),
+            owner_hasher: RandomState::new(),
+            max_data_len,
+            limit: max_sessions.map(Limit::new),
+            name,
+            observer,
+        }
+    }
 }
 
 /// An in-memory [`SessionStore`]. Cloning gives another handle to the same sessions.
@@ -181,6 +206,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("max_data_len", &self.shared.max_data_len)
+            .field("limit", &self.shared.limit)
             .field("observer", &self.shared.observer)
             .finish_non_exhaustive()
     }
@@ -192,6 +218,8 @@ impl fmt::Debug for MemoryStore {
 pub struct MemoryStoreBuilder {
     cleanup_interval: Duration,
     max_data_len: Option<usize>,
+    max_sessions: Option<u64>,
+    name: &'static str,
     observer: Option<Arc<dyn ChangeObserver>>,
 }
 
@@ -200,6 +228,8 @@ impl Default for MemoryStoreBuilder {
         Self {
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_data_len: Some(DEFAULT_MAX_DATA_LEN),
+            max_sessions: None,
+            name: "memory",
             observer: None,
         }
     }
@@ -220,6 +250,24 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// The most sessions the store holds (default `None`: no limit). Past it, `create` fails
+    /// with [`Error::Unavailable`] whose source is a [`StoreFull`](crate::StoreFull); every
+    /// other call goes on working, and the sessions already stored are untouched. Sessions
+    /// that have expired but were not swept yet do not count: a `create` that finds the store
+    /// full sweeps first. Each session costs its data plus a fixed overhead in memory (see
+    /// the README to size the limit).
+    pub fn max_sessions(mut self, limit: Option<u64>) -> Self {
+        self.max_sessions = limit;
+        self
+    }
+
+    /// The backend named in this store's errors (default `"memory"`); a store built on this
+    /// one (such as `session-hybrid`) gives its own.
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// Reports every change to `observer` (see [`ChangeObserver`]).
     pub fn observer(mut self, observer: Arc<dyn ChangeObserver>) -> Self {
         self.observer = Some(observer);
@@ -231,13 +279,12 @@ impl MemoryStoreBuilder {
     /// # Errors
     /// [`Error::Config`] when the cleanup interval is not zero and there is no Tokio runtime.
     pub fn build(self) -> Result<MemoryStore> {
-        let shared = Arc::new(Shared {
-            shards: (0..SHARDS).map(|_| ShardLock::default()).collect(),
-            owners: (0..OWNER_SHARDS).map(|_| Mutex::default()).collect(),
-            owner_hasher: RandomState::new(),
-            max_data_len: self.max_data_len,
-            observer: self.observer,
-        });
+        let shared = Arc::new(Shared::new(
+            self.max_data_len,
+            self.max_sessions,
+            self.name,
+            self.observer,
+        ));
         let cleanup = CleanupTask::spawn(
             "memory",
             self.cleanup_interval,
@@ -252,13 +299,18 @@ impl MemoryStoreBuilder {
 }
 
 impl MemoryStore {
-    /// A store with default settings. Inside a Tokio runtime it sweeps every 60 s; outside one
-    /// it has no background task (call [`sweep`](Self::sweep) or use the builder).
+    /// A store with default settings. Inside a Tokio runtime it sweeps every 60 s. Outside one
+    /// it cannot, and says so with a warning in the log: expired sessions are then never
+    /// returned but stay in memory until [`sweep`](Self::sweep) is called. Prefer the builder,
+    /// whose `build` refuses a cleanup interval it cannot honour with [`Error::Config`].
     pub fn new() -> Self {
         let builder = MemoryStoreBuilder::default();
         let builder = if tokio::runtime::Handle::try_current().is_ok() {
             builder
         } else {
+            tracing::warn!(
+                "MemoryStore::new() outside a Tokio runtime: no background cleanup will run; expired sessions stay in memory until sweep() is called (build the store inside a runtime, or use MemoryStore::builder() to choose)"
+            );
             builder.cleanup_interval(Duration::ZERO)
         };
         match builder.build() {
@@ -334,8 +386,9 @@ impl MemoryStore {
         let shared = &self.shared;
         let mut shard = shared.write_shard(&record.key);
         let shard = &mut *shard;
-        if let Some(old) = shard.records.remove(&record.key) {
-            shared.unindex(shard, &record.key, &old);
+        match shard.records.remove(&record.key) {
+            Some(old) => shared.unindex(shard, &record.key, &old),
+            None => shared.added(),
         }
         let entry = Entry {
             data: record.data,
@@ -352,13 +405,12 @@ impl MemoryStore {
 
 #[cold]
 fn unreachable_store() -> MemoryStore {
-    let shared = Arc::new(Shared {
-        shards: (0..SHARDS).map(|_| ShardLock::default()).collect(),
-        owners: (0..OWNER_SHARDS).map(|_| Mutex::default()).collect(),
-        owner_hasher: RandomState::new(),
-        max_data_len: Some(DEFAULT_MAX_DATA_LEN),
-        observer: None,
-    });
+    let shared = Arc::new(Shared::new(
+        Some(DEFAULT_MAX_DATA_LEN),
+        None,
+        "memory",
+        None,
+    ));
     MemoryStore {
         shared,
         cleanup: Arc::new(Mutex::new(None)),
@@ -449,6 +501,37 @@ impl Shared {
         }
     }
 
+    /// Counts a record added without a reservation.
+    fn added(&self) {
+        if let Some(limit) = &self.limit {
+            limit.added();
+        }
+    }
+
+    /// Counts a record removed from a shard.
+    fn removed(&self) {
+        if let Some(limit) = &self.limit {
+            limit.removed();
+        }
+    }
+
+    /// Takes a slot for a new record under the limit, sweeping expired records first when
+    /// there is none; `Ok(false)` when there is no limit.
+    fn reserve(&self, now: Timestamp) -> Result<bool> {
+        let Some(limit) = &self.limit else {
+            return Ok(false);
+        };
+        if limit.try_reserve() {
+            return Ok(true);
+        }
+        self.sweep(now);
+        if limit.try_reserve() {
+            Ok(true)
+        } else {
+            Err(limit.error(self.name))
+        }
+    }
+
     fn observe<'a>(&self, change: impl FnOnce() -> Change<'a>) {
         if let Some(observer) = &self.observer {
             observer.observe(change());
@@ -468,6 +551,7 @@ impl Shared {
 
     fn remove_locked(&self, shard: &mut Shard, key: &SessionKey) -> Option<Entry> {
         let entry = shard.records.remove(key)?;
+        self.removed();
         self.unindex(shard, key, &entry);
         self.observe(|| Change::Delete { key });
         Some(entry)
@@ -479,10 +563,16 @@ impl Shared {
             now + Duration::from_millis(1),
             SessionKey::from_bytes([0; 32]),
         );
+        let due = |shard: &Shard| shard.by_expiry.first().is_some_and(|first| first.0 <= now);
         for shard in self.shards.iter() {
+            // A shard with nothing due is passed under a read lock, so a sweep (also the one a
+            // full store runs on `create`) does not stall readers of idle shards.
+            if !due(&read(shard)) {
+                continue;
+            }
             let mut shard = write(shard);
             let shard = &mut *shard;
-            if shard.by_expiry.first().is_none_or(|first| first.0 > now) {
+            if !due(shard) {
                 continue;
             }
             let live = shard.by_expiry.split_off(&split);
@@ -495,6 +585,7 @@ impl Shared {
                         shard.by_expiry.insert((entry.expires_at, key));
                     }
                     Some(_) => {
+                        self.removed();
                         if let Some(owner) = shard.records.remove(&key).and_then(|e| e.owner) {
                             self.owner_remove(&owner, &key);
                         }
@@ -521,10 +612,16 @@ impl SessionStore for MemoryStore {
         check_data_len(self.shared.max_data_len, record.data.len())?;
         let now = Timestamp::now();
         let shared = &*self.shared;
+        // The slot is taken before the shard is locked: a full store sweeps, which locks
+        // every shard.
+        let reserved = shared.reserve(now)?;
         let mut shard = shared.write_shard(&record.key);
         let shard = &mut *shard;
         if let Some(old) = shard.records.get(&record.key) {
             if old.live(now) {
+                if reserved {
+                    shared.removed();
+                }
                 return Err(Error::AlreadyExists);
             }
             shared.remove_locked(shard, &record.key);
@@ -621,6 +718,7 @@ impl SessionStore for MemoryStore {
             return Err(Error::AlreadyExists);
         }
         if let Some(stale) = to.records.remove(new) {
+            shared.removed();
             shared.unindex(to, new, &stale);
         }
         let Some(entry) = from.records.remove(old) else {
@@ -771,6 +869,7 @@ fn move_within(
         return Ok(());
     }
     if let Some(stale) = shard.records.remove(new) {
+        shared.removed();
         shared.unindex(shard, new, &stale);
     }
     let Some(entry) = shard.records.remove(old) else {
@@ -794,6 +893,7 @@ fn move_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::Limit;
     use session_core::SessionId;
 
     fn store() -> MemoryStore {
@@ -805,6 +905,61 @@ mod tests {
 
     fn record(expires_at: Timestamp) -> Record {
         Record::new(SessionId::generate().key(), &b"x"[..], expires_at)
+    }
+
+    /// The limit's count of held records stays equal to the records in the shards through
+    /// every kind of change, so a freed slot is never lost or counted twice.
+    #[tokio::test]
+    async fn the_session_count_follows_every_change() {
+        let s = MemoryStore::builder()
+            .cleanup_interval(Duration::ZERO)
+            .max_sessions(Some(1_000))
+            .build()
+            .expect("store");
+        let held = |s: &MemoryStore| s.shared.limit.as_ref().map(Limit::held);
+        let records = |s: &MemoryStore| {
+            let n: usize = s
+                .shared
+                .shards
+                .iter()
+                .map(|sh| read(sh).records.len())
+                .sum();
+            Some(n as u64)
+        };
+        let now = Timestamp::now();
+        let mut keys = Vec::new();
+        for i in 0..60u32 {
+            let expires = if i % 5 == 0 {
+                now + Duration::from_millis(20)
+            } else {
+                now + Duration::from_secs(60)
+            };
+            let r = record(expires).with_owner(format!("o{}", i % 3));
+            s.create(&r).await.expect("create");
+            assert!(s.create(&r).await.is_err());
+            keys.push(r.key);
+        }
+        assert_eq!(held(&s), records(&s));
+        for (i, key) in keys.iter().enumerate() {
+            match i % 4 {
+                0 => {
+                    s.delete(key).await.expect("delete");
+                }
+                1 => {
+                    let _ = s.change_id(key, &SessionId::generate().key()).await;
+                }
+                2 => s.restore(record(now + Duration::from_secs(5))),
+                _ => {
+                    let _ = s.touch(key, now + Duration::from_secs(90)).await;
+                }
+            }
+            assert_eq!(held(&s), records(&s), "after change {i}");
+        }
+        s.delete_by_owner("o1").await.expect("delete_by_owner");
+        assert_eq!(held(&s), records(&s));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.sweep(Timestamp::now());
+        assert_eq!(held(&s), records(&s));
     }
 
     #[tokio::test]
