@@ -15,6 +15,10 @@ pub const DEFAULT_FLUSH_BYTES: usize = 1 << 20;
 /// Default ratio of log size to snapshot size at which the log is compacted. Reopening reads
 /// the snapshot and the log after it, so it reads at most `1 + factor` times the live data.
 pub const DEFAULT_COMPACT_FACTOR: u32 = 2;
+/// Default bound on changes applied in memory and not yet written to the log: 64 MiB. Past
+/// it, writes that would add more are refused with `Error::Unavailable` until the log
+/// catches up (a failing or slow disk).
+pub const DEFAULT_MAX_UNFLUSHED_BYTES: usize = 64 << 20;
 /// Default log size below which the log is never compacted: 64 MiB.
 pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 << 20;
 /// The longest owner id the store accepts, in bytes: 64 KiB. With
@@ -65,6 +69,8 @@ pub struct HybridStoreBuilder {
     pub(crate) cleanup_interval: Duration,
     pub(crate) max_data_len: Option<usize>,
     pub(crate) max_sessions: Option<u64>,
+    pub(crate) durable_deletions: bool,
+    pub(crate) max_unflushed_bytes: usize,
 }
 
 impl HybridStoreBuilder {
@@ -78,12 +84,38 @@ impl HybridStoreBuilder {
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_data_len: Some(DEFAULT_MAX_DATA_LEN),
             max_sessions: None,
+            durable_deletions: true,
+            max_unflushed_bytes: DEFAULT_MAX_UNFLUSHED_BYTES,
         }
     }
 
     /// When changes reach the disk (default: [`Durability::Lazy`] every second).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Whether `delete`, `delete_many`, `delete_by_owner` and `change_id` are durable before
+    /// they return under [`Durability::Lazy`] (default `true`). Each one that changed
+    /// something starts a flush at once, group-committed with whatever is buffered, and
+    /// waits for it: a logout or an id rotation costs one fsync, not an interval, and a crash
+    /// right after it returned cannot bring the old session back. Creates, saves and touches
+    /// stay lazy. `false` makes them lazy too (a crash may then revive sessions deleted in
+    /// the last interval). Under [`Durability::EveryWrite`] every write waits anyway.
+    pub fn durable_deletions(mut self, durable: bool) -> Self {
+        self.durable_deletions = durable;
+        self
+    }
+
+    /// The most bytes of changes held in memory and not yet written to the log (default
+    /// [`DEFAULT_MAX_UNFLUSHED_BYTES`]). When the disk fails (a failed flush keeps its batch
+    /// and retries it) or cannot keep up, `create`, `save`, `touch` and `change_id` past it
+    /// fail with `Error::Unavailable` whose source is a [`BacklogFull`](crate::BacklogFull),
+    /// instead of growing memory without bound; deletions still go through (each adds a
+    /// small entry, at most one per stored session). Concurrent writers may pass the bound
+    /// by one entry each.
+    pub fn max_unflushed_bytes(mut self, bytes: usize) -> Self {
+        self.max_unflushed_bytes = bytes;
         self
     }
 
@@ -150,6 +182,11 @@ impl HybridStoreBuilder {
         if self.flush_bytes == 0 {
             return Err(Error::Config(
                 "hybrid store: flush_bytes must be above zero".into(),
+            ));
+        }
+        if self.max_unflushed_bytes < self.flush_bytes {
+            return Err(Error::Config(
+                "hybrid store: max_unflushed_bytes must be at least flush_bytes".into(),
             ));
         }
         // Checked before the directory is touched: the memory store would refuse the same

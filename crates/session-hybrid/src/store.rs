@@ -5,7 +5,7 @@ use std::fs::{File, TryLockError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -15,7 +15,8 @@ use session_memory::MemoryStore;
 use crate::codec;
 use crate::config::{Durability, HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport};
 use crate::fsio::{self, sync_dir};
-use crate::journal::{Compaction, Flusher, Journal};
+use crate::health::Health;
+use crate::journal::{Compaction, Flusher, FlusherStart, Journal};
 use crate::replay::{self, segment_path};
 
 const STORE: &str = "hybrid";
@@ -37,9 +38,10 @@ pub struct HybridStore {
     memory: MemoryStore,
     journal: Arc<Journal>,
     durability: Durability,
+    /// Whether deletions, owner deletions and id changes wait for the disk under `Lazy`.
+    durable_deletions: bool,
     flusher: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
-    compactions: Arc<AtomicU64>,
     report: ReplayReport,
     dir: PathBuf,
     // Last field: the directory stays locked until the flusher has finished with it.
@@ -51,6 +53,7 @@ impl fmt::Debug for HybridStore {
         f.debug_struct("HybridStore")
             .field("dir", &self.dir)
             .field("durability", &self.durability)
+            .field("durable_deletions", &self.durable_deletions)
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .field("memory", &self.memory)
             .finish_non_exhaustive()
@@ -98,7 +101,7 @@ impl HybridStore {
         let replayed = replay::replay(&dir, threads, codec::max_payload(config.max_data_len))
             .map_err(backend)?;
         let mut report = replayed.report;
-        let journal = Arc::new(Journal::new(config.flush_bytes));
+        let journal = Arc::new(Journal::new(config.flush_bytes, config.max_unflushed_bytes));
         let memory = MemoryStore::builder()
             .name(STORE)
             .cleanup_interval(config.cleanup_interval)
@@ -142,23 +145,23 @@ impl HybridStore {
         if created {
             sync_dir(&dir).map_err(backend)?;
         }
-        let compactions = Arc::new(AtomicU64::new(0));
         let flusher = Flusher::new(
             Arc::clone(&journal),
             memory.clone(),
             dir.clone(),
             config.durability.interval(),
-            file,
-            replayed.segment,
-            replayed.segment_len,
-            Compaction {
-                factor: config.compact_factor,
-                min_bytes: config.compact_min_bytes,
-                base: replayed.base,
-                base_bytes: replayed.base_bytes,
-                log_since_base: replayed.log_since_base,
+            FlusherStart {
+                file,
+                segment: replayed.segment,
+                segment_len: replayed.segment_len,
+                compaction: Compaction {
+                    factor: config.compact_factor,
+                    min_bytes: config.compact_min_bytes,
+                    base: replayed.base,
+                    base_bytes: replayed.base_bytes,
+                    log_since_base: replayed.log_since_base,
+                },
             },
-            Arc::clone(&compactions),
         );
         let flusher = std::thread::Builder::new()
             .name("session-hybrid-flush".into())
@@ -171,9 +174,9 @@ impl HybridStore {
             memory,
             journal,
             durability: config.durability,
+            durable_deletions: config.durable_deletions,
             flusher: Mutex::new(Some(flusher)),
             closed: AtomicBool::new(false),
-            compactions,
             report,
             dir,
             lock: Mutex::new(Some(lock)),
@@ -198,7 +201,30 @@ impl HybridStore {
 
     /// How many compactions (snapshot + log cleanup) have completed since the store opened.
     pub fn compactions(&self) -> u64 {
-        self.compactions.load(Ordering::Relaxed)
+        self.journal.compactions()
+    }
+
+    /// The state of the disk: whether flushes fail and why, how much is waiting to be
+    /// written, whether writes are being refused for it, and the last compaction error.
+    /// Cheap enough for a health endpoint or a metrics scrape.
+    pub fn health(&self) -> Health {
+        self.journal.health()
+    }
+
+    /// Compacts now: moves the log on to a new segment, writes a snapshot of every session
+    /// (every change made before the call included) and removes the files it replaces, as the
+    /// store does by itself once the log is large enough. Returns when the snapshot is
+    /// durable; the store keeps serving meanwhile. A compaction already running finishes
+    /// first, then a new one starts.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the snapshot cannot be written (its source is a
+    /// [`DiskError`](crate::DiskError)), when the log is not being written (a failing disk),
+    /// or when the store is closed.
+    pub async fn compact_now(&self) -> Result<()> {
+        self.check_open()?;
+        let ticket = self.journal.request_compaction();
+        self.journal.wait_compaction(ticket).await
     }
 
     /// Writes and fsyncs every change made so far; returns once they are on disk.
@@ -259,30 +285,92 @@ impl HybridStore {
         }
     }
 
-    /// A write: the memory store's own future under `Lazy`; under `EveryWrite` wrapped so it
-    /// resolves only once the change is on disk.
-    fn write<'f, T: Send + 'f>(
+    /// A write: the memory store's own future when there is nothing to wait for (data writes
+    /// under `Lazy`), else wrapped so it resolves once the change is on disk. Past the log
+    /// backlog bound, kinds that would grow it are refused before anything is changed.
+    fn write<'f, T: Changed + Send + 'f>(
         &'f self,
+        kind: Kind,
         op: impl FnOnce() -> StoreFuture<'f, T>,
     ) -> StoreFuture<'f, T> {
         if let Err(e) = self.check_open() {
             return Box::pin(std::future::ready(Err(e)));
         }
+        if kind.grows_backlog()
+            && let Err(e) = self.journal.admit()
+        {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         let applied = op();
-        match self.durability {
-            Durability::EveryWrite => Box::pin(async move { self.durable(applied.await).await }),
-            _ => applied,
+        let wait = match self.durability {
+            Durability::EveryWrite => true,
+            _ => kind.is_removal() && self.durable_deletions,
+        };
+        if wait {
+            Box::pin(async move { self.durable(applied.await).await })
+        } else {
+            applied
         }
     }
 
-    /// Under [`Durability::EveryWrite`], waits until the caller's change is on disk.
-    async fn durable<T>(&self, result: Result<T>) -> Result<T> {
+    /// Waits until the caller's change is on disk, if it changed anything.
+    async fn durable<T: Changed>(&self, result: Result<T>) -> Result<T> {
         let value = result?;
-        if self.durability == Durability::EveryWrite {
+        if value.changed() {
             let seq = self.journal.request_flush();
             self.journal.wait(seq).await?;
         }
         Ok(value)
+    }
+}
+
+/// What a write does to the log, which decides when it is refused and when it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `create`, `save`, `touch`: an entry as large as the record; lazy under `Lazy`.
+    Data,
+    /// `change_id`: as large as the record, and a session the caller wants gone from its old
+    /// id, so it waits for the disk under durable deletions.
+    Move,
+    /// `delete`, `delete_many`, `delete_by_owner`: small entries, at most one per stored
+    /// session, so they never grow the backlog without bound and are never refused; they
+    /// wait for the disk under durable deletions (a logout must survive a crash).
+    Removal,
+    /// `delete_expired`: a crash that revives an expired session costs nothing (replay skips
+    /// it), so it never waits under `Lazy`.
+    Sweep,
+}
+
+impl Kind {
+    fn grows_backlog(self) -> bool {
+        matches!(self, Self::Data | Self::Move)
+    }
+
+    fn is_removal(self) -> bool {
+        matches!(self, Self::Move | Self::Removal)
+    }
+}
+
+/// Whether a call's result says it changed something, so waiting for the disk is needed.
+trait Changed {
+    fn changed(&self) -> bool;
+}
+
+impl Changed for () {
+    fn changed(&self) -> bool {
+        true
+    }
+}
+
+impl Changed for bool {
+    fn changed(&self) -> bool {
+        *self
+    }
+}
+
+impl Changed for u64 {
+    fn changed(&self) -> bool {
+        *self > 0
     }
 }
 
@@ -330,7 +418,7 @@ impl SessionStore for HybridStore {
         if let Err(e) = check_owner(record) {
             return Box::pin(std::future::ready(Err(e)));
         }
-        self.write(|| self.memory.create(record))
+        self.write(Kind::Data, || self.memory.create(record))
     }
 
     fn load<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, Option<Record>>
@@ -351,7 +439,7 @@ impl SessionStore for HybridStore {
         if let Err(e) = check_owner(record) {
             return Box::pin(std::future::ready(Err(e)));
         }
-        self.write(|| self.memory.save(record))
+        self.write(Kind::Data, || self.memory.save(record))
     }
 
     fn delete<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, bool>
@@ -360,12 +448,12 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        self.write(|| self.memory.delete(key))
+        self.write(Kind::Removal, || self.memory.delete(key))
     }
 
     async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
-        self.check_open()?;
-        self.durable(self.memory.delete_many(keys).await).await
+        self.write(Kind::Removal, || self.memory.delete_many(keys))
+            .await
     }
 
     fn exists<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, bool>
@@ -378,8 +466,8 @@ impl SessionStore for HybridStore {
     }
 
     async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
-        self.check_open()?;
-        self.durable(self.memory.change_id(old, new).await).await
+        self.write(Kind::Move, || self.memory.change_id(old, new))
+            .await
     }
 
     fn touch<'s, 'k, 'f>(
@@ -392,7 +480,7 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        self.write(|| self.memory.touch(key, expires_at))
+        self.write(Kind::Data, || self.memory.touch(key, expires_at))
     }
 
     async fn count(&self) -> Result<u64> {
@@ -406,8 +494,8 @@ impl SessionStore for HybridStore {
     }
 
     async fn delete_expired(&self) -> Result<u64> {
-        self.check_open()?;
-        self.durable(self.memory.delete_expired().await).await
+        self.write(Kind::Sweep, || self.memory.delete_expired())
+            .await
     }
 
     async fn list(&self) -> Result<Vec<SessionKey>> {
@@ -421,8 +509,8 @@ impl SessionStore for HybridStore {
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
-        self.check_open()?;
-        self.durable(self.memory.delete_by_owner(owner).await).await
+        self.write(Kind::Removal, || self.memory.delete_by_owner(owner))
+            .await
     }
 
     fn max_data_len(&self) -> Option<usize> {

@@ -354,3 +354,141 @@ async fn compaction_under_concurrent_load_loses_nothing() {
         "compaction lost or resurrected sessions"
     );
 }
+
+/// Copies the store's files as a crash would leave them (the store still open), to open the
+/// copy elsewhere.
+fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    let copy = tempdir();
+    for name in files(dir, "") {
+        if let Err(e) = std::fs::copy(dir.join(&name), copy.path().join(&name)) {
+            panic!("copying {name} failed: {e}");
+        }
+    }
+    copy
+}
+
+/// Under `Lazy` with an hour's interval, `delete`, `change_id` and `delete_by_owner` are on
+/// disk when they return (a copy of the directory taken then, as a crash would leave it,
+/// does not bring the sessions back); with `durable_deletions(false)` they are as lazy as
+/// saves, and the copy revives them.
+#[tokio::test]
+async fn deletions_are_on_disk_when_they_return_unless_configured_lazy() {
+    for durable in [true, false] {
+        let tmp = tempdir();
+        // An hour's interval: nothing but flush() and the deletions themselves writes.
+        let store = open(
+            HybridStore::builder(tmp.path())
+                .durability(Durability::Lazy(HOUR))
+                .durable_deletions(durable)
+                .cleanup_interval(Duration::ZERO),
+        );
+        let deleted = Record::new(key(), &b"logged out"[..], Timestamp::now() + HOUR);
+        let rotated = Record::new(key(), &b"rotated"[..], Timestamp::now() + HOUR);
+        let owned = Record::new(
+            key(),
+            &b"signed out everywhere"[..],
+            Timestamp::now() + HOUR,
+        )
+        .with_owner("ann");
+        for r in [&deleted, &rotated, &owned] {
+            must("create", store.create(r)).await;
+        }
+        must("flush", store.flush()).await;
+        let late = Record::new(key(), &b"made just before"[..], Timestamp::now() + HOUR);
+        must("create", store.create(&late)).await;
+        assert!(must("delete", store.delete(&deleted.key)).await);
+        let new = key();
+        must("change_id", store.change_id(&rotated.key, &new)).await;
+        assert_eq!(
+            must("delete_by_owner", store.delete_by_owner("ann")).await,
+            1
+        );
+        let copy = crash_copy(tmp.path());
+        drop(store);
+
+        let crashed = open(HybridStore::builder(copy.path()).cleanup_interval(Duration::ZERO));
+        let mut revived = Vec::new();
+        for k in [deleted.key, rotated.key, owned.key] {
+            revived.push(must("load", crashed.load(&k)).await.is_some());
+        }
+        let late_kept = must("load", crashed.load(&late.key)).await.is_some();
+        if durable {
+            assert_eq!(
+                revived, [false; 3],
+                "a deletion that returned was not on disk"
+            );
+            assert_eq!(
+                must("load", crashed.load(&new)).await.map(|r| r.data),
+                Some(rotated.data.clone()),
+                "the moved session is on disk under its new id"
+            );
+            assert!(
+                late_kept,
+                "the create before them shared their group commit"
+            );
+        } else {
+            assert_eq!(revived, [true; 3], "lazy deletions were on disk anyway");
+            assert!(!late_kept);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_now_snapshots_every_change_made_before_it() {
+    let tmp = tempdir();
+    // Thresholds far away: only compact_now compacts.
+    let builder = HybridStore::builder(tmp.path()).cleanup_interval(Duration::ZERO);
+    let store = Arc::new(open(builder.clone()));
+    let mut expected = mixed_history(&store, 200).await;
+    must("compact_now", store.compact_now()).await;
+    assert_eq!(store.compactions(), 1);
+    assert_eq!(
+        files(tmp.path(), "snap-"),
+        ["snap-00000000000000000001.snap"]
+    );
+
+    // A second one while a writer keeps going: both see the other's work through.
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { mixed_history(&store, 300).await })
+    };
+    must("compact_now", store.compact_now()).await;
+    match writer.await {
+        Ok(model) => expected.extend(model),
+        Err(e) => panic!("the writer failed: {e}"),
+    }
+    must("compact_now", store.compact_now()).await;
+    assert_eq!(store.compactions(), 3);
+    assert!(store.health().is_healthy(), "{:?}", store.health());
+    assert_eq!(
+        files(tmp.path(), "snap-"),
+        [
+            "snap-00000000000000000002.snap",
+            "snap-00000000000000000003.snap"
+        ],
+        "the newest snapshot and one fallback are kept"
+    );
+    assert_eq!(
+        files(tmp.path(), "log-"),
+        [
+            "log-00000000000000000002.log",
+            "log-00000000000000000003.log"
+        ],
+        "segments older than the fallback are removed"
+    );
+    let Ok(store) = Arc::try_unwrap(store) else {
+        panic!("the store is still shared")
+    };
+    must("close", store.close()).await;
+    assert!(matches!(
+        store.compact_now().await,
+        Err(Error::Backend { .. })
+    ));
+    drop(store);
+
+    let store = open(builder);
+    let report = store.replay_report().clone();
+    assert_eq!(report.snapshot, Some(3), "{report:?}");
+    assert!(!report.lost_anything(), "{report:?}");
+    assert_eq!(contents(&store).await, expected);
+}

@@ -169,7 +169,9 @@ async fn a_link_at_the_next_snapshot_temp_file_is_replaced_not_followed() {
     );
     must("close", store.close()).await;
     let store = open(compacting(&s));
-    assert_eq!(store.replay_report().snapshot, Some(1));
+    // The last write may have made a second compaction due: either snapshot will do.
+    assert!(store.replay_report().snapshot.is_some());
+    s.assert_victim_untouched();
 }
 
 #[tokio::test]
@@ -188,6 +190,12 @@ async fn a_link_at_the_next_log_segment_is_never_written_through() {
     }
     s.assert_victim_untouched();
     assert_eq!(store.compactions(), 0);
+    assert!(
+        store.compact_now().await.is_err(),
+        "a compaction that cannot rotate the log fails"
+    );
+    assert!(store.health().compaction_error.is_some());
+    s.assert_victim_untouched();
     must("close", store.close()).await;
     let store = open(s.builder());
     for r in written {
