@@ -41,10 +41,11 @@ const SNAP_FORMAT: u32 = 1;
 /// An owner length of zero means "no owner"; any other value is the length plus one.
 const NO_OWNER: u32 = 0;
 
-/// One decoded log entry, owning its data.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Entry {
-    Put(Record),
+/// One decoded log entry, borrowing its data and owner from the payload, so checking an
+/// entry allocates nothing; [`RecordRef::to_record`] copies what is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry<'a> {
+    Put(RecordRef<'a>),
     Touch {
         key: SessionKey,
         expires_at: Timestamp,
@@ -54,8 +55,42 @@ pub(crate) enum Entry {
     Delete(SessionKey),
     Move {
         old: SessionKey,
-        record: Record,
+        record: RecordRef<'a>,
     },
+}
+
+/// A record's state as a payload holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordRef<'a> {
+    pub(crate) key: SessionKey,
+    pub(crate) data: &'a [u8],
+    pub(crate) created_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
+    pub(crate) version: u64,
+    pub(crate) owner: Option<&'a str>,
+}
+
+impl RecordRef<'_> {
+    /// The record, with its data copied into its own allocation (the payload buffer is
+    /// reused for the next frame).
+    pub(crate) fn to_record(self) -> Record {
+        Record {
+            key: self.key,
+            data: Bytes::copy_from_slice(self.data),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            version: self.version,
+            owner: self.owner.map(str::to_owned),
+        }
+    }
+}
+
+/// The payload of a delete of `key`.
+pub(crate) fn delete_payload(key: &SessionKey) -> [u8; 33] {
+    let mut p = [0u8; 33];
+    p[0] = TAG_DELETE;
+    p[1..].copy_from_slice(key.as_bytes());
+    p
 }
 
 /// Appends one frame whose payload `write` produces.
@@ -222,7 +257,7 @@ impl<'a> Cursor<'a> {
         self.0.is_empty().then_some(())
     }
 
-    fn state(&mut self, key: SessionKey) -> Option<Record> {
+    fn state(&mut self, key: SessionKey) -> Option<RecordRef<'a>> {
         let created_at = self.time()?;
         let expires_at = self.time()?;
         let version = self.u64()?;
@@ -230,13 +265,11 @@ impl<'a> Cursor<'a> {
             NO_OWNER => None,
             len => {
                 let bytes = self.take(usize::try_from(len - 1).ok()?)?;
-                Some(std::str::from_utf8(bytes).ok()?.to_owned())
+                Some(std::str::from_utf8(bytes).ok()?)
             }
         };
-        // Copied into its own allocation: the read buffer is reused for the next frame.
-        let data = Bytes::copy_from_slice(self.0);
-        self.0 = &[];
-        Some(Record {
+        let data = std::mem::take(&mut self.0);
+        Some(RecordRef {
             key,
             data,
             created_at,
@@ -248,7 +281,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Decodes a log payload; `None` when it is not a well-formed entry.
-pub(crate) fn decode_entry(payload: &[u8]) -> Option<Entry> {
+pub(crate) fn decode_entry(payload: &[u8]) -> Option<Entry<'_>> {
     let mut c = Cursor(payload);
     let entry = match c.u8()? {
         TAG_PUT => {
@@ -439,12 +472,51 @@ mod tests {
         SessionKey::from_bytes([b; 32])
     }
 
-    fn read_all(bytes: &[u8]) -> (Vec<Option<Entry>>, Next) {
+    /// An entry with its data copied out, to compare after the read buffer is reused.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Owned {
+        Put(Record),
+        Touch {
+            key: SessionKey,
+            expires_at: Timestamp,
+            version: u64,
+            created_at: Timestamp,
+        },
+        Delete(SessionKey),
+        Move {
+            old: SessionKey,
+            record: Record,
+        },
+    }
+
+    fn owned(entry: Entry<'_>) -> Owned {
+        match entry {
+            Entry::Put(r) => Owned::Put(r.to_record()),
+            Entry::Touch {
+                key,
+                expires_at,
+                version,
+                created_at,
+            } => Owned::Touch {
+                key,
+                expires_at,
+                version,
+                created_at,
+            },
+            Entry::Delete(key) => Owned::Delete(key),
+            Entry::Move { old, record } => Owned::Move {
+                old,
+                record: record.to_record(),
+            },
+        }
+    }
+
+    fn read_all(bytes: &[u8]) -> (Vec<Option<Owned>>, Next) {
         let mut r = FrameReader::new(bytes, bytes.len() as u64, u32::MAX);
         let mut out = Vec::new();
         loop {
             match r.next_frame() {
-                Ok(Next::Frame) => out.push(decode_entry(&r.payload)),
+                Ok(Next::Frame) => out.push(decode_entry(&r.payload).map(owned)),
                 Ok(other) => return (out, other),
                 Err(e) => panic!("reading from a slice failed: {e}"),
             }
@@ -502,15 +574,15 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                Some(Entry::Put(rec(1, Some("ann")))),
-                Some(Entry::Touch {
+                Some(Owned::Put(rec(1, Some("ann")))),
+                Some(Owned::Touch {
                     key: key(1),
                     expires_at: t,
                     version: 7,
                     created_at: t
                 }),
-                Some(Entry::Delete(key(2))),
-                Some(Entry::Move {
+                Some(Owned::Delete(key(2))),
+                Some(Owned::Move {
                     old: key(1),
                     record: rec(3, None)
                 }),
@@ -541,6 +613,10 @@ mod tests {
     #[test]
     fn garbage_payloads_decode_to_none() {
         assert_eq!(decode_entry(&[]), None);
+        assert_eq!(
+            decode_entry(&delete_payload(&key(4))),
+            Some(Entry::Delete(key(4)))
+        );
         assert_eq!(decode_entry(&[TAG_DELETE, 1, 2]), None);
         assert_eq!(decode_entry(&[99; 40]), None);
         let mut p = vec![TAG_PUT];

@@ -16,9 +16,13 @@ pub const DEFAULT_FLUSH_BYTES: usize = 1 << 20;
 /// the snapshot and the log after it, so it reads at most `1 + factor` times the live data.
 pub const DEFAULT_COMPACT_FACTOR: u32 = 2;
 /// Default bound on changes applied in memory and not yet written to the log: 64 MiB. Past
-/// it, writes that would add more are refused with `Error::Unavailable` until the log
-/// catches up (a failing or slow disk).
+/// it, writes that would add more wait for the disk, or are refused with
+/// `Error::Unavailable` while writing the log fails.
 pub const DEFAULT_MAX_UNFLUSHED_BYTES: usize = 64 << 20;
+/// Default log size at which the log is compacted whatever its ratio to the snapshot: 256 MiB.
+/// Reopening reads the snapshot and the whole log after it, so this bounds the log's share of
+/// the time a reopen takes however many saves came since the last snapshot.
+pub const DEFAULT_COMPACT_LOG_BYTES: u64 = 256 << 20;
 /// Default log size below which the log is never compacted: 64 MiB.
 pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 << 20;
 /// The longest owner id the store accepts, in bytes: 64 KiB. With
@@ -66,6 +70,7 @@ pub struct HybridStoreBuilder {
     pub(crate) flush_bytes: usize,
     pub(crate) compact_factor: u32,
     pub(crate) compact_min_bytes: u64,
+    pub(crate) compact_log_bytes: u64,
     pub(crate) cleanup_interval: Duration,
     pub(crate) max_data_len: Option<usize>,
     pub(crate) max_sessions: Option<u64>,
@@ -81,6 +86,7 @@ impl HybridStoreBuilder {
             flush_bytes: DEFAULT_FLUSH_BYTES,
             compact_factor: DEFAULT_COMPACT_FACTOR,
             compact_min_bytes: DEFAULT_COMPACT_MIN_BYTES,
+            compact_log_bytes: DEFAULT_COMPACT_LOG_BYTES,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_data_len: Some(DEFAULT_MAX_DATA_LEN),
             max_sessions: None,
@@ -108,12 +114,13 @@ impl HybridStoreBuilder {
     }
 
     /// The most bytes of changes held in memory and not yet written to the log (default
-    /// [`DEFAULT_MAX_UNFLUSHED_BYTES`]). When the disk fails (a failed flush keeps its batch
-    /// and retries it) or cannot keep up, `create`, `save`, `touch` and `change_id` past it
-    /// fail with `Error::Unavailable` whose source is a [`BacklogFull`](crate::BacklogFull),
-    /// instead of growing memory without bound; deletions still go through (each adds a
-    /// small entry, at most one per stored session). Concurrent writers may pass the bound
-    /// by one entry each.
+    /// [`DEFAULT_MAX_UNFLUSHED_BYTES`]). Past it, `create`, `save`, `touch` and `change_id`
+    /// first wait for the flusher to write the backlog while it succeeds (writers faster than
+    /// the disk are slowed to its pace), and fail with `Error::Unavailable` whose source is a
+    /// [`BacklogFull`](crate::BacklogFull) while it fails (a full disk: a failed flush keeps
+    /// its batch and retries it), instead of growing memory without bound. Deletions always
+    /// go through (each adds a small entry, at most one per stored session). Concurrent
+    /// writers may pass the bound by one entry each.
     pub fn max_unflushed_bytes(mut self, bytes: usize) -> Self {
         self.max_unflushed_bytes = bytes;
         self
@@ -127,10 +134,20 @@ impl HybridStoreBuilder {
     }
 
     /// Compacts once the log written since the last snapshot is `factor` times that
-    /// snapshot's size (default [`DEFAULT_COMPACT_FACTOR`]), and at least
+    /// snapshot's size (default [`DEFAULT_COMPACT_FACTOR`]) or
+    /// [`compact_log_bytes`](Self::compact_log_bytes), whichever comes first, and at least
     /// [`compact_min_bytes`](Self::compact_min_bytes).
     pub fn compact_factor(mut self, factor: u32) -> Self {
         self.compact_factor = factor;
+        self
+    }
+
+    /// The log size at which a compaction is due whatever the factor (default
+    /// [`DEFAULT_COMPACT_LOG_BYTES`]). Reopening reads the newest snapshot and the whole log
+    /// after it, so this caps the log's part of a reopen; a larger value writes fewer
+    /// snapshots of a large store (each is a copy of every session) and reopens more slowly.
+    pub fn compact_log_bytes(mut self, bytes: u64) -> Self {
+        self.compact_log_bytes = bytes;
         self
     }
 

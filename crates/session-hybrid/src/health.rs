@@ -48,10 +48,10 @@ impl std::error::Error for DiskError {
 }
 
 /// Why a write was refused: changes not yet on disk have reached
-/// [`max_unflushed_bytes`](crate::HybridStoreBuilder::max_unflushed_bytes), because the disk
-/// fails or cannot keep up. It is the `source` of the `Error::Unavailable` the store returns;
-/// its own source is the last flush error, if flushes are failing. Nothing was changed; the
-/// call can be retried once flushes catch up ([`Health`] tells when).
+/// [`max_unflushed_bytes`](crate::HybridStoreBuilder::max_unflushed_bytes) and writing the log
+/// fails. It is the `source` of the `Error::Unavailable` the store returns; its own source is
+/// the flush error. Nothing was changed; the call can be retried once the disk works again
+/// ([`Health`] tells when).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BacklogFull {
@@ -94,10 +94,11 @@ pub struct Health {
     pub failed_flushes: u64,
     /// Bytes of changes applied in memory and not yet on disk (buffered or being written).
     pub unflushed_bytes: u64,
-    /// The bound past which creates, saves, touches and id changes are refused.
+    /// The bound past which creates, saves, touches and id changes wait for the disk, or are
+    /// refused while flushes fail.
     pub max_unflushed_bytes: u64,
-    /// Whether such writes are being refused right now.
-    pub refusing_writes: bool,
+    /// Whether the unflushed bytes are at the bound right now.
+    pub backlog_full: bool,
     /// Why the last compaction failed, if it did; `None` once one succeeds. The log keeps
     /// growing meanwhile (it is retried), so reopening gets slower.
     pub compaction_error: Option<DiskError>,
@@ -106,8 +107,8 @@ pub struct Health {
 }
 
 impl Health {
-    /// Whether flushes succeed and no write is refused.
+    /// Whether flushes succeed and the backlog is below its bound.
     pub fn is_healthy(&self) -> bool {
-        self.flush_error.is_none() && !self.refusing_writes
+        self.flush_error.is_none() && !self.backlog_full
     }
 }

@@ -6,8 +6,9 @@
 //! `fsync` calls, and `Drop` can join it to make the last changes durable without a runtime.
 //!
 //! When writing fails (a full disk), the batch goes back in front of the buffer and is retried
-//! at most every second; the buffer is bounded by `max_unflushed_bytes`, past which the store
-//! refuses writes that would grow it ([`Journal::admit`]).
+//! at most every second. The buffer is bounded by `max_unflushed_bytes`: past it, writes that
+//! would grow it wait for the flusher while it succeeds (a disk slower than the writers), and
+//! are refused while it fails ([`Journal::make_room`]).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -108,7 +109,7 @@ pub(crate) struct Journal {
     max_unflushed: usize,
     /// Whether the unflushed bytes are at or past `max_unflushed`: read without the lock
     /// before every data write, so the bound costs the hot path one relaxed load.
-    refusing: AtomicBool,
+    full: AtomicBool,
     flushed: watch::Sender<Flushed>,
 }
 
@@ -141,7 +142,7 @@ impl ChangeObserver for Journal {
         }
         p.buffered = p.seq;
         if p.unflushed() >= self.max_unflushed {
-            self.refusing.store(true, Ordering::Relaxed);
+            self.full.store(true, Ordering::Relaxed);
         }
         if p.bytes >= self.flush_bytes && !p.flush_wanted {
             p.flush_wanted = true;
@@ -160,31 +161,47 @@ impl Journal {
             wake: Condvar::new(),
             flush_bytes,
             max_unflushed,
-            refusing: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             flushed: watch::Sender::new(Flushed::default()),
         }
     }
 
-    /// Refuses a write that would grow the log buffer once it holds `max_unflushed` bytes.
-    /// A bound checked before the change, not under its lock: writers racing past it add at
-    /// most one entry each.
-    pub(crate) fn admit(&self) -> Result<()> {
-        if !self.refusing.load(Ordering::Relaxed) {
-            return Ok(());
+    /// Whether the buffer has reached `max_unflushed` (a write must call
+    /// [`make_room`](Self::make_room) first). A bound checked before the change, not under its
+    /// lock: writers racing past it add at most one entry each.
+    pub(crate) fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the buffer is below its bound: flushes, and waits for them, while they
+    /// succeed; fails with `Unavailable` (source [`BacklogFull`]) as soon as one fails.
+    pub(crate) async fn make_room(&self) -> Result<()> {
+        while self.is_full() {
+            if self.flushed.borrow().error.is_some() {
+                return Err(self.backlog_full());
+            }
+            let seq = self.request_flush();
+            if self.wait(seq).await.is_err() {
+                return Err(self.backlog_full());
+            }
         }
+        Ok(())
+    }
+
+    fn backlog_full(&self) -> Error {
         let unflushed = lock(&self.pending).unflushed();
-        Err(Error::unavailable(
+        Error::unavailable(
             STORE,
             BacklogFull {
                 limit: self.max_unflushed as u64,
                 unflushed: unflushed as u64,
                 flush_error: self.flushed.borrow().error.clone(),
             },
-        ))
+        )
     }
 
-    fn update_refusing(&self, p: &Pending) {
-        self.refusing
+    fn update_full(&self, p: &Pending) {
+        self.full
             .store(p.unflushed() >= self.max_unflushed, Ordering::Relaxed);
     }
 
@@ -269,7 +286,7 @@ impl Journal {
             failed_flushes: f.failed_flushes,
             unflushed_bytes: unflushed as u64,
             max_unflushed_bytes: self.max_unflushed as u64,
-            refusing_writes: self.refusing.load(Ordering::Relaxed),
+            backlog_full: self.full.load(Ordering::Relaxed),
             compaction_error: f.compaction_error.clone(),
             compactions: f.compactions,
         }
@@ -318,6 +335,7 @@ impl Drop for StopGuard {
 pub(crate) struct Compaction {
     pub(crate) factor: u32,
     pub(crate) min_bytes: u64,
+    pub(crate) log_bytes: u64,
     /// The snapshot replay would start from now, and its size.
     pub(crate) base: Option<u64>,
     pub(crate) base_bytes: u64,
@@ -326,9 +344,15 @@ pub(crate) struct Compaction {
 }
 
 impl Compaction {
+    /// The log size that makes a compaction due: `factor` times the snapshot, but never more
+    /// than `log_bytes` (reopening reads the whole log, so its size, not its ratio to the
+    /// snapshot, is what bounds the time a reopen takes), nor less than `min_bytes`.
     fn threshold(&self) -> u64 {
-        self.min_bytes
-            .max(self.base_bytes.saturating_mul(u64::from(self.factor)))
+        self.min_bytes.max(
+            self.base_bytes
+                .saturating_mul(u64::from(self.factor))
+                .min(self.log_bytes),
+        )
     }
 }
 
@@ -476,7 +500,7 @@ impl Flusher {
                 {
                     let mut p = lock(&self.journal.pending);
                     p.in_flight = 0;
-                    self.journal.update_refusing(&p);
+                    self.journal.update_full(&p);
                 }
                 if let Some(failing) = self.failing.take() {
                     tracing::warn!(dir = %self.dir.display(), failed_attempts = failing.attempts, down_for = ?failing.since.elapsed(), "writing the session log works again");
@@ -502,7 +526,7 @@ impl Flusher {
                     p.chunks.extend(newer);
                     p.bytes += p.in_flight;
                     p.in_flight = 0;
-                    self.journal.update_refusing(&p);
+                    self.journal.update_full(&p);
                     p.unflushed()
                 };
                 let now = Instant::now();
@@ -618,6 +642,9 @@ impl Flusher {
         self.segment = next;
         self.segment_len = 0;
         self.since_rotation = 0;
+        // A flag left by the previous snapshot (collected before it was seen) must not make
+        // the flusher wait for this one.
+        lock(&self.journal.pending).snapshot_done = false;
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Snapshot {
             memory: self.memory.clone(),
@@ -749,5 +776,30 @@ fn remove_older_than(dir: &Path, keep: u64) {
         if let Err(error) = fs::remove_file(&path) {
             tracing::warn!(%error, path = %path.display(), "removing an old session log file failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Compaction;
+
+    fn compaction(base_bytes: u64) -> Compaction {
+        Compaction {
+            factor: 2,
+            min_bytes: 64 << 20,
+            log_bytes: 256 << 20,
+            base: Some(1),
+            base_bytes,
+            log_since_base: 0,
+        }
+    }
+
+    #[test]
+    fn the_log_size_caps_what_the_factor_allows() {
+        // A small store: the factor decides, above the minimum.
+        assert_eq!(compaction(10 << 20).threshold(), 64 << 20);
+        assert_eq!(compaction(100 << 20).threshold(), 200 << 20);
+        // A million sessions' snapshot (~600 MB): the factor would allow 1.2 GB of log.
+        assert_eq!(compaction(600 << 20).threshold(), 256 << 20);
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod apply;
 mod codec;
 mod config;
 mod fsio;
@@ -9,8 +10,9 @@ mod replay;
 mod store;
 
 pub use config::{
-    DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_MIN_BYTES, DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_MAX_UNFLUSHED_BYTES, Durability, HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport,
+    DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_LOG_BYTES, DEFAULT_COMPACT_MIN_BYTES,
+    DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UNFLUSHED_BYTES, Durability,
+    HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport,
 };
 pub use health::{BacklogFull, DiskError, Health};
 pub use session_memory::{self, StoreFull};

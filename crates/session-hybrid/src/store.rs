@@ -95,12 +95,6 @@ impl HybridStore {
             }
             Err(TryLockError::Error(e)) => return Err(backend(e)),
         }
-        // Loading a million sessions into the memory store takes over a second on one thread,
-        // so the rebuilt map comes in parts that load on parallel threads.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let replayed = replay::replay(&dir, threads, codec::max_payload(config.max_data_len))
-            .map_err(backend)?;
-        let mut report = replayed.report;
         let journal = Arc::new(Journal::new(config.flush_bytes, config.max_unflushed_bytes));
         let memory = MemoryStore::builder()
             .name(STORE)
@@ -109,36 +103,16 @@ impl HybridStore {
             .max_sessions(config.max_sessions)
             .observer(Arc::clone(&journal) as _)
             .build()?;
-        let now = Timestamp::now();
-        let counts: Vec<_> = std::thread::scope(|scope| {
-            let loaders: Vec<_> = (replayed.records.parts.into_iter())
-                .map(|part| {
-                    let memory = &memory;
-                    scope.spawn(move || {
-                        let (mut loaded, mut expired) = (0u64, 0u64);
-                        for record in part.into_values() {
-                            if record.is_expired_at(now) {
-                                expired += 1;
-                            } else {
-                                loaded += 1;
-                                memory.restore(record);
-                            }
-                        }
-                        (loaded, expired)
-                    })
-                })
-                .collect();
-            loaders.into_iter().map(|loader| loader.join()).collect()
-        });
-        for count in counts {
-            match count {
-                Ok((loaded, expired)) => {
-                    report.sessions_loaded += loaded;
-                    report.expired_skipped += expired;
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
+        // Replay is mostly hash-map and allocator work: it is spread over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let replayed = replay::replay(
+            &dir,
+            &memory,
+            codec::max_payload(config.max_data_len),
+            threads,
+        )
+        .map_err(backend)?;
+        let report = replayed.report;
         let segment = segment_path(&dir, replayed.segment);
         let created = !segment.exists();
         let file = fsio::open_segment(&segment, false).map_err(backend)?;
@@ -157,6 +131,7 @@ impl HybridStore {
                 compaction: Compaction {
                     factor: config.compact_factor,
                     min_bytes: config.compact_min_bytes,
+                    log_bytes: config.compact_log_bytes,
                     base: replayed.base,
                     base_bytes: replayed.base_bytes,
                     log_since_base: replayed.log_since_base,
@@ -287,25 +262,31 @@ impl HybridStore {
 
     /// A write: the memory store's own future when there is nothing to wait for (data writes
     /// under `Lazy`), else wrapped so it resolves once the change is on disk. Past the log
-    /// backlog bound, kinds that would grow it are refused before anything is changed.
+    /// backlog bound, kinds that would grow it first wait for the disk (or fail if it fails).
     fn write<'f, T: Changed + Send + 'f>(
         &'f self,
         kind: Kind,
-        op: impl FnOnce() -> StoreFuture<'f, T>,
+        op: impl FnOnce() -> StoreFuture<'f, T> + Send + 'f,
     ) -> StoreFuture<'f, T> {
         if let Err(e) = self.check_open() {
             return Box::pin(std::future::ready(Err(e)));
         }
-        if kind.grows_backlog()
-            && let Err(e) = self.journal.admit()
-        {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        let applied = op();
         let wait = match self.durability {
             Durability::EveryWrite => true,
             _ => kind.is_removal() && self.durable_deletions,
         };
+        if kind.grows_backlog() && self.journal.is_full() {
+            return Box::pin(async move {
+                self.journal.make_room().await?;
+                let result = op().await;
+                if wait {
+                    self.durable(result).await
+                } else {
+                    result
+                }
+            });
+        }
+        let applied = op();
         if wait {
             Box::pin(async move { self.durable(applied.await).await })
         } else {
@@ -480,7 +461,7 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        self.write(Kind::Data, || self.memory.touch(key, expires_at))
+        self.write(Kind::Data, move || self.memory.touch(key, expires_at))
     }
 
     async fn count(&self) -> Result<u64> {

@@ -492,3 +492,55 @@ async fn compact_now_snapshots_every_change_made_before_it() {
     assert!(!report.lost_anything(), "{report:?}");
     assert_eq!(contents(&store).await, expected);
 }
+
+/// However many saves come after a snapshot, a compaction is due once the log reaches
+/// `compact_log_bytes`, even when `factor` times the snapshot is far larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_is_due_at_compact_log_bytes_whatever_the_factor() {
+    const LOG_BYTES: u64 = 64 << 10;
+    let tmp = tempdir();
+    let builder = HybridStore::builder(tmp.path())
+        .durability(Durability::Lazy(Duration::from_millis(5)))
+        .flush_bytes(8 << 10)
+        .compact_min_bytes(16 << 10)
+        // A thousand times a snapshot of a few KiB: more than this test ever writes, so the
+        // factor alone would compact no more after the first snapshot.
+        .compact_factor(1000)
+        .compact_log_bytes(LOG_BYTES)
+        .cleanup_interval(Duration::ZERO);
+    let store = open(builder.clone());
+    let mut sessions = Vec::new();
+    for i in 0..40 {
+        let r = Record::new(
+            key(),
+            Bytes::from(format!("session {i}")),
+            Timestamp::now() + HOUR,
+        );
+        must("create", store.create(&r)).await;
+        sessions.push(r);
+    }
+    must("compact_now", store.compact_now()).await;
+    let mut written = 0u64;
+    for round in 0..4000u64 {
+        let r = &mut sessions[(round % 40) as usize];
+        r.data = Bytes::from(format!("round {round} {}", "x".repeat(400)));
+        r.version = must("save", store.save(r)).await;
+        written += 450;
+        if round % 64 == 0 {
+            must("flush", store.flush()).await;
+        }
+    }
+    assert!(written > 20 * LOG_BYTES);
+    must("close", store.close()).await;
+    // Each compaction takes a few fsyncs, while the log keeps growing into the new segment:
+    // how many fit depends on the disk, but well more than the one asked for.
+    assert!(store.compactions() >= 4, "{}", store.compactions());
+    drop(store);
+
+    let store = open(builder);
+    let report = store.replay_report().clone();
+    assert!(report.snapshot >= Some(4), "{report:?}");
+    for r in &sessions {
+        assert_eq!(must("load", store.load(&r.key)).await.as_ref(), Some(r));
+    }
+}

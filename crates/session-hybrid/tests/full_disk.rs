@@ -200,7 +200,7 @@ async fn a_full_disk_is_reported_bounded_and_recovered_from() {
             .is_some_and(|e| e.io_error().raw_os_error() == Some(ENOSPC)),
         "the refusal carries the flush error: {full:?}"
     );
-    assert!(store.health().refusing_writes);
+    assert!(store.health().backlog_full);
     assert_eq!(must("load", store.load(&refused.0.key)).await, None);
     let mut stale = first.clone();
     stale.data = b"refused".to_vec().into();

@@ -81,6 +81,11 @@ impl Limit {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
+    /// Forgets every record (the store was emptied).
+    pub(crate) fn reset(&self) {
+        self.held.store(0, Ordering::Release);
+    }
+
     pub(crate) fn error(&self, store: &'static str) -> Error {
         Error::unavailable(store, StoreFull { limit: self.max })
     }

@@ -381,15 +381,30 @@ impl MemoryStore {
     }
 
     /// Inserts or replaces `record` as it is, without checks and without telling the
-    /// observer: for restoring a store from a snapshot or journal.
+    /// observer: for rebuilding a store from a snapshot or journal (as do the other
+    /// `restore_*` methods). A replaced record is updated in place, so replaying a long
+    /// history of saves costs no index work when deadlines only move later.
     pub fn restore(&self, record: Record) {
         let shared = &self.shared;
         let mut shard = shared.write_shard(&record.key);
         let shard = &mut *shard;
-        match shard.records.remove(&record.key) {
-            Some(old) => shared.unindex(shard, &record.key, &old),
-            None => shared.added(),
+        if let Some(entry) = shard.records.get_mut(&record.key) {
+            entry.set_deadline(&mut shard.by_expiry, &record.key, record.expires_at);
+            if entry.owner.as_deref() != record.owner.as_deref() {
+                if let Some(old) = &entry.owner {
+                    shared.owner_remove(old, &record.key);
+                }
+                entry.owner = record.owner.map(Arc::from);
+                if let Some(new) = &entry.owner {
+                    shared.owner_add(new, record.key);
+                }
+            }
+            entry.data = record.data;
+            entry.created_at = record.created_at;
+            entry.version = record.version;
+            return;
         }
+        shared.added();
         let entry = Entry {
             data: record.data,
             created_at: record.created_at,
@@ -400,6 +415,76 @@ impl MemoryStore {
         };
         shared.index(shard, &record.key, &entry);
         shard.records.insert(record.key, entry);
+    }
+
+    /// Removes `key` without telling the observer; returns whether it was there.
+    pub fn restore_remove(&self, key: &SessionKey) -> bool {
+        let shared = &self.shared;
+        let mut shard = shared.write_shard(key);
+        let shard = &mut *shard;
+        match shard.records.remove(key) {
+            Some(entry) => {
+                shared.removed();
+                shared.unindex(shard, key, &entry);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives `key` a new deadline if it holds exactly the record of `version` created at
+    /// `created_at`, without telling the observer: a journaled touch replayed only onto the
+    /// record it was made on.
+    pub fn restore_touch(
+        &self,
+        key: &SessionKey,
+        expires_at: Timestamp,
+        version: u64,
+        created_at: Timestamp,
+    ) {
+        let mut shard = self.shared.write_shard(key);
+        let shard = &mut *shard;
+        if let Some(entry) = shard.records.get_mut(key)
+            && entry.version == version
+            && entry.created_at == created_at
+        {
+            entry.set_deadline(&mut shard.by_expiry, key, expires_at);
+        }
+    }
+
+    /// Removes every record without telling the observer (a rebuild that must start over).
+    pub fn restore_clear(&self) {
+        for shard in self.shared.shards.iter() {
+            let mut shard = write(shard);
+            shard.records.clear();
+            shard.by_expiry.clear();
+        }
+        for owners in self.shared.owners.iter() {
+            lock(owners).clear();
+        }
+        if let Some(limit) = &self.shared.limit {
+            limit.reset();
+        }
+    }
+
+    /// Removes every record expired at `now` without telling the observer, returning how
+    /// many: the end of a rebuild, which restores records as they were, expired or not.
+    pub fn restore_sweep(&self, now: Timestamp) -> u64 {
+        self.shared.sweep_with(now, false)
+    }
+
+    /// Records held, live or expired but not yet swept.
+    pub fn len(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|s| read(s).records.len())
+            .sum()
+    }
+
+    /// Whether the store holds no record at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -558,6 +643,11 @@ impl Shared {
     }
 
     fn sweep(&self, now: Timestamp) -> u64 {
+        self.sweep_with(now, true)
+    }
+
+    /// Removes expired records, telling the observer of each when `observed`.
+    fn sweep_with(&self, now: Timestamp, observed: bool) -> u64 {
         let mut removed = 0u64;
         let split = (
             now + Duration::from_millis(1),
@@ -589,7 +679,9 @@ impl Shared {
                         if let Some(owner) = shard.records.remove(&key).and_then(|e| e.owner) {
                             self.owner_remove(&owner, &key);
                         }
-                        self.observe(|| Change::Delete { key: &key });
+                        if observed {
+                            self.observe(|| Change::Delete { key: &key });
+                        }
                         removed += 1;
                     }
                     None => {}
@@ -960,6 +1052,65 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(30)).await;
         s.sweep(Timestamp::now());
         assert_eq!(held(&s), records(&s));
+    }
+
+    /// Counts what the observer is told.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    impl ChangeObserver for Counting {
+        fn observe(&self, _: Change<'_>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The `restore_*` methods rebuild a store without telling the observer, and a record
+    /// restored twice is updated in place with its owner and expiry indexes kept right.
+    #[tokio::test]
+    async fn restoring_updates_in_place_and_tells_no_one() {
+        let seen = Arc::new(Counting::default());
+        let s = MemoryStore::builder()
+            .cleanup_interval(Duration::ZERO)
+            .max_sessions(Some(10))
+            .observer(Arc::clone(&seen) as _)
+            .build()
+            .expect("store");
+        let now = Timestamp::now();
+        let mut r = record(now + Duration::from_secs(100)).with_owner("ann");
+        s.restore(r.clone());
+        r.owner = Some("bob".into());
+        r.expires_at = now + Duration::from_secs(10);
+        r.version = 4;
+        s.restore(r.clone());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.load(&r.key).await.expect("load"), Some(r.clone()));
+        assert!(s.list_by_owner("ann").await.expect("list").is_empty());
+        assert_eq!(s.list_by_owner("bob").await.expect("list"), vec![r.clone()]);
+        // A touch made on another version is not applied; one on this version is.
+        s.restore_touch(&r.key, now + Duration::from_secs(500), 3, r.created_at);
+        assert_eq!(
+            s.load(&r.key).await.expect("load").map(|x| x.expires_at),
+            Some(r.expires_at)
+        );
+        s.restore_touch(&r.key, now + Duration::from_secs(5), 4, r.created_at);
+        assert_eq!(
+            s.restore_sweep(now + Duration::from_secs(6)),
+            1,
+            "the earlier deadline is indexed"
+        );
+        let other = record(now + Duration::from_secs(100));
+        s.restore(other.clone());
+        assert!(s.restore_remove(&other.key));
+        assert!(!s.restore_remove(&other.key));
+        s.restore(other);
+        s.restore_clear();
+        assert!(s.is_empty());
+        assert_eq!(s.shared.limit.as_ref().map(Limit::held), Some(0));
+        assert_eq!(
+            seen.0.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "the observer heard of a rebuild"
+        );
     }
 
     #[tokio::test]
