@@ -544,3 +544,57 @@ async fn compaction_is_due_at_compact_log_bytes_whatever_the_factor() {
         assert_eq!(must("load", store.load(&r.key)).await.as_ref(), Some(r));
     }
 }
+
+/// Writers faster than the flusher, on a healthy disk: past `max_unflushed_bytes` they wait
+/// for it instead of failing, and the backlog stays near its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_at_the_backlog_bound_wait_for_a_healthy_disk() {
+    const BOUND: usize = 32 << 10;
+    let tmp = tempdir();
+    let store = Arc::new(open(
+        HybridStore::builder(tmp.path())
+            // Only the buffer size starts a flush: the writers outrun it at once.
+            .durability(Durability::Lazy(HOUR))
+            .flush_bytes(BOUND)
+            .max_unflushed_bytes(BOUND)
+            .cleanup_interval(Duration::ZERO),
+    ));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut keys = Vec::new();
+                let mut most = 0;
+                for _ in 0..300 {
+                    let r = Record::new(key(), vec![7u8; 1024], Timestamp::now() + HOUR);
+                    must("create under backpressure", store.create(&r)).await;
+                    most = most.max(store.health().unflushed_bytes);
+                    keys.push(r.key);
+                }
+                (keys, most)
+            })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok((k, most)) => {
+                // One entry per racing writer past the bound at most, plus the one in flight.
+                assert!(
+                    most <= (2 * BOUND + 16 * 1100) as u64,
+                    "backlog reached {most}"
+                );
+                keys.extend(k);
+            }
+            Err(e) => panic!("a writer failed: {e}"),
+        }
+    }
+    assert!(store.health().is_healthy() || store.health().flush_error.is_none());
+    let Ok(store) = Arc::try_unwrap(store) else {
+        panic!("the store is still shared")
+    };
+    must("close", store.close()).await;
+    drop(store);
+    let store = open(HybridStore::builder(tmp.path()).cleanup_interval(Duration::ZERO));
+    assert_eq!(store.replay_report().sessions_loaded as usize, keys.len());
+}
