@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use session_core::BoxError;
 
-use crate::report::{Cell, Report, Series};
-use crate::runner::{Instance, RoundPlan, Tally, Workload};
+use crate::report::{Cell, LogoutResult, Report, Series};
+use crate::runner::{Instance, LogoutPlan, RoundPlan, Tally, Workload};
 use crate::session::Payload;
 use crate::target::Target;
 
@@ -40,6 +40,8 @@ usage: session-bench [options]   (cargo xtask bench -- [options])
   --sweep-live N          live sessions around the sweep (default: 1000000)
   --sweep-expired N       expired sessions each sweep removes, 0 to skip (default: 100000)
   --sweep-reps N          sweeps timed alone (default: 3)
+  --logouts N             time N logouts (delete of a session just created) per target, alone
+                          and beside the largest --tasks running the mixed workload (default: 0)
   --write PATH            also write the report into PATH, between session-bench markers
   --list                  list the targets and exit
 ";
@@ -59,6 +61,7 @@ struct Config {
     sweep_live: u64,
     sweep_expired: u64,
     sweep_reps: usize,
+    logouts: usize,
     write: Option<PathBuf>,
     list: bool,
     args: Vec<String>,
@@ -83,6 +86,7 @@ impl Default for Config {
             sweep_live: 1_000_000,
             sweep_expired: 100_000,
             sweep_reps: 3,
+            logouts: 0,
             write: None,
             list: false,
             args: Vec::new(),
@@ -152,6 +156,7 @@ fn parse(args: Vec<String>) -> Result<Config, BoxError> {
             "--sweep-live" => c.sweep_live = number::<u64>(flag, it.next())?.max(1),
             "--sweep-expired" => c.sweep_expired = number(flag, it.next())?,
             "--sweep-reps" => c.sweep_reps = number::<usize>(flag, it.next())?.max(1),
+            "--logouts" => c.logouts = number(flag, it.next())?,
             "--write" => c.write = Some(it.next().ok_or("--write needs a path")?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
@@ -284,6 +289,43 @@ async fn throughput(
     Ok(cells)
 }
 
+/// Logout latency per target: alone, then beside the largest task count running the mixed
+/// workload, on a store holding the population.
+async fn logouts(
+    c: &Config,
+    targets: &[Target],
+    payload: &Arc<Payload>,
+) -> Result<Vec<LogoutResult>, BoxError> {
+    let busiest = c.tasks.iter().copied().max().unwrap_or(1);
+    let mut results = Vec::new();
+    for (t, target) in targets.iter().enumerate() {
+        let instance = build(target, payload, c.population)
+            .await?
+            .ok_or("target became unavailable")?;
+        let tally = instance.fill(0..c.population, c.workers).await;
+        fail_on_errors("populate", target, &tally)?;
+        for (b, background) in [0, busiest].into_iter().enumerate() {
+            let plan = LogoutPlan {
+                logouts: c.logouts,
+                background,
+                population: c.population,
+                seed: (t * 2 + b) as u64 + 1,
+            };
+            let times = instance
+                .logouts(plan)
+                .await
+                .map_err(|e| format!("logouts on {}: {e}", target.name))?;
+            let result = LogoutResult::new(target.name, background, times);
+            eprintln!(
+                "logout {:<28} beside {:>3} tasks: p50 {:?} p99 {:?}",
+                target.name, background, result.p50, result.p99
+            );
+            results.push(result);
+        }
+    }
+    Ok(results)
+}
+
 fn record(series: &mut Series, tally: &Tally, workers: usize) {
     series.rates.push(tally.ops_per_sec());
     if let (Some(rate), Some(cpu)) = (tally.ops_per_cpu_sec(), tally.cpu) {
@@ -346,6 +388,11 @@ fn run(c: Config) -> Result<(), BoxError> {
         let cells = throughput(&c, &available, &payload).await?;
         Ok::<_, BoxError>((available, cells))
     })?;
+    let logouts = if c.logouts > 0 {
+        runtime.block_on(logouts(&c, &targets, &payload))?
+    } else {
+        Vec::new()
+    };
     let mut rss = Vec::new();
     if c.rss_sessions > 0 {
         let session_len = payload.encoded.len();
@@ -416,6 +463,7 @@ fn run(c: Config) -> Result<(), BoxError> {
         load_before,
         load_after: report::loadavg(),
         cells,
+        logouts,
         rss,
         sweep,
     };
@@ -503,6 +551,16 @@ mod tests {
                     tally.first_error
                 );
             }
+            let logouts = instance
+                .logouts(LogoutPlan {
+                    logouts: 5,
+                    background: 2,
+                    population: 100,
+                    seed: 3,
+                })
+                .await
+                .map_err(|e| format!("{}: {e}", target.name))?;
+            assert_eq!(logouts.len(), 5, "{}", target.name);
             let fresh = build(&target, &payload, 0)
                 .await?
                 .ok_or("target became unavailable")?;

@@ -69,6 +69,38 @@ impl Series {
     }
 }
 
+/// How long logouts took on one target.
+#[derive(Debug, Clone)]
+pub(crate) struct LogoutResult {
+    pub(crate) target: &'static str,
+    /// Tasks running the mixed workload meanwhile.
+    pub(crate) background: usize,
+    pub(crate) count: usize,
+    pub(crate) p50: Duration,
+    pub(crate) p90: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) max: Duration,
+}
+
+impl LogoutResult {
+    pub(crate) fn new(target: &'static str, background: usize, mut times: Vec<Duration>) -> Self {
+        times.sort();
+        let at = |q: f64| {
+            let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len().max(1)) - 1;
+            times.get(i).copied().unwrap_or_default()
+        };
+        Self {
+            target,
+            background,
+            count: times.len(),
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: times.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
 /// One workload at one concurrency, every target.
 #[derive(Debug, Clone)]
 pub(crate) struct Cell {
@@ -88,6 +120,7 @@ pub(crate) struct Report<'a> {
     pub(crate) load_before: String,
     pub(crate) load_after: String,
     pub(crate) cells: Vec<Cell>,
+    pub(crate) logouts: Vec<LogoutResult>,
     pub(crate) rss: Vec<RssResult>,
     pub(crate) sweep: Option<SweepReport>,
 }
@@ -244,6 +277,30 @@ impl Report<'_> {
         out
     }
 
+    fn logout_table(&self) -> String {
+        let mut out = String::from(
+            "| target | mixed-workload tasks beside | logouts | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for r in &self.logouts {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.target,
+                r.background,
+                r.count,
+                us(r.p50),
+                us(r.p90),
+                us(r.p99),
+                us(r.max)
+            );
+        }
+        out.push_str(
+            "\nA logout: `delete` of a session created just before, timed alone, one after another, while the \
+             other tasks (if any) run the mixed workload on the populated store.\n",
+        );
+        out
+    }
+
     fn memory(&self) -> String {
         let mut out = String::from(
             "| target | data per session | sessions | RSS before | RSS after | bytes/session | beyond the data | fill time |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
@@ -344,6 +401,10 @@ impl Report<'_> {
                 out.push_str(&anomalies);
             }
         }
+        if !self.logouts.is_empty() {
+            out.push_str("\n#### Logout latency\n\n");
+            out.push_str(&self.logout_table());
+        }
         if !self.rss.is_empty() {
             out.push_str("\n#### Memory (each target filled in a fresh process)\n\n");
             out.push_str(&self.memory());
@@ -400,6 +461,21 @@ mod tests {
         let r = paired_ratio(&[2.0, 4.0, 9.0], &[1.0, 1.0, 3.0]);
         assert!(r.is_some_and(|r| (r - 3.0).abs() < 1e-9));
         assert_eq!(paired_ratio(&[1.0], &[0.0]), None);
+    }
+
+    #[test]
+    fn logout_percentiles() {
+        let times = (1..=100).map(Duration::from_micros).collect();
+        let r = LogoutResult::new("t", 0, times);
+        assert_eq!(
+            (r.p50, r.p90, r.p99, r.max),
+            (
+                Duration::from_micros(50),
+                Duration::from_micros(90),
+                Duration::from_micros(99),
+                Duration::from_micros(100)
+            )
+        );
     }
 
     #[test]

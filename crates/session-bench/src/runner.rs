@@ -134,6 +134,19 @@ pub(crate) trait Instance: Send + Sync {
     fn round(&self, plan: RoundPlan) -> BoxFuture<'_, Tally>;
     /// Creates sessions `range` from `tasks` tasks, untimed apart from the total.
     fn fill(&self, range: Range<u64>, tasks: usize) -> BoxFuture<'_, Tally>;
+    /// Times `plan.logouts` logouts (a delete of a session just created), one after another,
+    /// while `plan.background` tasks run the mixed workload.
+    fn logouts(&self, plan: LogoutPlan) -> BoxFuture<'_, Result<Vec<Duration>, String>>;
+}
+
+/// A logout latency measurement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogoutPlan {
+    pub(crate) logouts: usize,
+    /// Tasks running the mixed workload meanwhile (0: the store is otherwise idle).
+    pub(crate) background: usize,
+    pub(crate) population: u64,
+    pub(crate) seed: u64,
 }
 
 struct Erased<T>(T);
@@ -150,6 +163,81 @@ impl<T: BenchTarget> Instance for Erased<T> {
 
     fn fill(&self, range: Range<u64>, tasks: usize) -> BoxFuture<'_, Tally> {
         Box::pin(run_fill(self.0.clone(), range, tasks))
+    }
+
+    fn logouts(&self, plan: LogoutPlan) -> BoxFuture<'_, Result<Vec<Duration>, String>> {
+        Box::pin(run_logouts(self.0.clone(), plan))
+    }
+}
+
+/// Where the probe's sessions live: above the keys any round creates.
+const PROBE: u64 = 1 << 60;
+
+async fn run_logouts<T: BenchTarget>(target: T, plan: LogoutPlan) -> Result<Vec<Duration>, String> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background: Vec<_> = (0..plan.background)
+        .map(|task| {
+            let mut target = target.clone();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut rng = Rng::new(plan.seed.wrapping_mul(7_919).wrapping_add(task as u64));
+                let population = plan.population.max(1);
+                let fresh = |k: u64| FRESH + (plan.seed << 32) + k * 1024 + task as u64;
+                let mut created = VecDeque::new();
+                let mut k = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for _ in 0..BATCH {
+                        // The mixed workload, as `run_task` runs it.
+                        let _ = match k % 100 {
+                            0 => {
+                                created.push_back(fresh(k));
+                                target.create(fresh(k)).await
+                            }
+                            50 => match created.pop_front() {
+                                Some(i) => target.delete(i).await,
+                                None => target.delete(fresh(k)).await,
+                            },
+                            n if n % 12 == 6 => target.save(rng.below(population)).await,
+                            _ => target.load(rng.below(population)).await,
+                        };
+                        k += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut probe = target.clone();
+    let mut times = Vec::with_capacity(plan.logouts);
+    let mut failure = None;
+    for n in 0..plan.logouts as u64 {
+        let i = PROBE + (plan.seed << 32) + n;
+        if let Err(e) = probe.create(i).await {
+            failure = Some(format!("create before a logout failed: {e}"));
+            break;
+        }
+        let start = Instant::now();
+        match probe.delete(i).await {
+            Ok(Outcome::Done) => times.push(start.elapsed()),
+            Ok(other) => {
+                failure = Some(format!("a logout found {other:?}"));
+                break;
+            }
+            Err(e) => {
+                failure = Some(format!("a logout failed: {e}"));
+                break;
+            }
+        }
+        // Between logouts, let the background run as a server between requests would.
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in background {
+        let _ = task.await;
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(times),
     }
 }
 

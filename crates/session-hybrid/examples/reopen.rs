@@ -4,11 +4,14 @@
 //! concurrent compaction was copying out.
 //!
 //! ```text
-//! cargo run --release -p session-hybrid --example reopen -- [N] [DIR] [SAVES]
+//! cargo run --release -p session-hybrid --example reopen -- [N] [DIR] [SAVES] [snapshot-first]
 //! ```
 //!
 //! `SAVES` (default 0) saves of random sessions follow the fill, so the log holds more than
-//! the live sessions, as in a store that has run for a while. Without `DIR` a temp directory
+//! the live sessions, as in a store that has run for a while. With `snapshot-first`, a
+//! compaction (`compact_now`) runs between the fill and the saves: about 440,000 saves then
+//! leave a log just below the default `compact_log_bytes` after the snapshot, the longest a
+//! reopen has to replay. Without `DIR` a temp directory
 //! is used and removed afterwards. A `DIR` that already holds
 //! files is not filled again, only reopened, so repeated runs time the reopen alone.
 
@@ -43,7 +46,12 @@ fn size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-async fn fill(dir: &Path, n: u64, saves: u64) -> Result<(), Box<dyn std::error::Error>> {
+async fn fill(
+    dir: &Path,
+    n: u64,
+    saves: u64,
+    snapshot_first: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let store = HybridStore::builder(dir)
         .cleanup_interval(Duration::ZERO)
         .open()?;
@@ -59,6 +67,9 @@ async fn fill(dir: &Path, n: u64, saves: u64) -> Result<(), Box<dyn std::error::
         let one = Instant::now();
         store.create(&r).await?;
         slowest = slowest.max(one.elapsed());
+    }
+    if snapshot_first {
+        store.compact_now().await?;
     }
     for s in 0..saves {
         let i = key(s ^ 0x5EED).as_bytes()[0] as u64 * n / 256 + s % (n / 256).max(1);
@@ -94,6 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .map_or_else(|| tmp.path().to_owned(), Into::into);
     let saves: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(0);
+    let snapshot_first = args.next().as_deref() == Some("snapshot-first");
     let filled_before = std::fs::read_dir(&dir).is_ok_and(|mut e| e.next().is_some());
     if filled_before {
         println!(
@@ -101,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             dir.display()
         );
     } else {
-        fill(&dir, n, saves).await?;
+        fill(&dir, n, saves, snapshot_first).await?;
     }
 
     let started = Instant::now();

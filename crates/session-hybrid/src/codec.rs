@@ -12,6 +12,22 @@ use session_memory::Change;
 /// Bytes before each payload.
 pub(crate) const FRAME_HEADER: usize = 8;
 
+/// The largest payload beside the data and the owner: a move (tag, two keys, two timestamps,
+/// version, owner length).
+const MAX_FIXED_PAYLOAD: usize = 1 + 32 + 32 + 8 + 8 + 8 + 4;
+
+/// The longest payload a store with this data limit writes (at most [`MAX_OWNER_LEN`] of
+/// owner). Replay never reads a longer payload into memory, so a damaged or forged length
+/// never sizes an allocation.
+///
+/// [`MAX_OWNER_LEN`]: crate::MAX_OWNER_LEN
+pub(crate) fn max_payload(max_data_len: Option<usize>) -> u32 {
+    max_data_len
+        .and_then(|data| data.checked_add(MAX_FIXED_PAYLOAD + crate::config::MAX_OWNER_LEN))
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(u32::MAX)
+}
+
 const TAG_PUT: u8 = 1;
 const TAG_TOUCH: u8 = 2;
 const TAG_DELETE: u8 = 3;
@@ -25,10 +41,11 @@ const SNAP_FORMAT: u32 = 1;
 /// An owner length of zero means "no owner"; any other value is the length plus one.
 const NO_OWNER: u32 = 0;
 
-/// One decoded log entry, owning its data.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Entry {
-    Put(Record),
+/// One decoded log entry, borrowing its data and owner from the payload, so checking an
+/// entry allocates nothing; [`RecordRef::to_record`] copies what is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry<'a> {
+    Put(RecordRef<'a>),
     Touch {
         key: SessionKey,
         expires_at: Timestamp,
@@ -38,8 +55,42 @@ pub(crate) enum Entry {
     Delete(SessionKey),
     Move {
         old: SessionKey,
-        record: Record,
+        record: RecordRef<'a>,
     },
+}
+
+/// A record's state as a payload holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordRef<'a> {
+    pub(crate) key: SessionKey,
+    pub(crate) data: &'a [u8],
+    pub(crate) created_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
+    pub(crate) version: u64,
+    pub(crate) owner: Option<&'a str>,
+}
+
+impl RecordRef<'_> {
+    /// The record, with its data copied into its own allocation (the payload buffer is
+    /// reused for the next frame).
+    pub(crate) fn to_record(self) -> Record {
+        Record {
+            key: self.key,
+            data: Bytes::copy_from_slice(self.data),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            version: self.version,
+            owner: self.owner.map(str::to_owned),
+        }
+    }
+}
+
+/// The payload of a delete of `key`.
+pub(crate) fn delete_payload(key: &SessionKey) -> [u8; 33] {
+    let mut p = [0u8; 33];
+    p[0] = TAG_DELETE;
+    p[1..].copy_from_slice(key.as_bytes());
+    p
 }
 
 /// Appends one frame whose payload `write` produces.
@@ -206,7 +257,7 @@ impl<'a> Cursor<'a> {
         self.0.is_empty().then_some(())
     }
 
-    fn state(&mut self, key: SessionKey) -> Option<Record> {
+    fn state(&mut self, key: SessionKey) -> Option<RecordRef<'a>> {
         let created_at = self.time()?;
         let expires_at = self.time()?;
         let version = self.u64()?;
@@ -214,13 +265,11 @@ impl<'a> Cursor<'a> {
             NO_OWNER => None,
             len => {
                 let bytes = self.take(usize::try_from(len - 1).ok()?)?;
-                Some(std::str::from_utf8(bytes).ok()?.to_owned())
+                Some(std::str::from_utf8(bytes).ok()?)
             }
         };
-        // Copied into its own allocation: the read buffer is reused for the next frame.
-        let data = Bytes::copy_from_slice(self.0);
-        self.0 = &[];
-        Some(Record {
+        let data = std::mem::take(&mut self.0);
+        Some(RecordRef {
             key,
             data,
             created_at,
@@ -232,7 +281,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Decodes a log payload; `None` when it is not a well-formed entry.
-pub(crate) fn decode_entry(payload: &[u8]) -> Option<Entry> {
+pub(crate) fn decode_entry(payload: &[u8]) -> Option<Entry<'_>> {
     let mut c = Cursor(payload);
     let entry = match c.u8()? {
         TAG_PUT => {
@@ -285,6 +334,10 @@ pub(crate) fn decode_snapshot_end(payload: &[u8]) -> Option<u64> {
 pub(crate) enum Next {
     /// A whole frame with a valid checksum; its payload is in the reader's buffer.
     Frame,
+    /// A whole frame with a valid checksum whose payload is longer than the limit (written
+    /// under a larger `max_data_len`): checked in pieces, never read into memory whole. The
+    /// reader's buffer holds its first [`OVERSIZED_PREFIX`] bytes: the tag and the keys.
+    Oversized,
     /// The file ended exactly at a frame boundary.
     End,
     /// The file ended inside a frame: a write cut short.
@@ -293,27 +346,37 @@ pub(crate) enum Next {
     Corrupt,
 }
 
+/// How much of an oversized payload is kept: the tag and up to two keys.
+pub(crate) const OVERSIZED_PREFIX: usize = 1 + 32 + 32;
+
 /// Reads frames one at a time from a file of known length, reusing one payload buffer.
 #[derive(Debug)]
 pub(crate) struct FrameReader<R> {
     inner: R,
     remaining: u64,
+    /// The longest payload read into memory (see [`max_payload`]).
+    max_payload: u32,
     /// Offset of the end of the last good frame.
     pub(crate) good: u64,
+    /// Offset of the start of the frame read last.
+    pub(crate) start: u64,
     pub(crate) payload: Vec<u8>,
 }
 
 impl<R: Read> FrameReader<R> {
-    pub(crate) fn new(inner: R, len: u64) -> Self {
+    pub(crate) fn new(inner: R, len: u64, max_payload: u32) -> Self {
         Self {
             inner,
             remaining: len,
+            max_payload,
             good: 0,
+            start: 0,
             payload: Vec::new(),
         }
     }
 
     pub(crate) fn next_frame(&mut self) -> io::Result<Next> {
+        self.start = self.good;
         if self.remaining == 0 {
             return Ok(Next::End);
         }
@@ -330,7 +393,15 @@ impl<R: Read> FrameReader<R> {
             return Ok(Next::Corrupt);
         }
         if u64::from(len) > self.remaining {
-            return Ok(Next::Torn);
+            // A length past the end is a write cut short, unless no entry can be that long.
+            return Ok(if len > self.max_payload {
+                Next::Corrupt
+            } else {
+                Next::Torn
+            });
+        }
+        if len > self.max_payload {
+            return self.check_oversized(&header, len, crc);
         }
         let len = len as usize;
         self.payload.clear();
@@ -352,6 +423,45 @@ impl<R: Read> FrameReader<R> {
         self.good += (FRAME_HEADER + len) as u64;
         Ok(Next::Frame)
     }
+
+    /// Checksums a payload above the limit through a small fixed buffer, keeping its prefix.
+    fn check_oversized(&mut self, header: &[u8; 8], len: u32, crc: u32) -> io::Result<Next> {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[..4]);
+        self.payload.clear();
+        let mut buf = [0u8; 8192];
+        let mut left = u64::from(len);
+        while left > 0 {
+            let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+            let got = match self.inner.read(&mut buf[..want]) {
+                Ok(0) => return Ok(Next::Torn),
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..got]);
+            let keep = (OVERSIZED_PREFIX - self.payload.len()).min(got);
+            self.payload.extend_from_slice(&buf[..keep]);
+            left -= got as u64;
+        }
+        self.remaining -= u64::from(len);
+        if hasher.finalize() != crc {
+            return Ok(Next::Corrupt);
+        }
+        self.good += FRAME_HEADER as u64 + u64::from(len);
+        Ok(Next::Oversized)
+    }
+}
+
+/// The keys an oversized entry's prefix names: a put's key, or a move's old and new keys.
+/// `None` when the prefix is no put or move (nothing else can be that long).
+pub(crate) fn oversized_keys(prefix: &[u8]) -> Option<(SessionKey, Option<SessionKey>)> {
+    let mut c = Cursor(prefix);
+    match c.u8()? {
+        TAG_PUT => Some((c.key()?, None)),
+        TAG_MOVE => Some((c.key()?, Some(c.key()?))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -362,12 +472,51 @@ mod tests {
         SessionKey::from_bytes([b; 32])
     }
 
-    fn read_all(bytes: &[u8]) -> (Vec<Option<Entry>>, Next) {
-        let mut r = FrameReader::new(bytes, bytes.len() as u64);
+    /// An entry with its data copied out, to compare after the read buffer is reused.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Owned {
+        Put(Record),
+        Touch {
+            key: SessionKey,
+            expires_at: Timestamp,
+            version: u64,
+            created_at: Timestamp,
+        },
+        Delete(SessionKey),
+        Move {
+            old: SessionKey,
+            record: Record,
+        },
+    }
+
+    fn owned(entry: Entry<'_>) -> Owned {
+        match entry {
+            Entry::Put(r) => Owned::Put(r.to_record()),
+            Entry::Touch {
+                key,
+                expires_at,
+                version,
+                created_at,
+            } => Owned::Touch {
+                key,
+                expires_at,
+                version,
+                created_at,
+            },
+            Entry::Delete(key) => Owned::Delete(key),
+            Entry::Move { old, record } => Owned::Move {
+                old,
+                record: record.to_record(),
+            },
+        }
+    }
+
+    fn read_all(bytes: &[u8]) -> (Vec<Option<Owned>>, Next) {
+        let mut r = FrameReader::new(bytes, bytes.len() as u64, u32::MAX);
         let mut out = Vec::new();
         loop {
             match r.next_frame() {
-                Ok(Next::Frame) => out.push(decode_entry(&r.payload)),
+                Ok(Next::Frame) => out.push(decode_entry(&r.payload).map(owned)),
                 Ok(other) => return (out, other),
                 Err(e) => panic!("reading from a slice failed: {e}"),
             }
@@ -425,15 +574,15 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                Some(Entry::Put(rec(1, Some("ann")))),
-                Some(Entry::Touch {
+                Some(Owned::Put(rec(1, Some("ann")))),
+                Some(Owned::Touch {
                     key: key(1),
                     expires_at: t,
                     version: 7,
                     created_at: t
                 }),
-                Some(Entry::Delete(key(2))),
-                Some(Entry::Move {
+                Some(Owned::Delete(key(2))),
+                Some(Owned::Move {
                     old: key(1),
                     record: rec(3, None)
                 }),
@@ -464,6 +613,10 @@ mod tests {
     #[test]
     fn garbage_payloads_decode_to_none() {
         assert_eq!(decode_entry(&[]), None);
+        assert_eq!(
+            decode_entry(&delete_payload(&key(4))),
+            Some(Entry::Delete(key(4)))
+        );
         assert_eq!(decode_entry(&[TAG_DELETE, 1, 2]), None);
         assert_eq!(decode_entry(&[99; 40]), None);
         let mut p = vec![TAG_PUT];

@@ -4,23 +4,30 @@
 //!
 //! The flusher is an OS thread, not a Tokio task: it spends its life in blocking `write` and
 //! `fsync` calls, and `Drop` can join it to make the last changes durable without a runtime.
+//!
+//! When writing fails (a full disk), the batch goes back in front of the buffer and is retried
+//! at most every second. The buffer is bounded by `max_unflushed_bytes`: past it, writes that
+//! would grow it wait for the flusher while it succeeds (a disk slower than the writers), and
+//! are refused while it fails ([`Journal::make_room`]).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use session_core::{Error, Result};
 use session_memory::{Change, ChangeObserver, MemoryStore};
 use tokio::sync::watch;
 
 use crate::codec;
-use crate::replay::{self, segment_path, snapshot_path, snapshot_tmp_path, sync_dir};
+use crate::fsio::{self, sync_dir};
+use crate::health::{BacklogFull, DiskError, Health};
+use crate::replay::{self, segment_path, snapshot_path, snapshot_tmp_path};
 
 const STORE: &str = "hybrid";
 /// Size of one buffer chunk. The buffer grows by whole chunks, never by reallocating, so a
@@ -28,6 +35,14 @@ const STORE: &str = "hybrid";
 const CHUNK: usize = 1 << 20;
 /// Emptied chunks kept for reuse (their pages are already mapped); more are freed.
 const KEEP_CHUNKS: usize = 16;
+/// The longest pause between two attempts while writing the log fails. Callers waiting for
+/// durability learn of a failure within this (or the lazy interval, if shorter).
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// While writing keeps failing, how often the failure is logged again.
+const LOG_AGAIN_AFTER: Duration = Duration::from_secs(60);
+
+const OP_LOG: &str = "write the log";
+const OP_SNAPSHOT: &str = "write a snapshot";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -40,6 +55,8 @@ struct Pending {
     chunks: Vec<Vec<u8>>,
     /// Bytes in `chunks`.
     bytes: usize,
+    /// Bytes the flusher has taken and not yet made durable.
+    in_flight: usize,
     /// Empty chunks handed back by the flusher.
     spare: Vec<Vec<u8>>,
     /// Sequence number of the last change observed (buffered or not).
@@ -51,9 +68,19 @@ struct Pending {
     accepting: bool,
     flush_wanted: bool,
     stop: bool,
+    /// Compactions asked for by [`Journal::request_compaction`], numbered from 1.
+    compact_requests: u64,
+    /// A snapshot thread has finished and waits to be collected.
+    snapshot_done: bool,
 }
 
-/// What the flusher has done, published to callers waiting for durability.
+impl Pending {
+    fn unflushed(&self) -> usize {
+        self.bytes + self.in_flight
+    }
+}
+
+/// What the flusher has done, published to callers waiting for durability or a compaction.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Flushed {
     /// Every change up to this sequence number is fsynced.
@@ -61,7 +88,15 @@ pub(crate) struct Flushed {
     /// The last flush attempt covered changes up to here.
     attempted: u64,
     /// Why the last attempt failed, if it did.
-    error: Option<Arc<io::Error>>,
+    error: Option<DiskError>,
+    failing_since: Option<SystemTime>,
+    failed_flushes: u64,
+    /// Compaction requests up to this number are covered by a finished attempt, and up to
+    /// `compact_succeeded` by a successful one.
+    compact_attempted: u64,
+    compact_succeeded: u64,
+    compaction_error: Option<DiskError>,
+    compactions: u64,
     /// The flusher has ended; nothing more will become durable.
     stopped: bool,
 }
@@ -71,6 +106,10 @@ pub(crate) struct Journal {
     pending: Mutex<Pending>,
     wake: Condvar,
     flush_bytes: usize,
+    max_unflushed: usize,
+    /// Whether the unflushed bytes are at or past `max_unflushed`: read without the lock
+    /// before every data write, so the bound costs the hot path one relaxed load.
+    full: AtomicBool,
     flushed: watch::Sender<Flushed>,
 }
 
@@ -78,6 +117,7 @@ impl fmt::Debug for Journal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Journal")
             .field("flush_bytes", &self.flush_bytes)
+            .field("max_unflushed", &self.max_unflushed)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +141,9 @@ impl ChangeObserver for Journal {
             p.bytes += chunk.len() - before;
         }
         p.buffered = p.seq;
+        if p.unflushed() >= self.max_unflushed {
+            self.full.store(true, Ordering::Relaxed);
+        }
         if p.bytes >= self.flush_bytes && !p.flush_wanted {
             p.flush_wanted = true;
             self.wake.notify_one();
@@ -109,7 +152,7 @@ impl ChangeObserver for Journal {
 }
 
 impl Journal {
-    pub(crate) fn new(flush_bytes: usize) -> Self {
+    pub(crate) fn new(flush_bytes: usize, max_unflushed: usize) -> Self {
         Self {
             pending: Mutex::new(Pending {
                 accepting: true,
@@ -117,8 +160,49 @@ impl Journal {
             }),
             wake: Condvar::new(),
             flush_bytes,
+            max_unflushed,
+            full: AtomicBool::new(false),
             flushed: watch::Sender::new(Flushed::default()),
         }
+    }
+
+    /// Whether the buffer has reached `max_unflushed` (a write must call
+    /// [`make_room`](Self::make_room) first). A bound checked before the change, not under its
+    /// lock: writers racing past it add at most one entry each.
+    pub(crate) fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the buffer is below its bound: flushes, and waits for them, while they
+    /// succeed; fails with `Unavailable` (source [`BacklogFull`]) as soon as one fails.
+    pub(crate) async fn make_room(&self) -> Result<()> {
+        while self.is_full() {
+            if self.flushed.borrow().error.is_some() {
+                return Err(self.backlog_full());
+            }
+            let seq = self.request_flush();
+            if self.wait(seq).await.is_err() {
+                return Err(self.backlog_full());
+            }
+        }
+        Ok(())
+    }
+
+    fn backlog_full(&self) -> Error {
+        let unflushed = lock(&self.pending).unflushed();
+        Error::unavailable(
+            STORE,
+            BacklogFull {
+                limit: self.max_unflushed as u64,
+                unflushed: unflushed as u64,
+                flush_error: self.flushed.borrow().error.clone(),
+            },
+        )
+    }
+
+    fn update_full(&self, p: &Pending) {
+        self.full
+            .store(p.unflushed() >= self.max_unflushed, Ordering::Relaxed);
     }
 
     /// Asks for a flush now; returns the sequence number it will cover.
@@ -149,15 +233,67 @@ impl Journal {
             return Ok(());
         }
         match state.error {
-            Some(e) => Err(Error::backend(
-                STORE,
-                io::Error::new(e.kind(), e.to_string()),
-            )),
+            Some(e) => Err(Error::backend(STORE, e)),
             None => Err(Error::backend(
                 STORE,
                 "the store was closed before this change reached its log",
             )),
         }
+    }
+
+    /// Asks for a compaction that starts after every change made so far; returns its ticket.
+    pub(crate) fn request_compaction(&self) -> u64 {
+        let mut p = lock(&self.pending);
+        p.compact_requests += 1;
+        let ticket = p.compact_requests;
+        drop(p);
+        self.wake.notify_one();
+        ticket
+    }
+
+    /// Waits until a compaction covering `ticket` has finished, or fails with why it did not.
+    pub(crate) async fn wait_compaction(&self, ticket: u64) -> Result<()> {
+        let mut rx = self.flushed.subscribe();
+        let state = match rx
+            .wait_for(|f| f.compact_attempted >= ticket || f.stopped)
+            .await
+        {
+            Ok(state) => state.clone(),
+            Err(_) => Flushed {
+                stopped: true,
+                ..Flushed::default()
+            },
+        };
+        if state.compact_succeeded >= ticket {
+            return Ok(());
+        }
+        match state.compaction_error {
+            Some(e) if state.compact_attempted >= ticket => Err(Error::backend(STORE, e)),
+            _ => Err(Error::backend(
+                STORE,
+                "the store was closed before the compaction finished",
+            )),
+        }
+    }
+
+    /// The disk's state, for [`HybridStore::health`](crate::HybridStore::health).
+    pub(crate) fn health(&self) -> Health {
+        let unflushed = lock(&self.pending).unflushed();
+        let f = self.flushed.borrow();
+        Health {
+            flush_error: f.error.clone(),
+            failing_since: f.failing_since,
+            failed_flushes: f.failed_flushes,
+            unflushed_bytes: unflushed as u64,
+            max_unflushed_bytes: self.max_unflushed as u64,
+            backlog_full: self.full.load(Ordering::Relaxed),
+            compaction_error: f.compaction_error.clone(),
+            compactions: f.compactions,
+        }
+    }
+
+    pub(crate) fn compactions(&self) -> u64 {
+        self.flushed.borrow().compactions
     }
 
     /// Tells the flusher to write what is buffered and end; returns the last sequence number
@@ -177,6 +313,12 @@ impl Journal {
         let mut rx = self.flushed.subscribe();
         let _ = rx.wait_for(|f| f.stopped).await;
     }
+
+    /// Wakes the flusher to collect a finished snapshot.
+    fn snapshot_done(&self) {
+        lock(&self.pending).snapshot_done = true;
+        self.wake.notify_one();
+    }
 }
 
 /// Publishes `stopped` when the flusher ends, even by a panic, so no caller waits forever.
@@ -193,6 +335,7 @@ impl Drop for StopGuard {
 pub(crate) struct Compaction {
     pub(crate) factor: u32,
     pub(crate) min_bytes: u64,
+    pub(crate) log_bytes: u64,
     /// The snapshot replay would start from now, and its size.
     pub(crate) base: Option<u64>,
     pub(crate) base_bytes: u64,
@@ -201,66 +344,87 @@ pub(crate) struct Compaction {
 }
 
 impl Compaction {
+    /// The log size that makes a compaction due: `factor` times the snapshot, but never more
+    /// than `log_bytes` (reopening reads the whole log, so its size, not its ratio to the
+    /// snapshot, is what bounds the time a reopen takes), nor less than `min_bytes`.
     fn threshold(&self) -> u64 {
-        self.min_bytes
-            .max(self.base_bytes.saturating_mul(u64::from(self.factor)))
+        self.min_bytes.max(
+            self.base_bytes
+                .saturating_mul(u64::from(self.factor))
+                .min(self.log_bytes),
+        )
     }
 }
 
 /// A snapshot being written by its own thread.
 struct Running {
     segment: u64,
+    /// The compaction requests it answers.
+    covers: u64,
     cancel: Arc<AtomicBool>,
     handle: JoinHandle<io::Result<u64>>,
 }
 
+/// A run of failed log writes.
+struct Failing {
+    since: Instant,
+    logged_at: Instant,
+    attempts: u64,
+}
+
 /// The flusher thread's state.
 pub(crate) struct Flusher {
-    pub(crate) journal: Arc<Journal>,
-    pub(crate) memory: MemoryStore,
-    pub(crate) dir: PathBuf,
-    pub(crate) interval: Duration,
+    journal: Arc<Journal>,
+    memory: MemoryStore,
+    dir: PathBuf,
+    interval: Duration,
+    file: File,
+    segment: u64,
+    segment_len: u64,
+    compaction: Compaction,
+    /// Log bytes written since the current snapshot started (they count toward the next one).
+    since_rotation: u64,
+    /// After a failed compaction, the log size at which to try again.
+    retry_bytes: u64,
+    /// Compaction requests already answered by a started (or refused) compaction.
+    compact_started: u64,
+    running: Option<Running>,
+    failing: Option<Failing>,
+    /// After a failed write, no attempt before this.
+    retry_at: Instant,
+}
+
+/// Where the flusher starts: the open segment and the compaction state replay found.
+pub(crate) struct FlusherStart {
     pub(crate) file: File,
     pub(crate) segment: u64,
     pub(crate) segment_len: u64,
     pub(crate) compaction: Compaction,
-    /// Log bytes written since the current snapshot started (they count toward the next one).
-    since_rotation: u64,
-    /// After a failed compaction, the log size at which to try again.
-    retry_at: u64,
-    running: Option<Running>,
-    compactions: Arc<AtomicU64>,
 }
 
 impl Flusher {
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "internal constructor, called once"
-    )]
     pub(crate) fn new(
         journal: Arc<Journal>,
         memory: MemoryStore,
         dir: PathBuf,
         interval: Duration,
-        file: File,
-        segment: u64,
-        segment_len: u64,
-        compaction: Compaction,
-        compactions: Arc<AtomicU64>,
+        start: FlusherStart,
     ) -> Self {
         Self {
             journal,
             memory,
             dir,
             interval,
-            file,
-            segment,
-            segment_len,
-            compaction,
+            file: start.file,
+            segment: start.segment,
+            segment_len: start.segment_len,
+            compaction: start.compaction,
             since_rotation: 0,
-            retry_at: 0,
+            retry_bytes: 0,
+            compact_started: 0,
             running: None,
-            compactions,
+            failing: None,
+            retry_at: Instant::now(),
         }
     }
 
@@ -268,36 +432,47 @@ impl Flusher {
         let _guard = StopGuard(Arc::clone(&self.journal));
         let mut deadline = Instant::now() + self.interval;
         loop {
-            let (mut batch, seq, stop) = {
+            let (taken, stop, requests, snapshot_done) = {
                 let mut p = lock(&self.journal.pending);
                 loop {
                     let now = Instant::now();
-                    if p.stop || p.flush_wanted || now >= deadline {
+                    let may_write = now >= self.retry_at;
+                    let asked = p.flush_wanted || p.compact_requests > self.compact_started;
+                    if p.stop || p.snapshot_done || now >= deadline || (asked && may_write) {
                         break;
                     }
-                    p = match self.journal.wake.wait_timeout(p, deadline - now) {
+                    let until = if asked { self.retry_at } else { deadline };
+                    p = match self.journal.wake.wait_timeout(p, until.min(deadline) - now) {
                         Ok((p, _)) => p,
                         Err(poisoned) => poisoned.into_inner().0,
                     };
                 }
-                p.flush_wanted = false;
-                p.bytes = 0;
-                (std::mem::take(&mut p.chunks), p.buffered, p.stop)
+                let snapshot_done = std::mem::take(&mut p.snapshot_done);
+                // Woken only to collect a snapshot while pausing after a failure: no write.
+                let taken = (p.stop || Instant::now() >= self.retry_at).then(|| {
+                    p.flush_wanted = false;
+                    p.in_flight = p.bytes;
+                    p.bytes = 0;
+                    (std::mem::take(&mut p.chunks), p.buffered)
+                });
+                (taken, p.stop, p.compact_requests, snapshot_done)
             };
             if Instant::now() >= deadline {
                 deadline = Instant::now() + self.interval;
             }
-            let written = self.write_batch(&mut batch, seq);
-            if !batch.is_empty() {
-                let mut p = lock(&self.journal.pending);
-                for mut chunk in batch {
-                    if p.spare.len() < KEEP_CHUNKS && chunk.capacity() == CHUNK {
-                        chunk.clear();
-                        p.spare.push(chunk);
+            if let Some((mut batch, seq)) = taken {
+                self.write_batch(&mut batch, seq);
+                if !batch.is_empty() {
+                    let mut p = lock(&self.journal.pending);
+                    for mut chunk in batch {
+                        if p.spare.len() < KEEP_CHUNKS && chunk.capacity() == CHUNK {
+                            chunk.clear();
+                            p.spare.push(chunk);
+                        }
                     }
                 }
             }
-            self.tend_compaction(stop, written);
+            self.tend_compaction(stop, snapshot_done, requests);
             if stop {
                 break;
             }
@@ -306,103 +481,170 @@ impl Flusher {
 
     /// Writes and fsyncs one batch, publishing the outcome. On failure the batch goes back in
     /// front of the buffer and the file is cut back, so a retry appends whole frames only.
-    fn write_batch(&mut self, batch: &mut Vec<Vec<u8>>, seq: u64) -> bool {
-        if batch.is_empty() {
-            self.journal.flushed.send_if_modified(|f| {
-                let moved = f.durable < seq;
-                f.durable = f.durable.max(seq);
-                f.attempted = f.attempted.max(seq);
-                moved
-            });
-            return true;
-        }
+    fn write_batch(&mut self, batch: &mut Vec<Vec<u8>>, seq: u64) {
         let len: u64 = batch.iter().map(|c| c.len() as u64).sum();
         // One write per filled chunk (1 MiB), one fsync for the batch.
-        let result = batch
-            .iter()
-            .try_for_each(|chunk| self.file.write_all(chunk))
-            .and_then(|()| self.file.sync_data());
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            batch
+                .iter()
+                .try_for_each(|chunk| self.file.write_all(chunk))
+                .and_then(|()| self.file.sync_data())
+        };
         match result {
             Ok(()) => {
                 self.segment_len += len;
                 self.since_rotation += len;
                 self.compaction.log_since_base += len;
-                self.journal.flushed.send_modify(|f| {
-                    f.durable = seq;
-                    f.attempted = seq;
+                {
+                    let mut p = lock(&self.journal.pending);
+                    p.in_flight = 0;
+                    self.journal.update_full(&p);
+                }
+                if let Some(failing) = self.failing.take() {
+                    tracing::warn!(dir = %self.dir.display(), failed_attempts = failing.attempts, down_for = ?failing.since.elapsed(), "writing the session log works again");
+                }
+                self.journal.flushed.send_if_modified(|f| {
+                    let changed = f.durable < seq || f.error.is_some();
+                    f.durable = f.durable.max(seq);
+                    f.attempted = f.attempted.max(seq);
                     f.error = None;
+                    f.failing_since = None;
+                    f.failed_flushes = 0;
+                    changed
                 });
-                true
             }
             Err(error) => {
-                tracing::error!(%error, dir = %self.dir.display(), "writing the session log failed; keeping the batch for the next flush");
                 if let Err(error) = self.file.set_len(self.segment_len) {
                     tracing::error!(%error, "cutting a partial batch off the session log failed");
                 }
-                {
+                let unflushed = {
                     let mut p = lock(&self.journal.pending);
                     let newer = std::mem::take(&mut p.chunks);
                     p.chunks = std::mem::take(batch);
                     p.chunks.extend(newer);
-                    p.bytes += usize::try_from(len).unwrap_or(usize::MAX);
-                }
-                self.journal.flushed.send_modify(|f| {
-                    f.attempted = seq;
-                    f.error = Some(Arc::new(error));
+                    p.bytes += p.in_flight;
+                    p.in_flight = 0;
+                    self.journal.update_full(&p);
+                    p.unflushed()
+                };
+                let now = Instant::now();
+                let failing = self.failing.get_or_insert(Failing {
+                    since: now,
+                    logged_at: now,
+                    attempts: 0,
                 });
-                false
+                failing.attempts += 1;
+                if failing.attempts == 1 || failing.logged_at.elapsed() >= LOG_AGAIN_AFTER {
+                    failing.logged_at = now;
+                    tracing::error!(%error, dir = %self.dir.display(), failed_attempts = failing.attempts, unflushed_bytes = unflushed, max_unflushed_bytes = self.journal.max_unflushed, "writing the session log failed; the changes stay in memory and are retried");
+                }
+                self.retry_at = now + self.interval.min(MAX_RETRY_PAUSE);
+                let error = DiskError::new(OP_LOG, error);
+                self.journal.flushed.send_modify(|f| {
+                    f.attempted = f.attempted.max(seq);
+                    f.error = Some(error);
+                    f.failing_since.get_or_insert_with(SystemTime::now);
+                    f.failed_flushes += 1;
+                });
             }
         }
     }
 
-    fn tend_compaction(&mut self, stop: bool, last_write_ok: bool) {
-        if let Some(running) = self.running.take_if(|r| stop || r.handle.is_finished()) {
+    /// Publishes the outcome of a compaction attempt answering requests up to `covers`.
+    fn publish_compaction(&self, covers: u64, outcome: std::result::Result<(), DiskError>) {
+        self.journal.flushed.send_modify(|f| {
+            f.compact_attempted = f.compact_attempted.max(covers);
+            match outcome {
+                Ok(()) => {
+                    f.compact_succeeded = f.compact_succeeded.max(covers);
+                    f.compaction_error = None;
+                    f.compactions += 1;
+                }
+                Err(e) => f.compaction_error = Some(e),
+            }
+        });
+    }
+
+    /// Collects a finished snapshot (`done`: its thread said it is ending), and starts a
+    /// compaction when one is due or asked for.
+    fn tend_compaction(&mut self, stop: bool, done: bool, requests: u64) {
+        if let Some(running) = self
+            .running
+            .take_if(|r| stop || done || r.handle.is_finished())
+        {
             if stop {
                 running.cancel.store(true, Ordering::Relaxed);
             }
-            match running.handle.join() {
+            let outcome = match running.handle.join() {
                 Ok(Ok(bytes)) => {
                     self.compaction.base = Some(running.segment);
                     self.compaction.base_bytes = bytes;
                     self.compaction.log_since_base = self.since_rotation;
-                    self.compactions.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
                 }
                 Ok(Err(error)) => {
                     if !stop {
                         tracing::warn!(%error, "writing a session snapshot failed; the log is kept and compaction retried later");
                     }
-                    self.retry_at = self.compaction.log_since_base + self.compaction.threshold();
+                    self.retry_bytes = self.compaction.log_since_base + self.compaction.threshold();
+                    Err(DiskError::new(OP_SNAPSHOT, error))
                 }
                 Err(_) => {
                     tracing::error!("the session snapshot thread panicked");
-                    self.retry_at = self.compaction.log_since_base + self.compaction.threshold();
+                    self.retry_bytes = self.compaction.log_since_base + self.compaction.threshold();
+                    Err(DiskError::new(
+                        OP_SNAPSHOT,
+                        io::Error::other("the snapshot thread panicked"),
+                    ))
                 }
-            }
+            };
+            self.publish_compaction(running.covers, outcome);
         }
-        let due = self.compaction.log_since_base >= self.compaction.threshold().max(self.retry_at);
-        if stop || !last_write_ok || self.running.is_some() || !due {
+        if stop || self.running.is_some() {
             return;
         }
-        if let Err(error) = self.start_compaction() {
+        let requested = requests > self.compact_started;
+        let due =
+            self.compaction.log_since_base >= self.compaction.threshold().max(self.retry_bytes);
+        if !requested && !due {
+            return;
+        }
+        if self.failing.is_some() {
+            // The log is not being written: a snapshot now would not let it be cleaned up.
+            if requested {
+                let error = self.journal.flushed.borrow().error.clone();
+                let error = error.unwrap_or_else(|| {
+                    DiskError::new(OP_LOG, io::Error::other("writing the log fails"))
+                });
+                self.compact_started = requests;
+                self.publish_compaction(requests, Err(error));
+            }
+            return;
+        }
+        self.compact_started = requests;
+        if let Err(error) = self.start_compaction(requests) {
             tracing::warn!(%error, "starting a session log compaction failed; retrying later");
-            self.retry_at = self.compaction.log_since_base + self.compaction.threshold();
+            self.retry_bytes = self.compaction.log_since_base + self.compaction.threshold();
+            self.publish_compaction(requests, Err(DiskError::new(OP_SNAPSHOT, error)));
         }
     }
 
     /// Moves the log on to a new segment, then snapshots the store in the background. Every
     /// change observed before the switch is in an older segment and already applied in memory,
     /// so the snapshot holds it; every later one lands in the new segment.
-    fn start_compaction(&mut self) -> io::Result<()> {
+    fn start_compaction(&mut self, covers: u64) -> io::Result<()> {
         let next = self.segment + 1;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(&self.dir, next))?;
+        let file = fsio::open_segment(&segment_path(&self.dir, next), true)?;
         sync_dir(&self.dir)?;
         self.file = file;
         self.segment = next;
         self.segment_len = 0;
         self.since_rotation = 0;
+        // A flag left by the previous snapshot (collected before it was seen) must not make
+        // the flusher wait for this one.
+        lock(&self.journal.pending).snapshot_done = false;
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Snapshot {
             memory: self.memory.clone(),
@@ -410,12 +652,14 @@ impl Flusher {
             segment: next,
             previous: self.compaction.base,
             cancel: Arc::clone(&cancel),
+            journal: Arc::clone(&self.journal),
         };
         let handle = std::thread::Builder::new()
             .name("session-hybrid-snapshot".into())
             .spawn(move || job.write())?;
         self.running = Some(Running {
             segment: next,
+            covers,
             cancel,
             handle,
         });
@@ -432,10 +676,22 @@ struct Snapshot {
     /// everything older is removed.
     previous: Option<u64>,
     cancel: Arc<AtomicBool>,
+    /// Woken when the snapshot is done, so a waiting `compact_now` hears of it at once.
+    journal: Arc<Journal>,
+}
+
+/// Wakes the flusher when the snapshot thread ends, even by a panic.
+struct DoneGuard(Arc<Journal>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.0.snapshot_done();
+    }
 }
 
 impl Snapshot {
     fn write(self) -> io::Result<u64> {
+        let _done = DoneGuard(Arc::clone(&self.journal));
         let tmp = snapshot_tmp_path(&self.dir, self.segment);
         let result = self.write_to(&tmp);
         if result.is_err() {
@@ -449,7 +705,7 @@ impl Snapshot {
     }
 
     fn write_to(&self, tmp: &Path) -> io::Result<u64> {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+        let mut out = BufWriter::with_capacity(1 << 20, fsio::create_temp(tmp)?);
         let mut frame = Vec::with_capacity(4096);
         codec::encode_snapshot_header(&mut frame, self.segment);
         out.write_all(&frame)?;
@@ -520,5 +776,30 @@ fn remove_older_than(dir: &Path, keep: u64) {
         if let Err(error) = fs::remove_file(&path) {
             tracing::warn!(%error, path = %path.display(), "removing an old session log file failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Compaction;
+
+    fn compaction(base_bytes: u64) -> Compaction {
+        Compaction {
+            factor: 2,
+            min_bytes: 64 << 20,
+            log_bytes: 256 << 20,
+            base: Some(1),
+            base_bytes,
+            log_since_base: 0,
+        }
+    }
+
+    #[test]
+    fn the_log_size_caps_what_the_factor_allows() {
+        // A small store: the factor decides, above the minimum.
+        assert_eq!(compaction(10 << 20).threshold(), 64 << 20);
+        assert_eq!(compaction(100 << 20).threshold(), 200 << 20);
+        // A million sessions' snapshot (~600 MB): the factor would allow 1.2 GB of log.
+        assert_eq!(compaction(600 << 20).threshold(), 256 << 20);
     }
 }

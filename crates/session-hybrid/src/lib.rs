@@ -1,16 +1,21 @@
 #![doc = include_str!("../README.md")]
 
+mod apply;
 mod codec;
 mod config;
+mod fsio;
+mod health;
 mod journal;
 mod replay;
 mod store;
 
 pub use config::{
-    DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_MIN_BYTES, DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL,
-    Durability, HybridStoreBuilder, ReplayReport,
+    DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_LOG_BYTES, DEFAULT_COMPACT_MIN_BYTES,
+    DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UNFLUSHED_BYTES, Durability,
+    HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport,
 };
-pub use session_memory;
+pub use health::{BacklogFull, DiskError, Health};
+pub use session_memory::{self, StoreFull};
 pub use store::HybridStore;
 
 #[cfg(test)]
@@ -21,5 +26,7 @@ mod send_sync {
         check::<super::HybridStore>();
         check::<super::HybridStoreBuilder>();
         check::<super::ReplayReport>();
+        check::<super::Health>();
+        check::<super::BacklogFull>();
     }
 }

@@ -8,15 +8,16 @@
 //! delete needs nothing, and a touch applies only to the record (version and creation time)
 //! it was made on.
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
-use session_core::{Record, SessionKey};
+use session_memory::MemoryStore;
 
+use crate::apply::Appliers;
 use crate::codec::{self, Entry, FrameReader, Next};
 use crate::config::ReplayReport;
+use crate::fsio::{self, is_symlink_error, sync_dir};
 
 pub(crate) fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("log-{n:020}.log"))
@@ -65,58 +66,10 @@ pub(crate) fn list(dir: &Path) -> io::Result<Listing> {
     Ok(listing)
 }
 
-/// Makes renames and new files in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Replay hashes every key of the store; SipHash would cost a noticeable part of a second per
-/// million sessions.
-pub(crate) type KeyMap<V> = HashMap<SessionKey, V, session_core::KeyBuildHasher>;
-
-/// The sessions being rebuilt, split by a key byte into parts that are loaded into the memory
-/// store on separate threads.
-#[derive(Debug)]
-pub(crate) struct Rebuilt {
-    pub(crate) parts: Vec<KeyMap<Record>>,
-}
-
-impl Rebuilt {
-    fn new(parts: usize) -> Self {
-        Self {
-            parts: (0..parts.max(1)).map(|_| KeyMap::default()).collect(),
-        }
-    }
-
-    fn part(&mut self, key: &SessionKey) -> &mut KeyMap<Record> {
-        let n = self.parts.len();
-        // Byte 16: neither among the bytes `KeyHasher` hashes (a part whose keys all share
-        // hash bits would use only some of its buckets) nor the memory store's shard byte (31),
-        // so each part spreads over every shard and parallel loaders rarely meet on a lock.
-        &mut self.parts[usize::from(key.as_bytes()[16]) % n]
-    }
-
-    fn insert(&mut self, record: Record) {
-        self.part(&record.key).insert(record.key, record);
-    }
-
-    fn remove(&mut self, key: &SessionKey) {
-        self.part(key).remove(key);
-    }
-
-    fn get_mut(&mut self, key: &SessionKey) -> Option<&mut Record> {
-        self.part(key).get_mut(key)
-    }
-
-    fn clear(&mut self) {
-        self.parts.iter_mut().for_each(KeyMap::clear);
-    }
-}
-
-/// What replay rebuilt, and where the log continues.
+/// What replay found, and where the log continues. The sessions themselves went straight
+/// into the memory store.
 #[derive(Debug)]
 pub(crate) struct Replayed {
-    pub(crate) records: Rebuilt,
     pub(crate) report: ReplayReport,
     /// The segment new changes are appended to, and its length.
     pub(crate) segment: u64,
@@ -128,12 +81,25 @@ pub(crate) struct Replayed {
     pub(crate) log_since_base: u64,
 }
 
-/// Reads snapshot `n` whole into `records`; returns its record count and size, or `None`
-/// when any check fails (the caller empties `records` and sets the file aside).
-fn load_snapshot(path: &Path, n: u64, records: &mut Rebuilt) -> io::Result<Option<(u64, u64)>> {
-    let file = File::open(path)?;
+/// Reads snapshot `n` whole into `memory`; returns its record count and size, or `None`
+/// when any check fails (the caller empties `memory` and sets the file aside). Records above
+/// the size limit count toward the record count but are not loaded; `oversized` counts them.
+fn load_snapshot(
+    path: &Path,
+    n: u64,
+    out: &mut Appliers<'_>,
+    max_payload: u32,
+    oversized: &mut u64,
+) -> io::Result<Option<(u64, u64)>> {
+    let file = match fsio::open_read(path) {
+        Ok(file) => file,
+        // A link planted at a snapshot's name is not followed: it is set aside like a
+        // snapshot that fails its checks.
+        Err(e) if is_symlink_error(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let len = file.metadata()?.len();
-    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len);
+    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len, max_payload);
     if !matches!(reader.next_frame()?, Next::Frame)
         || codec::decode_snapshot_header(&reader.payload) != Some(n)
     {
@@ -141,16 +107,25 @@ fn load_snapshot(path: &Path, n: u64, records: &mut Rebuilt) -> io::Result<Optio
     }
     let mut loaded = 0u64;
     loop {
-        if !matches!(reader.next_frame()?, Next::Frame) {
-            return Ok(None);
+        match reader.next_frame()? {
+            Next::Frame => {}
+            Next::Oversized => {
+                if !matches!(codec::oversized_keys(&reader.payload), Some((_, None))) {
+                    return Ok(None);
+                }
+                *oversized += 1;
+                loaded += 1;
+                continue;
+            }
+            _ => return Ok(None),
         }
         if let Some(count) = codec::decode_snapshot_end(&reader.payload) {
             let complete = count == loaded && matches!(reader.next_frame()?, Next::End);
             return Ok(complete.then_some((loaded, len)));
         }
         match codec::decode_entry(&reader.payload) {
-            Some(Entry::Put(record)) => {
-                records.insert(record);
+            Some(entry @ Entry::Put(_)) => {
+                out.push(&reader.payload, entry);
                 loaded += 1;
             }
             _ => return Ok(None),
@@ -158,60 +133,67 @@ fn load_snapshot(path: &Path, n: u64, records: &mut Rebuilt) -> io::Result<Optio
     }
 }
 
-fn apply(records: &mut Rebuilt, entry: Entry) {
-    match entry {
-        Entry::Put(record) => records.insert(record),
-        Entry::Touch {
-            key,
-            expires_at,
-            version,
-            created_at,
-        } => {
-            if let Some(r) = records.get_mut(&key)
-                && r.version == version
-                && r.created_at == created_at
-            {
-                r.expires_at = expires_at;
-            }
-        }
-        Entry::Delete(key) => records.remove(&key),
-        Entry::Move { old, record } => {
-            records.remove(&old);
-            records.insert(record);
-        }
-    }
-}
-
 /// How replaying one segment ended.
 enum SegmentEnd {
-    Clean,
-    Cut { good: u64, len: u64 },
+    Clean {
+        len: u64,
+    },
+    Cut {
+        good: u64,
+        len: u64,
+    },
+    /// The name held a symlink, which is never followed.
+    Link,
 }
 
 fn replay_segment(
     path: &Path,
-    records: &mut Rebuilt,
+    out: &mut Appliers<'_>,
     report: &mut ReplayReport,
+    max_payload: u32,
 ) -> io::Result<SegmentEnd> {
-    let file = File::open(path)?;
+    let file = match fsio::open_read(path) {
+        Ok(file) => file,
+        Err(e) if is_symlink_error(&e) => return Ok(SegmentEnd::Link),
+        Err(e) => return Err(e),
+    };
     let len = file.metadata()?.len();
-    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len);
+    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len, max_payload);
     loop {
         match reader.next_frame()? {
             Next::Frame => match codec::decode_entry(&reader.payload) {
                 Some(entry) => {
-                    apply(records, entry);
+                    out.push(&reader.payload, entry);
                     report.entries_applied += 1;
                 }
                 None => {
                     // A valid checksum over an undecodable payload: treat it like damage, and
                     // cut before it.
                     report.corrupt_entry = true;
-                    let good = reader.good - (codec::FRAME_HEADER + reader.payload.len()) as u64;
-                    return Ok(SegmentEnd::Cut { good, len });
+                    return Ok(SegmentEnd::Cut {
+                        good: reader.start,
+                        len,
+                    });
                 }
             },
-            Next::End => return Ok(SegmentEnd::Clean),
+            // Written under a larger size limit: the session it sets is dropped, not loaded.
+            Next::Oversized => match codec::oversized_keys(&reader.payload) {
+                Some((key, moved_to)) => {
+                    out.remove(&key);
+                    if let Some(new) = moved_to {
+                        out.remove(&new);
+                    }
+                    report.oversized_dropped += 1;
+                }
+                None => {
+                    report.corrupt_entry = true;
+                    return Ok(SegmentEnd::Cut {
+                        good: reader.start,
+                        len,
+                    });
+                }
+            },
+            Next::End => return Ok(SegmentEnd::Clean { len }),
             Next::Torn => {
                 report.torn_tail = true;
                 return Ok(SegmentEnd::Cut {
@@ -230,22 +212,42 @@ fn replay_segment(
     }
 }
 
-/// Replays `dir`, repairing it on the way: temp files removed, bad snapshots renamed aside,
-/// the log cut at its first bad entry and later segments removed. Only I/O failures are
-/// errors; damage is reported.
-pub(crate) fn replay(dir: &Path, parts: usize) -> io::Result<Replayed> {
+/// Replays `dir` into `memory`, repairing it on the way: temp files removed, bad snapshots
+/// renamed aside, the log cut at its first bad entry and later segments removed. Only I/O
+/// failures are errors; damage is reported. Sessions found expired at the end are dropped.
+/// Entries are applied by `threads` threads (see [`Appliers`]).
+pub(crate) fn replay(
+    dir: &Path,
+    memory: &MemoryStore,
+    max_payload: u32,
+    threads: usize,
+) -> io::Result<Replayed> {
+    std::thread::scope(|scope| replay_in(scope, dir, memory, max_payload, threads))
+}
+
+fn replay_in<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    dir: &Path,
+    memory: &'scope MemoryStore,
+    max_payload: u32,
+    threads: usize,
+) -> io::Result<Replayed> {
     let listing = list(dir)?;
     for temp in &listing.temps {
         fs::remove_file(temp)?;
     }
     let mut report = ReplayReport::default();
-    let mut records = Rebuilt::new(parts);
     let mut base = None;
     let mut base_bytes = 0;
     for &n in listing.snapshots.iter().rev() {
         let path = snapshot_path(dir, n);
-        match load_snapshot(&path, n, &mut records)? {
+        let mut oversized = 0;
+        let mut out = Appliers::new(scope, memory, threads)?;
+        let loaded = load_snapshot(&path, n, &mut out, max_payload, &mut oversized);
+        out.finish();
+        match loaded? {
             Some((loaded, bytes)) => {
+                report.oversized_dropped += oversized;
                 report.snapshot = Some(n);
                 report.snapshot_records = loaded;
                 base = Some(n);
@@ -253,7 +255,7 @@ pub(crate) fn replay(dir: &Path, parts: usize) -> io::Result<Replayed> {
                 break;
             }
             None => {
-                records.clear();
+                memory.restore_clear();
                 tracing::warn!(path = %path.display(), "session snapshot failed its checks; set aside as .corrupt");
                 fs::rename(&path, path.with_extension("corrupt"))?;
                 report.snapshots_rejected += 1;
@@ -270,30 +272,41 @@ pub(crate) fn replay(dir: &Path, parts: usize) -> io::Result<Replayed> {
     let mut current = None;
     let mut log_since_base = 0;
     let mut cut = false;
+    let mut out = Appliers::new(scope, memory, threads)?;
     for &k in &segments {
         let path = segment_path(dir, k);
         if cut || k != expected {
             // After a bad entry, or past a missing segment, later entries would be replayed
             // over a state they were not made on.
-            report.bytes_dropped += fs::metadata(&path)?.len();
+            report.bytes_dropped += fs::symlink_metadata(&path)?.len();
             report.segments_dropped += 1;
             fs::remove_file(&path)?;
             cut = true;
             continue;
         }
-        report.segments_replayed += 1;
-        let kept = match replay_segment(&path, &mut records, &mut report)? {
-            SegmentEnd::Clean => fs::metadata(&path)?.len(),
+        let kept = match replay_segment(&path, &mut out, &mut report, max_payload)? {
+            SegmentEnd::Clean { len } => len,
             SegmentEnd::Cut { good, len } => {
                 tracing::warn!(path = %path.display(), dropped = len - good, "session log cut at its first torn or corrupt entry");
                 report.bytes_dropped += len - good;
-                let file = OpenOptions::new().write(true).open(&path)?;
+                let file = fsio::open_write(&path)?;
                 file.set_len(good)?;
                 file.sync_all()?;
                 cut = true;
                 good
             }
+            SegmentEnd::Link => {
+                // Like a missing segment: what follows it cannot be replayed. Removing the
+                // link removes only the link.
+                tracing::warn!(path = %path.display(), "a symlink sat at a session log segment's name; removed, not followed");
+                report.segments_dropped += 1;
+                report.corrupt_entry = true;
+                fs::remove_file(&path)?;
+                cut = true;
+                continue;
+            }
         };
+        report.segments_replayed += 1;
         log_since_base += kept;
         current = Some((k, kept));
         expected = k + 1;
@@ -302,8 +315,10 @@ pub(crate) fn replay(dir: &Path, parts: usize) -> io::Result<Replayed> {
         sync_dir(dir)?;
     }
     let (segment, segment_len) = current.unwrap_or((expected, 0));
+    out.finish();
+    report.expired_skipped = memory.restore_sweep(session_core::Timestamp::now());
+    report.sessions_loaded = memory.len() as u64;
     Ok(Replayed {
-        records,
         report,
         segment,
         segment_len,

@@ -1,20 +1,23 @@
 //! The store: a [`MemoryStore`] whose every change is journaled to disk.
 
 use std::fmt;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use session_core::{Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait};
 use session_memory::MemoryStore;
 
-use crate::config::{Durability, HybridStoreBuilder, ReplayReport};
-use crate::journal::{Compaction, Flusher, Journal};
-use crate::replay::{self, segment_path, sync_dir};
+use crate::codec;
+use crate::config::{Durability, HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport};
+use crate::fsio::{self, sync_dir};
+use crate::health::Health;
+use crate::journal::{Compaction, Flusher, FlusherStart, Journal};
+use crate::replay::{self, segment_path};
 
 const STORE: &str = "hybrid";
 
@@ -35,9 +38,10 @@ pub struct HybridStore {
     memory: MemoryStore,
     journal: Arc<Journal>,
     durability: Durability,
+    /// Whether deletions, owner deletions and id changes wait for the disk under `Lazy`.
+    durable_deletions: bool,
     flusher: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
-    compactions: Arc<AtomicU64>,
     report: ReplayReport,
     dir: PathBuf,
     // Last field: the directory stays locked until the flusher has finished with it.
@@ -49,6 +53,7 @@ impl fmt::Debug for HybridStore {
         f.debug_struct("HybridStore")
             .field("dir", &self.dir)
             .field("durability", &self.durability)
+            .field("durable_deletions", &self.durable_deletions)
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .field("memory", &self.memory)
             .finish_non_exhaustive()
@@ -75,14 +80,8 @@ impl HybridStore {
 
     pub(crate) fn open_with(config: HybridStoreBuilder) -> Result<Self> {
         let dir = config.dir;
-        std::fs::create_dir_all(&dir).map_err(backend)?;
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(LOCK_FILE))
-            .map_err(backend)?;
+        fsio::create_private_dir(&dir).map_err(backend)?;
+        let lock = fsio::open_lock(&dir.join(LOCK_FILE)).map_err(backend)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -96,74 +95,48 @@ impl HybridStore {
             }
             Err(TryLockError::Error(e)) => return Err(backend(e)),
         }
-        // Loading a million sessions into the memory store takes over a second on one thread,
-        // so the rebuilt map comes in parts that load on parallel threads.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let replayed = replay::replay(&dir, threads).map_err(backend)?;
-        let mut report = replayed.report;
-        let journal = Arc::new(Journal::new(config.flush_bytes));
+        let journal = Arc::new(Journal::new(config.flush_bytes, config.max_unflushed_bytes));
         let memory = MemoryStore::builder()
+            .name(STORE)
             .cleanup_interval(config.cleanup_interval)
             .max_data_len(config.max_data_len)
+            .max_sessions(config.max_sessions)
             .observer(Arc::clone(&journal) as _)
             .build()?;
-        let now = Timestamp::now();
-        let counts: Vec<_> = std::thread::scope(|scope| {
-            let loaders: Vec<_> = (replayed.records.parts.into_iter())
-                .map(|part| {
-                    let memory = &memory;
-                    scope.spawn(move || {
-                        let (mut loaded, mut expired) = (0u64, 0u64);
-                        for record in part.into_values() {
-                            if record.is_expired_at(now) {
-                                expired += 1;
-                            } else {
-                                loaded += 1;
-                                memory.restore(record);
-                            }
-                        }
-                        (loaded, expired)
-                    })
-                })
-                .collect();
-            loaders.into_iter().map(|loader| loader.join()).collect()
-        });
-        for count in counts {
-            match count {
-                Ok((loaded, expired)) => {
-                    report.sessions_loaded += loaded;
-                    report.expired_skipped += expired;
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
+        // Replay is mostly hash-map and allocator work: it is spread over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let replayed = replay::replay(
+            &dir,
+            &memory,
+            codec::max_payload(config.max_data_len),
+            threads,
+        )
+        .map_err(backend)?;
+        let report = replayed.report;
         let segment = segment_path(&dir, replayed.segment);
         let created = !segment.exists();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&segment)
-            .map_err(backend)?;
+        let file = fsio::open_segment(&segment, false).map_err(backend)?;
         if created {
             sync_dir(&dir).map_err(backend)?;
         }
-        let compactions = Arc::new(AtomicU64::new(0));
         let flusher = Flusher::new(
             Arc::clone(&journal),
             memory.clone(),
             dir.clone(),
             config.durability.interval(),
-            file,
-            replayed.segment,
-            replayed.segment_len,
-            Compaction {
-                factor: config.compact_factor,
-                min_bytes: config.compact_min_bytes,
-                base: replayed.base,
-                base_bytes: replayed.base_bytes,
-                log_since_base: replayed.log_since_base,
+            FlusherStart {
+                file,
+                segment: replayed.segment,
+                segment_len: replayed.segment_len,
+                compaction: Compaction {
+                    factor: config.compact_factor,
+                    min_bytes: config.compact_min_bytes,
+                    log_bytes: config.compact_log_bytes,
+                    base: replayed.base,
+                    base_bytes: replayed.base_bytes,
+                    log_since_base: replayed.log_since_base,
+                },
             },
-            Arc::clone(&compactions),
         );
         let flusher = std::thread::Builder::new()
             .name("session-hybrid-flush".into())
@@ -176,9 +149,9 @@ impl HybridStore {
             memory,
             journal,
             durability: config.durability,
+            durable_deletions: config.durable_deletions,
             flusher: Mutex::new(Some(flusher)),
             closed: AtomicBool::new(false),
-            compactions,
             report,
             dir,
             lock: Mutex::new(Some(lock)),
@@ -203,7 +176,30 @@ impl HybridStore {
 
     /// How many compactions (snapshot + log cleanup) have completed since the store opened.
     pub fn compactions(&self) -> u64 {
-        self.compactions.load(Ordering::Relaxed)
+        self.journal.compactions()
+    }
+
+    /// The state of the disk: whether flushes fail and why, how much is waiting to be
+    /// written, whether writes are being refused for it, and the last compaction error.
+    /// Cheap enough for a health endpoint or a metrics scrape.
+    pub fn health(&self) -> Health {
+        self.journal.health()
+    }
+
+    /// Compacts now: moves the log on to a new segment, writes a snapshot of every session
+    /// (every change made before the call included) and removes the files it replaces, as the
+    /// store does by itself once the log is large enough. Returns when the snapshot is
+    /// durable; the store keeps serving meanwhile. A compaction already running finishes
+    /// first, then a new one starts.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the snapshot cannot be written (its source is a
+    /// [`DiskError`](crate::DiskError)), when the log is not being written (a failing disk),
+    /// or when the store is closed.
+    pub async fn compact_now(&self) -> Result<()> {
+        self.check_open()?;
+        let ticket = self.journal.request_compaction();
+        self.journal.wait_compaction(ticket).await
     }
 
     /// Writes and fsyncs every change made so far; returns once they are on disk.
@@ -264,30 +260,109 @@ impl HybridStore {
         }
     }
 
-    /// A write: the memory store's own future under `Lazy`; under `EveryWrite` wrapped so it
-    /// resolves only once the change is on disk.
-    fn write<'f, T: Send + 'f>(
+    /// A write: the memory store's own future when there is nothing to wait for (data writes
+    /// under `Lazy`), else wrapped so it resolves once the change is on disk. Past the log
+    /// backlog bound, kinds that would grow it first wait for the disk (or fail if it fails).
+    fn write<'f, T: Changed + Send + 'f>(
         &'f self,
-        op: impl FnOnce() -> StoreFuture<'f, T>,
+        kind: Kind,
+        op: impl FnOnce() -> StoreFuture<'f, T> + Send + 'f,
     ) -> StoreFuture<'f, T> {
         if let Err(e) = self.check_open() {
             return Box::pin(std::future::ready(Err(e)));
         }
+        let wait = match self.durability {
+            Durability::EveryWrite => true,
+            _ => kind.is_removal() && self.durable_deletions,
+        };
+        if kind.grows_backlog() && self.journal.is_full() {
+            return Box::pin(async move {
+                self.journal.make_room().await?;
+                let result = op().await;
+                if wait {
+                    self.durable(result).await
+                } else {
+                    result
+                }
+            });
+        }
         let applied = op();
-        match self.durability {
-            Durability::EveryWrite => Box::pin(async move { self.durable(applied.await).await }),
-            _ => applied,
+        if wait {
+            Box::pin(async move { self.durable(applied.await).await })
+        } else {
+            applied
         }
     }
 
-    /// Under [`Durability::EveryWrite`], waits until the caller's change is on disk.
-    async fn durable<T>(&self, result: Result<T>) -> Result<T> {
+    /// Waits until the caller's change is on disk, if it changed anything.
+    async fn durable<T: Changed>(&self, result: Result<T>) -> Result<T> {
         let value = result?;
-        if self.durability == Durability::EveryWrite {
+        if value.changed() {
             let seq = self.journal.request_flush();
             self.journal.wait(seq).await?;
         }
         Ok(value)
+    }
+}
+
+/// What a write does to the log, which decides when it is refused and when it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `create`, `save`, `touch`: an entry as large as the record; lazy under `Lazy`.
+    Data,
+    /// `change_id`: as large as the record, and a session the caller wants gone from its old
+    /// id, so it waits for the disk under durable deletions.
+    Move,
+    /// `delete`, `delete_many`, `delete_by_owner`: small entries, at most one per stored
+    /// session, so they never grow the backlog without bound and are never refused; they
+    /// wait for the disk under durable deletions (a logout must survive a crash).
+    Removal,
+    /// `delete_expired`: a crash that revives an expired session costs nothing (replay skips
+    /// it), so it never waits under `Lazy`.
+    Sweep,
+}
+
+impl Kind {
+    fn grows_backlog(self) -> bool {
+        matches!(self, Self::Data | Self::Move)
+    }
+
+    fn is_removal(self) -> bool {
+        matches!(self, Self::Move | Self::Removal)
+    }
+}
+
+/// Whether a call's result says it changed something, so waiting for the disk is needed.
+trait Changed {
+    fn changed(&self) -> bool;
+}
+
+impl Changed for () {
+    fn changed(&self) -> bool {
+        true
+    }
+}
+
+impl Changed for bool {
+    fn changed(&self) -> bool {
+        *self
+    }
+}
+
+impl Changed for u64 {
+    fn changed(&self) -> bool {
+        *self > 0
+    }
+}
+
+/// Refuses an owner longer than [`MAX_OWNER_LEN`], which bounds every log entry's size.
+fn check_owner(record: &Record) -> Result<()> {
+    match &record.owner {
+        Some(owner) if owner.len() > MAX_OWNER_LEN => Err(Error::TooLarge {
+            size: owner.len(),
+            limit: MAX_OWNER_LEN,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -321,7 +396,10 @@ impl SessionStore for HybridStore {
         'r: 'f,
         Self: 'f,
     {
-        self.write(|| self.memory.create(record))
+        if let Err(e) = check_owner(record) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.write(Kind::Data, || self.memory.create(record))
     }
 
     fn load<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, Option<Record>>
@@ -339,7 +417,10 @@ impl SessionStore for HybridStore {
         'r: 'f,
         Self: 'f,
     {
-        self.write(|| self.memory.save(record))
+        if let Err(e) = check_owner(record) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.write(Kind::Data, || self.memory.save(record))
     }
 
     fn delete<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, bool>
@@ -348,12 +429,12 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        self.write(|| self.memory.delete(key))
+        self.write(Kind::Removal, || self.memory.delete(key))
     }
 
     async fn delete_many(&self, keys: &[SessionKey]) -> Result<u64> {
-        self.check_open()?;
-        self.durable(self.memory.delete_many(keys).await).await
+        self.write(Kind::Removal, || self.memory.delete_many(keys))
+            .await
     }
 
     fn exists<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, bool>
@@ -366,8 +447,8 @@ impl SessionStore for HybridStore {
     }
 
     async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
-        self.check_open()?;
-        self.durable(self.memory.change_id(old, new).await).await
+        self.write(Kind::Move, || self.memory.change_id(old, new))
+            .await
     }
 
     fn touch<'s, 'k, 'f>(
@@ -380,7 +461,7 @@ impl SessionStore for HybridStore {
         'k: 'f,
         Self: 'f,
     {
-        self.write(|| self.memory.touch(key, expires_at))
+        self.write(Kind::Data, move || self.memory.touch(key, expires_at))
     }
 
     async fn count(&self) -> Result<u64> {
@@ -394,8 +475,8 @@ impl SessionStore for HybridStore {
     }
 
     async fn delete_expired(&self) -> Result<u64> {
-        self.check_open()?;
-        self.durable(self.memory.delete_expired().await).await
+        self.write(Kind::Sweep, || self.memory.delete_expired())
+            .await
     }
 
     async fn list(&self) -> Result<Vec<SessionKey>> {
@@ -409,8 +490,8 @@ impl SessionStore for HybridStore {
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
-        self.check_open()?;
-        self.durable(self.memory.delete_by_owner(owner).await).await
+        self.write(Kind::Removal, || self.memory.delete_by_owner(owner))
+            .await
     }
 
     fn max_data_len(&self) -> Option<usize> {

@@ -3,6 +3,12 @@
 //! nothing that was never written may load, and the replay report must account for every
 //! byte it cut.
 //!
+//! Three modes: `EveryWrite`; `Lazy` acknowledging after a `flush()`; and `Lazy` with an hour's
+//! interval, where a session deleted, moved or ended by `delete_by_owner` is acknowledged the
+//! moment the call returns (durable deletions), along with every change made before the call
+//! began (they shared its group commit). Nothing else flushes in that mode, so a kill right
+//! after an acknowledgement catches deletions that would be lost if they were lazy.
+//!
 //! The child is this test binary run again with [`CHILD_VAR`] set, selecting the write loop.
 
 use std::collections::HashMap;
@@ -39,15 +45,63 @@ fn parse(bytes: &[u8]) -> Option<(String, u64)> {
 
 type Acks = Arc<Mutex<Vec<String>>>;
 
-/// Prints `line` now (for "about to" lines), or once durable.
-async fn ack(lazy: Option<&Acks>, line: String) {
-    match lazy {
-        Some(acks) => acks
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    EveryWrite,
+    Lazy,
+    LazyLogout,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Self {
+        match s {
+            "every-write" => Self::EveryWrite,
+            "lazy" => Self::Lazy,
+            "lazy-logout" => Self::LazyLogout,
+            _ => panic!("unknown mode {s}"),
+        }
+    }
+}
+
+fn take(acks: &Acks) -> Vec<String> {
+    std::mem::take(
+        &mut *acks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+/// Prints `line` now under `EveryWrite`, else once a later flush has made it durable.
+fn ack(mode: Mode, acks: &Acks, line: String) {
+    match mode {
+        Mode::EveryWrite => println!("ACK {line}"),
+        Mode::Lazy | Mode::LazyLogout => acks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(line),
-        None => println!("ACK {line}"),
     }
+}
+
+/// Runs a deletion or move and acknowledges it. Under `LazyLogout` it is acknowledged as soon
+/// as it returns, with every change acknowledged-to-be before it began: its flush covered them.
+async fn ack_removal<T>(
+    mode: Mode,
+    acks: &Acks,
+    line: String,
+    call: impl Future<Output = session_core::Result<T>>,
+) -> T {
+    let earlier = (mode == Mode::LazyLogout).then(|| take(acks));
+    let value = must(&line, call).await;
+    match earlier {
+        Some(earlier) => {
+            for done in earlier {
+                println!("ACK {done}");
+            }
+            println!("ACK {line}");
+        }
+        None => ack(mode, acks, line),
+    }
+    value
 }
 
 async fn must<T>(what: &str, result: impl Future<Output = session_core::Result<T>>) -> T {
@@ -57,34 +111,45 @@ async fn must<T>(what: &str, result: impl Future<Output = session_core::Result<T
     }
 }
 
-/// One session's life: create, two saves, a move, a save, and for every other one a delete.
-async fn session_life(store: &HybridStore, lazy: Option<&Acks>, n: u64) {
+/// One session's life: create, two saves, a move, a save, and for one in four a delete, for
+/// another one in four a `delete_by_owner` (each session is its own owner).
+async fn session_life(store: &HybridStore, mode: Mode, acks: &Acks, n: u64) {
     let mut r = Record::new(
         SessionId::generate().key(),
         Bytes::new(),
         Timestamp::now() + HOUR,
     );
     let origin = r.key.to_hex();
+    r.owner = Some(origin.clone());
     r.data = data(&origin, 1);
     must("create", store.create(&r)).await;
-    ack(lazy, format!("PUT {origin} 1")).await;
+    ack(mode, acks, format!("PUT {origin} 1"));
     for _ in 0..2 {
         r.data = data(&origin, r.version + 1);
         r.version = must("save", store.save(&r)).await;
-        ack(lazy, format!("PUT {} {}", r.key.to_hex(), r.version)).await;
+        ack(mode, acks, format!("PUT {} {}", r.key.to_hex(), r.version));
     }
     let new = SessionId::generate().key();
     println!("ACK WILL_MOVE {origin} {}", new.to_hex());
-    must("change_id", store.change_id(&r.key, &new)).await;
+    let moved = format!("MOVED {origin} {}", new.to_hex());
+    ack_removal(mode, acks, moved, store.change_id(&r.key, &new)).await;
     r.key = new;
-    ack(lazy, format!("MOVED {origin} {}", new.to_hex())).await;
     r.data = data(&origin, r.version + 1);
     r.version = must("save", store.save(&r)).await;
-    ack(lazy, format!("PUT {} {}", new.to_hex(), r.version)).await;
-    if n.is_multiple_of(2) {
-        println!("ACK WILL_DEL {}", new.to_hex());
-        must("delete", store.delete(&new)).await;
-        ack(lazy, format!("DEL {}", new.to_hex())).await;
+    ack(mode, acks, format!("PUT {} {}", new.to_hex(), r.version));
+    match n % 4 {
+        0 => {
+            println!("ACK WILL_DEL {}", new.to_hex());
+            let line = format!("DEL {}", new.to_hex());
+            ack_removal(mode, acks, line, store.delete(&new)).await;
+        }
+        2 => {
+            println!("ACK WILL_DEL {}", new.to_hex());
+            let line = format!("DEL {}", new.to_hex());
+            let ended = ack_removal(mode, acks, line, store.delete_by_owner(&origin)).await;
+            assert_eq!(ended, 1, "the session is its owner's only one");
+        }
+        _ => {}
     }
 }
 
@@ -92,7 +157,7 @@ fn child(spec: &str) {
     let Some((mode, dir)) = spec.split_once(':') else {
         panic!("bad {CHILD_VAR}: {spec}")
     };
-    let lazy = mode == "lazy";
+    let mode = Mode::parse(mode);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -102,14 +167,15 @@ fn child(spec: &str) {
         Err(e) => panic!("building a runtime failed: {e}"),
     };
     runtime.block_on(async move {
-        let durability = if lazy {
-            Durability::Lazy(Duration::from_millis(20))
-        } else {
-            Durability::EveryWrite
+        let (durability, flush_bytes) = match mode {
+            Mode::EveryWrite => (Durability::EveryWrite, 16 << 10),
+            Mode::Lazy => (Durability::Lazy(Duration::from_millis(20)), 16 << 10),
+            // Only deletions (and a full megabyte) flush.
+            Mode::LazyLogout => (Durability::Lazy(Duration::from_secs(3600)), 1 << 20),
         };
         let store = match HybridStore::builder(dir)
             .durability(durability)
-            .flush_bytes(16 << 10)
+            .flush_bytes(flush_bytes)
             .compact_min_bytes(128 << 10)
             .compact_factor(2)
             .open()
@@ -118,18 +184,14 @@ fn child(spec: &str) {
             Err(e) => panic!("the child could not open the store: {e}"),
         };
         let acks: Acks = Arc::default();
-        if lazy {
+        if mode == Mode::Lazy {
             // Acknowledge in batches: everything done before a flush() began is durable once
             // it returns.
             let (store, acks) = (Arc::clone(&store), Arc::clone(&acks));
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(5)).await;
-                    let batch = std::mem::take(
-                        &mut *acks
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    );
+                    let batch = take(&acks);
                     must("flush", store.flush()).await;
                     for line in batch {
                         println!("ACK {line}");
@@ -143,7 +205,7 @@ fn child(spec: &str) {
                 tokio::spawn(async move {
                     let mut n = w;
                     loop {
-                        session_life(&store, lazy.then_some(&acks), n).await;
+                        session_life(&store, mode, &acks, n).await;
                         // A lazy store call never waits, so without this the writers would keep both
                         // workers and starve the task that flushes and acknowledges.
                         tokio::task::yield_now().await;
@@ -238,7 +300,10 @@ fn run_parent(test_name: &str, mode: &str) {
         std::thread::sleep(Duration::from_millis(2));
     }
     // The directory belongs to the running child: this process must not get it.
-    match HybridStore::open(tmp.path()) {
+    match HybridStore::builder(tmp.path())
+        .cleanup_interval(Duration::ZERO)
+        .open()
+    {
         Err(session_core::Error::Config(msg)) => assert!(msg.contains("in use"), "{msg}"),
         other => panic!("opening a directory another process holds must fail, got {other:?}"),
     }
@@ -379,6 +444,14 @@ fn kill_9_every_write_loses_no_acknowledged_change() {
     dispatch(
         "kill_9_every_write_loses_no_acknowledged_change",
         "every-write",
+    );
+}
+
+#[test]
+fn kill_9_lazy_never_revives_a_deletion_that_returned() {
+    dispatch(
+        "kill_9_lazy_never_revives_a_deletion_that_returned",
+        "lazy-logout",
     );
 }
 

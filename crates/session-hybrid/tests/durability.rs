@@ -354,3 +354,247 @@ async fn compaction_under_concurrent_load_loses_nothing() {
         "compaction lost or resurrected sessions"
     );
 }
+
+/// Copies the store's files as a crash would leave them (the store still open), to open the
+/// copy elsewhere.
+fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    let copy = tempdir();
+    for name in files(dir, "") {
+        if let Err(e) = std::fs::copy(dir.join(&name), copy.path().join(&name)) {
+            panic!("copying {name} failed: {e}");
+        }
+    }
+    copy
+}
+
+/// Under `Lazy` with an hour's interval, `delete`, `change_id` and `delete_by_owner` are on
+/// disk when they return (a copy of the directory taken then, as a crash would leave it,
+/// does not bring the sessions back); with `durable_deletions(false)` they are as lazy as
+/// saves, and the copy revives them.
+#[tokio::test]
+async fn deletions_are_on_disk_when_they_return_unless_configured_lazy() {
+    for durable in [true, false] {
+        let tmp = tempdir();
+        // An hour's interval: nothing but flush() and the deletions themselves writes.
+        let store = open(
+            HybridStore::builder(tmp.path())
+                .durability(Durability::Lazy(HOUR))
+                .durable_deletions(durable)
+                .cleanup_interval(Duration::ZERO),
+        );
+        let deleted = Record::new(key(), &b"logged out"[..], Timestamp::now() + HOUR);
+        let rotated = Record::new(key(), &b"rotated"[..], Timestamp::now() + HOUR);
+        let owned = Record::new(
+            key(),
+            &b"signed out everywhere"[..],
+            Timestamp::now() + HOUR,
+        )
+        .with_owner("ann");
+        for r in [&deleted, &rotated, &owned] {
+            must("create", store.create(r)).await;
+        }
+        must("flush", store.flush()).await;
+        let late = Record::new(key(), &b"made just before"[..], Timestamp::now() + HOUR);
+        must("create", store.create(&late)).await;
+        assert!(must("delete", store.delete(&deleted.key)).await);
+        let new = key();
+        must("change_id", store.change_id(&rotated.key, &new)).await;
+        assert_eq!(
+            must("delete_by_owner", store.delete_by_owner("ann")).await,
+            1
+        );
+        let copy = crash_copy(tmp.path());
+        drop(store);
+
+        let crashed = open(HybridStore::builder(copy.path()).cleanup_interval(Duration::ZERO));
+        let mut revived = Vec::new();
+        for k in [deleted.key, rotated.key, owned.key] {
+            revived.push(must("load", crashed.load(&k)).await.is_some());
+        }
+        let late_kept = must("load", crashed.load(&late.key)).await.is_some();
+        if durable {
+            assert_eq!(
+                revived, [false; 3],
+                "a deletion that returned was not on disk"
+            );
+            assert_eq!(
+                must("load", crashed.load(&new)).await.map(|r| r.data),
+                Some(rotated.data.clone()),
+                "the moved session is on disk under its new id"
+            );
+            assert!(
+                late_kept,
+                "the create before them shared their group commit"
+            );
+        } else {
+            assert_eq!(revived, [true; 3], "lazy deletions were on disk anyway");
+            assert!(!late_kept);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_now_snapshots_every_change_made_before_it() {
+    let tmp = tempdir();
+    // Thresholds far away: only compact_now compacts.
+    let builder = HybridStore::builder(tmp.path()).cleanup_interval(Duration::ZERO);
+    let store = Arc::new(open(builder.clone()));
+    let mut expected = mixed_history(&store, 200).await;
+    must("compact_now", store.compact_now()).await;
+    assert_eq!(store.compactions(), 1);
+    assert_eq!(
+        files(tmp.path(), "snap-"),
+        ["snap-00000000000000000001.snap"]
+    );
+
+    // A second one while a writer keeps going: both see the other's work through.
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { mixed_history(&store, 300).await })
+    };
+    must("compact_now", store.compact_now()).await;
+    match writer.await {
+        Ok(model) => expected.extend(model),
+        Err(e) => panic!("the writer failed: {e}"),
+    }
+    must("compact_now", store.compact_now()).await;
+    assert_eq!(store.compactions(), 3);
+    assert!(store.health().is_healthy(), "{:?}", store.health());
+    assert_eq!(
+        files(tmp.path(), "snap-"),
+        [
+            "snap-00000000000000000002.snap",
+            "snap-00000000000000000003.snap"
+        ],
+        "the newest snapshot and one fallback are kept"
+    );
+    assert_eq!(
+        files(tmp.path(), "log-"),
+        [
+            "log-00000000000000000002.log",
+            "log-00000000000000000003.log"
+        ],
+        "segments older than the fallback are removed"
+    );
+    let Ok(store) = Arc::try_unwrap(store) else {
+        panic!("the store is still shared")
+    };
+    must("close", store.close()).await;
+    assert!(matches!(
+        store.compact_now().await,
+        Err(Error::Backend { .. })
+    ));
+    drop(store);
+
+    let store = open(builder);
+    let report = store.replay_report().clone();
+    assert_eq!(report.snapshot, Some(3), "{report:?}");
+    assert!(!report.lost_anything(), "{report:?}");
+    assert_eq!(contents(&store).await, expected);
+}
+
+/// However many saves come after a snapshot, a compaction is due once the log reaches
+/// `compact_log_bytes`, even when `factor` times the snapshot is far larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_is_due_at_compact_log_bytes_whatever_the_factor() {
+    const LOG_BYTES: u64 = 64 << 10;
+    let tmp = tempdir();
+    let builder = HybridStore::builder(tmp.path())
+        .durability(Durability::Lazy(Duration::from_millis(5)))
+        .flush_bytes(8 << 10)
+        .compact_min_bytes(16 << 10)
+        // A thousand times a snapshot of a few KiB: more than this test ever writes, so the
+        // factor alone would compact no more after the first snapshot.
+        .compact_factor(1000)
+        .compact_log_bytes(LOG_BYTES)
+        .cleanup_interval(Duration::ZERO);
+    let store = open(builder.clone());
+    let mut sessions = Vec::new();
+    for i in 0..40 {
+        let r = Record::new(
+            key(),
+            Bytes::from(format!("session {i}")),
+            Timestamp::now() + HOUR,
+        );
+        must("create", store.create(&r)).await;
+        sessions.push(r);
+    }
+    must("compact_now", store.compact_now()).await;
+    let mut written = 0u64;
+    for round in 0..4000u64 {
+        let r = &mut sessions[(round % 40) as usize];
+        r.data = Bytes::from(format!("round {round} {}", "x".repeat(400)));
+        r.version = must("save", store.save(r)).await;
+        written += 450;
+        if round % 64 == 0 {
+            must("flush", store.flush()).await;
+        }
+    }
+    assert!(written > 20 * LOG_BYTES);
+    must("close", store.close()).await;
+    // Each compaction takes a few fsyncs, while the log keeps growing into the new segment:
+    // how many fit depends on the disk, but well more than the one asked for.
+    assert!(store.compactions() >= 4, "{}", store.compactions());
+    drop(store);
+
+    let store = open(builder);
+    let report = store.replay_report().clone();
+    assert!(report.snapshot >= Some(4), "{report:?}");
+    for r in &sessions {
+        assert_eq!(must("load", store.load(&r.key)).await.as_ref(), Some(r));
+    }
+}
+
+/// Writers faster than the flusher, on a healthy disk: past `max_unflushed_bytes` they wait
+/// for it instead of failing, and the backlog stays near its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_at_the_backlog_bound_wait_for_a_healthy_disk() {
+    const BOUND: usize = 32 << 10;
+    let tmp = tempdir();
+    let store = Arc::new(open(
+        HybridStore::builder(tmp.path())
+            // Only the buffer size starts a flush: the writers outrun it at once.
+            .durability(Durability::Lazy(HOUR))
+            .flush_bytes(BOUND)
+            .max_unflushed_bytes(BOUND)
+            .cleanup_interval(Duration::ZERO),
+    ));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut keys = Vec::new();
+                let mut most = 0;
+                for _ in 0..300 {
+                    let r = Record::new(key(), vec![7u8; 1024], Timestamp::now() + HOUR);
+                    must("create under backpressure", store.create(&r)).await;
+                    most = most.max(store.health().unflushed_bytes);
+                    keys.push(r.key);
+                }
+                (keys, most)
+            })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok((k, most)) => {
+                // One entry per racing writer past the bound at most, plus the one in flight.
+                assert!(
+                    most <= (2 * BOUND + 16 * 1100) as u64,
+                    "backlog reached {most}"
+                );
+                keys.extend(k);
+            }
+            Err(e) => panic!("a writer failed: {e}"),
+        }
+    }
+    assert!(store.health().is_healthy() || store.health().flush_error.is_none());
+    let Ok(store) = Arc::try_unwrap(store) else {
+        panic!("the store is still shared")
+    };
+    must("close", store.close()).await;
+    drop(store);
+    let store = open(HybridStore::builder(tmp.path()).cleanup_interval(Duration::ZERO));
+    assert_eq!(store.replay_report().sessions_loaded as usize, keys.len());
+}

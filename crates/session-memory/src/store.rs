@@ -19,6 +19,8 @@ use session_core::{
     async_trait, check_data_len,
 };
 
+use crate::limit::Limit;
+
 /// Default largest session payload: 1 MiB.
 pub const DEFAULT_MAX_DATA_LEN: usize = 1 << 20;
 
@@ -164,7 +166,30 @@ struct Shared {
     owners: Box<[Mutex<OwnerMap>]>,
     owner_hasher: RandomState,
     max_data_len: Option<usize>,
+    /// Counted only when a limit is set, so an unbounded store pays nothing for it.
+    limit: Option<Limit>,
+    /// The backend named in errors.
+    name: &'static str,
     observer: Option<Arc<dyn ChangeObserver>>,
+}
+
+impl Shared {
+    fn new(
+        max_data_len: Option<usize>,
+        max_sessions: Option<u64>,
+        name: &'static str,
+        observer: Option<Arc<dyn ChangeObserver>>,
+    ) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| ShardLock::default()).collect(),
+            owners: (0..OWNER_SHARDS).map(|_| Mutex::default()).collect(),
+            owner_hasher: RandomState::new(),
+            max_data_len,
+            limit: max_sessions.map(Limit::new),
+            name,
+            observer,
+        }
+    }
 }
 
 /// An in-memory [`SessionStore`]. Cloning gives another handle to the same sessions.
@@ -181,6 +206,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("max_data_len", &self.shared.max_data_len)
+            .field("limit", &self.shared.limit)
             .field("observer", &self.shared.observer)
             .finish_non_exhaustive()
     }
@@ -192,6 +218,8 @@ impl fmt::Debug for MemoryStore {
 pub struct MemoryStoreBuilder {
     cleanup_interval: Duration,
     max_data_len: Option<usize>,
+    max_sessions: Option<u64>,
+    name: &'static str,
     observer: Option<Arc<dyn ChangeObserver>>,
 }
 
@@ -200,6 +228,8 @@ impl Default for MemoryStoreBuilder {
         Self {
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_data_len: Some(DEFAULT_MAX_DATA_LEN),
+            max_sessions: None,
+            name: "memory",
             observer: None,
         }
     }
@@ -220,6 +250,24 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// The most sessions the store holds (default `None`: no limit). Past it, `create` fails
+    /// with [`Error::Unavailable`] whose source is a [`StoreFull`](crate::StoreFull); every
+    /// other call goes on working, and the sessions already stored are untouched. Sessions
+    /// that have expired but were not swept yet do not count: a `create` that finds the store
+    /// full sweeps first. Each session costs its data plus a fixed overhead in memory (see
+    /// the README to size the limit).
+    pub fn max_sessions(mut self, limit: Option<u64>) -> Self {
+        self.max_sessions = limit;
+        self
+    }
+
+    /// The backend named in this store's errors (default `"memory"`); a store built on this
+    /// one (such as `session-hybrid`) gives its own.
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// Reports every change to `observer` (see [`ChangeObserver`]).
     pub fn observer(mut self, observer: Arc<dyn ChangeObserver>) -> Self {
         self.observer = Some(observer);
@@ -231,13 +279,12 @@ impl MemoryStoreBuilder {
     /// # Errors
     /// [`Error::Config`] when the cleanup interval is not zero and there is no Tokio runtime.
     pub fn build(self) -> Result<MemoryStore> {
-        let shared = Arc::new(Shared {
-            shards: (0..SHARDS).map(|_| ShardLock::default()).collect(),
-            owners: (0..OWNER_SHARDS).map(|_| Mutex::default()).collect(),
-            owner_hasher: RandomState::new(),
-            max_data_len: self.max_data_len,
-            observer: self.observer,
-        });
+        let shared = Arc::new(Shared::new(
+            self.max_data_len,
+            self.max_sessions,
+            self.name,
+            self.observer,
+        ));
         let cleanup = CleanupTask::spawn(
             "memory",
             self.cleanup_interval,
@@ -252,13 +299,18 @@ impl MemoryStoreBuilder {
 }
 
 impl MemoryStore {
-    /// A store with default settings. Inside a Tokio runtime it sweeps every 60 s; outside one
-    /// it has no background task (call [`sweep`](Self::sweep) or use the builder).
+    /// A store with default settings. Inside a Tokio runtime it sweeps every 60 s. Outside one
+    /// it cannot, and says so with a warning in the log: expired sessions are then never
+    /// returned but stay in memory until [`sweep`](Self::sweep) is called. Prefer the builder,
+    /// whose `build` refuses a cleanup interval it cannot honour with [`Error::Config`].
     pub fn new() -> Self {
         let builder = MemoryStoreBuilder::default();
         let builder = if tokio::runtime::Handle::try_current().is_ok() {
             builder
         } else {
+            tracing::warn!(
+                "MemoryStore::new() outside a Tokio runtime: no background cleanup will run; expired sessions stay in memory until sweep() is called (build the store inside a runtime, or use MemoryStore::builder() to choose)"
+            );
             builder.cleanup_interval(Duration::ZERO)
         };
         match builder.build() {
@@ -329,14 +381,30 @@ impl MemoryStore {
     }
 
     /// Inserts or replaces `record` as it is, without checks and without telling the
-    /// observer: for restoring a store from a snapshot or journal.
+    /// observer: for rebuilding a store from a snapshot or journal (as do the other
+    /// `restore_*` methods). A replaced record is updated in place, so replaying a long
+    /// history of saves costs no index work when deadlines only move later.
     pub fn restore(&self, record: Record) {
         let shared = &self.shared;
         let mut shard = shared.write_shard(&record.key);
         let shard = &mut *shard;
-        if let Some(old) = shard.records.remove(&record.key) {
-            shared.unindex(shard, &record.key, &old);
+        if let Some(entry) = shard.records.get_mut(&record.key) {
+            entry.set_deadline(&mut shard.by_expiry, &record.key, record.expires_at);
+            if entry.owner.as_deref() != record.owner.as_deref() {
+                if let Some(old) = &entry.owner {
+                    shared.owner_remove(old, &record.key);
+                }
+                entry.owner = record.owner.map(Arc::from);
+                if let Some(new) = &entry.owner {
+                    shared.owner_add(new, record.key);
+                }
+            }
+            entry.data = record.data;
+            entry.created_at = record.created_at;
+            entry.version = record.version;
+            return;
         }
+        shared.added();
         let entry = Entry {
             data: record.data,
             created_at: record.created_at,
@@ -348,17 +416,86 @@ impl MemoryStore {
         shared.index(shard, &record.key, &entry);
         shard.records.insert(record.key, entry);
     }
+
+    /// Removes `key` without telling the observer; returns whether it was there.
+    pub fn restore_remove(&self, key: &SessionKey) -> bool {
+        let shared = &self.shared;
+        let mut shard = shared.write_shard(key);
+        let shard = &mut *shard;
+        match shard.records.remove(key) {
+            Some(entry) => {
+                shared.removed();
+                shared.unindex(shard, key, &entry);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives `key` a new deadline if it holds exactly the record of `version` created at
+    /// `created_at`, without telling the observer: a journaled touch replayed only onto the
+    /// record it was made on.
+    pub fn restore_touch(
+        &self,
+        key: &SessionKey,
+        expires_at: Timestamp,
+        version: u64,
+        created_at: Timestamp,
+    ) {
+        let mut shard = self.shared.write_shard(key);
+        let shard = &mut *shard;
+        if let Some(entry) = shard.records.get_mut(key)
+            && entry.version == version
+            && entry.created_at == created_at
+        {
+            entry.set_deadline(&mut shard.by_expiry, key, expires_at);
+        }
+    }
+
+    /// Removes every record without telling the observer (a rebuild that must start over).
+    pub fn restore_clear(&self) {
+        for shard in self.shared.shards.iter() {
+            let mut shard = write(shard);
+            shard.records.clear();
+            shard.by_expiry.clear();
+        }
+        for owners in self.shared.owners.iter() {
+            lock(owners).clear();
+        }
+        if let Some(limit) = &self.shared.limit {
+            limit.reset();
+        }
+    }
+
+    /// Removes every record expired at `now` without telling the observer, returning how
+    /// many: the end of a rebuild, which restores records as they were, expired or not.
+    pub fn restore_sweep(&self, now: Timestamp) -> u64 {
+        self.shared.sweep_with(now, false)
+    }
+
+    /// Records held, live or expired but not yet swept.
+    pub fn len(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|s| read(s).records.len())
+            .sum()
+    }
+
+    /// Whether the store holds no record at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cold]
 fn unreachable_store() -> MemoryStore {
-    let shared = Arc::new(Shared {
-        shards: (0..SHARDS).map(|_| ShardLock::default()).collect(),
-        owners: (0..OWNER_SHARDS).map(|_| Mutex::default()).collect(),
-        owner_hasher: RandomState::new(),
-        max_data_len: Some(DEFAULT_MAX_DATA_LEN),
-        observer: None,
-    });
+    let shared = Arc::new(Shared::new(
+        Some(DEFAULT_MAX_DATA_LEN),
+        None,
+        "memory",
+        None,
+    ));
     MemoryStore {
         shared,
         cleanup: Arc::new(Mutex::new(None)),
@@ -449,6 +586,37 @@ impl Shared {
         }
     }
 
+    /// Counts a record added without a reservation.
+    fn added(&self) {
+        if let Some(limit) = &self.limit {
+            limit.added();
+        }
+    }
+
+    /// Counts a record removed from a shard.
+    fn removed(&self) {
+        if let Some(limit) = &self.limit {
+            limit.removed();
+        }
+    }
+
+    /// Takes a slot for a new record under the limit, sweeping expired records first when
+    /// there is none; `Ok(false)` when there is no limit.
+    fn reserve(&self, now: Timestamp) -> Result<bool> {
+        let Some(limit) = &self.limit else {
+            return Ok(false);
+        };
+        if limit.try_reserve() {
+            return Ok(true);
+        }
+        self.sweep(now);
+        if limit.try_reserve() {
+            Ok(true)
+        } else {
+            Err(limit.error(self.name))
+        }
+    }
+
     fn observe<'a>(&self, change: impl FnOnce() -> Change<'a>) {
         if let Some(observer) = &self.observer {
             observer.observe(change());
@@ -468,21 +636,33 @@ impl Shared {
 
     fn remove_locked(&self, shard: &mut Shard, key: &SessionKey) -> Option<Entry> {
         let entry = shard.records.remove(key)?;
+        self.removed();
         self.unindex(shard, key, &entry);
         self.observe(|| Change::Delete { key });
         Some(entry)
     }
 
     fn sweep(&self, now: Timestamp) -> u64 {
+        self.sweep_with(now, true)
+    }
+
+    /// Removes expired records, telling the observer of each when `observed`.
+    fn sweep_with(&self, now: Timestamp, observed: bool) -> u64 {
         let mut removed = 0u64;
         let split = (
             now + Duration::from_millis(1),
             SessionKey::from_bytes([0; 32]),
         );
+        let due = |shard: &Shard| shard.by_expiry.first().is_some_and(|first| first.0 <= now);
         for shard in self.shards.iter() {
+            // A shard with nothing due is passed under a read lock, so a sweep (also the one a
+            // full store runs on `create`) does not stall readers of idle shards.
+            if !due(&read(shard)) {
+                continue;
+            }
             let mut shard = write(shard);
             let shard = &mut *shard;
-            if shard.by_expiry.first().is_none_or(|first| first.0 > now) {
+            if !due(shard) {
                 continue;
             }
             let live = shard.by_expiry.split_off(&split);
@@ -495,10 +675,13 @@ impl Shared {
                         shard.by_expiry.insert((entry.expires_at, key));
                     }
                     Some(_) => {
+                        self.removed();
                         if let Some(owner) = shard.records.remove(&key).and_then(|e| e.owner) {
                             self.owner_remove(&owner, &key);
                         }
-                        self.observe(|| Change::Delete { key: &key });
+                        if observed {
+                            self.observe(|| Change::Delete { key: &key });
+                        }
                         removed += 1;
                     }
                     None => {}
@@ -521,10 +704,16 @@ impl SessionStore for MemoryStore {
         check_data_len(self.shared.max_data_len, record.data.len())?;
         let now = Timestamp::now();
         let shared = &*self.shared;
+        // The slot is taken before the shard is locked: a full store sweeps, which locks
+        // every shard.
+        let reserved = shared.reserve(now)?;
         let mut shard = shared.write_shard(&record.key);
         let shard = &mut *shard;
         if let Some(old) = shard.records.get(&record.key) {
             if old.live(now) {
+                if reserved {
+                    shared.removed();
+                }
                 return Err(Error::AlreadyExists);
             }
             shared.remove_locked(shard, &record.key);
@@ -621,6 +810,7 @@ impl SessionStore for MemoryStore {
             return Err(Error::AlreadyExists);
         }
         if let Some(stale) = to.records.remove(new) {
+            shared.removed();
             shared.unindex(to, new, &stale);
         }
         let Some(entry) = from.records.remove(old) else {
@@ -771,6 +961,7 @@ fn move_within(
         return Ok(());
     }
     if let Some(stale) = shard.records.remove(new) {
+        shared.removed();
         shared.unindex(shard, new, &stale);
     }
     let Some(entry) = shard.records.remove(old) else {
@@ -794,6 +985,7 @@ fn move_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::Limit;
     use session_core::SessionId;
 
     fn store() -> MemoryStore {
@@ -805,6 +997,120 @@ mod tests {
 
     fn record(expires_at: Timestamp) -> Record {
         Record::new(SessionId::generate().key(), &b"x"[..], expires_at)
+    }
+
+    /// The limit's count of held records stays equal to the records in the shards through
+    /// every kind of change, so a freed slot is never lost or counted twice.
+    #[tokio::test]
+    async fn the_session_count_follows_every_change() {
+        let s = MemoryStore::builder()
+            .cleanup_interval(Duration::ZERO)
+            .max_sessions(Some(1_000))
+            .build()
+            .expect("store");
+        let held = |s: &MemoryStore| s.shared.limit.as_ref().map(Limit::held);
+        let records = |s: &MemoryStore| {
+            let n: usize = s
+                .shared
+                .shards
+                .iter()
+                .map(|sh| read(sh).records.len())
+                .sum();
+            Some(n as u64)
+        };
+        let now = Timestamp::now();
+        let mut keys = Vec::new();
+        for i in 0..60u32 {
+            let expires = if i % 5 == 0 {
+                now + Duration::from_millis(20)
+            } else {
+                now + Duration::from_secs(60)
+            };
+            let r = record(expires).with_owner(format!("o{}", i % 3));
+            s.create(&r).await.expect("create");
+            assert!(s.create(&r).await.is_err());
+            keys.push(r.key);
+        }
+        assert_eq!(held(&s), records(&s));
+        for (i, key) in keys.iter().enumerate() {
+            match i % 4 {
+                0 => {
+                    s.delete(key).await.expect("delete");
+                }
+                1 => {
+                    let _ = s.change_id(key, &SessionId::generate().key()).await;
+                }
+                2 => s.restore(record(now + Duration::from_secs(5))),
+                _ => {
+                    let _ = s.touch(key, now + Duration::from_secs(90)).await;
+                }
+            }
+            assert_eq!(held(&s), records(&s), "after change {i}");
+        }
+        s.delete_by_owner("o1").await.expect("delete_by_owner");
+        assert_eq!(held(&s), records(&s));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.sweep(Timestamp::now());
+        assert_eq!(held(&s), records(&s));
+    }
+
+    /// Counts what the observer is told.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    impl ChangeObserver for Counting {
+        fn observe(&self, _: Change<'_>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The `restore_*` methods rebuild a store without telling the observer, and a record
+    /// restored twice is updated in place with its owner and expiry indexes kept right.
+    #[tokio::test]
+    async fn restoring_updates_in_place_and_tells_no_one() {
+        let seen = Arc::new(Counting::default());
+        let s = MemoryStore::builder()
+            .cleanup_interval(Duration::ZERO)
+            .max_sessions(Some(10))
+            .observer(Arc::clone(&seen) as _)
+            .build()
+            .expect("store");
+        let now = Timestamp::now();
+        let mut r = record(now + Duration::from_secs(100)).with_owner("ann");
+        s.restore(r.clone());
+        r.owner = Some("bob".into());
+        r.expires_at = now + Duration::from_secs(10);
+        r.version = 4;
+        s.restore(r.clone());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.load(&r.key).await.expect("load"), Some(r.clone()));
+        assert!(s.list_by_owner("ann").await.expect("list").is_empty());
+        assert_eq!(s.list_by_owner("bob").await.expect("list"), vec![r.clone()]);
+        // A touch made on another version is not applied; one on this version is.
+        s.restore_touch(&r.key, now + Duration::from_secs(500), 3, r.created_at);
+        assert_eq!(
+            s.load(&r.key).await.expect("load").map(|x| x.expires_at),
+            Some(r.expires_at)
+        );
+        s.restore_touch(&r.key, now + Duration::from_secs(5), 4, r.created_at);
+        assert_eq!(
+            s.restore_sweep(now + Duration::from_secs(6)),
+            1,
+            "the earlier deadline is indexed"
+        );
+        let other = record(now + Duration::from_secs(100));
+        s.restore(other.clone());
+        assert!(s.restore_remove(&other.key));
+        assert!(!s.restore_remove(&other.key));
+        s.restore(other);
+        s.restore_clear();
+        assert!(s.is_empty());
+        assert_eq!(s.shared.limit.as_ref().map(Limit::held), Some(0));
+        assert_eq!(
+            seen.0.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "the observer heard of a rebuild"
+        );
     }
 
     #[tokio::test]
