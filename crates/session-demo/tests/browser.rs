@@ -128,7 +128,14 @@ async fn signed_in_as(client: &Client) -> Option<String> {
     }
 }
 
+/// Clicks a form button and waits until the browser has left the page: every button of the
+/// demo posts a form and is answered with a redirect, and reading the page before the new one
+/// replaced it would see the old state (a flake seen on a loaded machine).
 async fn click(client: &Client, id: &str) {
+    let page = client
+        .find(Locator::Css("body"))
+        .await
+        .expect("the page has a body");
     client
         .find(Locator::Id(id))
         .await
@@ -136,6 +143,15 @@ async fn click(client: &Client, id: &str) {
         .click()
         .await
         .unwrap_or_else(|e| panic!("click #{id}: {e}"));
+    // The old body goes stale once the next page is loaded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while page.tag_name().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clicking #{id} did not load a new page within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn log_in(client: &Client, name: &str) {
