@@ -270,8 +270,13 @@ impl Report<'_> {
              the runtime's worker threads' capacity the process actually got (a lone task can use one worker, at most 50%); \
              well under the possible share means other processes took the CPU. ops per CPU-s: operations per second \
              of CPU time, which neighbours cannot skew. Ratios: the median over rounds of this target's rate over the \
-             other's in the same round (rounds run back to back); the last column compares per CPU-second.\n",
+             other's in the same round (rounds run back to back)",
         );
+        out.push_str(if limit.is_some() {
+            "; the last column compares per CPU-second.\n"
+        } else {
+            ".\n"
+        });
         out
     }
 
