@@ -40,6 +40,7 @@ usage: session-bench [options]   (cargo xtask bench -- [options])
   --sweep-live N          live sessions around the sweep (default: 1000000)
   --sweep-expired N       expired sessions each sweep removes, 0 to skip (default: 100000)
   --sweep-reps N          sweeps timed alone (default: 3)
+  --versus a,b            also give every target's ratio to these targets (e.g. memory)
   --logouts N             time N logouts (delete of a session just created) per target, alone
                           and beside the largest --tasks running the mixed workload (default: 0)
   --write PATH            also write the report into PATH, between session-bench markers
@@ -62,6 +63,7 @@ struct Config {
     sweep_expired: u64,
     sweep_reps: usize,
     logouts: usize,
+    versus: Vec<String>,
     write: Option<PathBuf>,
     list: bool,
     args: Vec<String>,
@@ -87,6 +89,7 @@ impl Default for Config {
             sweep_expired: 100_000,
             sweep_reps: 3,
             logouts: 0,
+            versus: Vec::new(),
             write: None,
             list: false,
             args: Vec::new(),
@@ -157,10 +160,18 @@ fn parse(args: Vec<String>) -> Result<Config, BoxError> {
             "--sweep-expired" => c.sweep_expired = number(flag, it.next())?,
             "--sweep-reps" => c.sweep_reps = number::<usize>(flag, it.next())?.max(1),
             "--logouts" => c.logouts = number(flag, it.next())?,
+            "--versus" => c.versus = list(flag, it.next())?,
             "--write" => c.write = Some(it.next().ok_or("--write needs a path")?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
         }
+    }
+    if let Some(unknown) = c
+        .versus
+        .iter()
+        .find(|v| !c.targets.iter().any(|t| t == *v || t == "all"))
+    {
+        return Err(format!("--versus {unknown}: not among the --targets").into());
     }
     c.args = args;
     Ok(c)
@@ -463,6 +474,7 @@ fn run(c: Config) -> Result<(), BoxError> {
         load_before,
         load_after: report::loadavg(),
         cells,
+        versus: c.versus.clone(),
         logouts,
         rss,
         sweep,
@@ -611,6 +623,23 @@ mod tests {
         assert_eq!(c.workloads, vec![Workload::Load, Workload::Mixed]);
         assert_eq!(c.rounds, 3);
         assert!(parse(vec!["--bogus".into()]).is_err());
+        let c = parse(
+            [
+                "--targets",
+                "memory,hybrid",
+                "--versus",
+                "memory",
+                "--logouts",
+                "10",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )?;
+        assert_eq!((c.versus, c.logouts), (vec!["memory".to_owned()], 10));
+        assert!(
+            parse(["--versus", "hybrid"].map(String::from).to_vec()).is_err(),
+            "a --versus target must be run"
+        );
         assert!(resolve(&["nope".into()]).is_err());
         Ok(())
     }

@@ -120,6 +120,8 @@ pub(crate) struct Report<'a> {
     pub(crate) load_before: String,
     pub(crate) load_after: String,
     pub(crate) cells: Vec<Cell>,
+    /// Targets of our own to compare every other against too (`--versus`).
+    pub(crate) versus: Vec<String>,
     pub(crate) logouts: Vec<LogoutResult>,
     pub(crate) rss: Vec<RssResult>,
     pub(crate) sweep: Option<SweepReport>,
@@ -140,6 +142,18 @@ fn grouped(v: f64) -> String {
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// A latency in the unit that suits it.
+fn latency(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos < 1_000 {
+        format!("{nanos} ns")
+    } else if nanos < 1_000_000 {
+        format!("{:.0} µs", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    }
 }
 
 fn us(d: Duration) -> String {
@@ -190,6 +204,11 @@ impl Report<'_> {
             .filter(|&i| self.targets[i].role == Role::Limit)
             .collect();
         refs.extend((0..self.targets.len()).filter(|&i| self.targets[i].role == Role::Peer));
+        // Limits and peers are already there: only targets of our own can be added.
+        refs.extend((0..self.targets.len()).filter(|&i| {
+            self.targets[i].role == Role::Ours
+                && self.versus.iter().any(|v| v == self.targets[i].name)
+        }));
         refs
     }
 
@@ -251,8 +270,13 @@ impl Report<'_> {
              the runtime's worker threads' capacity the process actually got (a lone task can use one worker, at most 50%); \
              well under the possible share means other processes took the CPU. ops per CPU-s: operations per second \
              of CPU time, which neighbours cannot skew. Ratios: the median over rounds of this target's rate over the \
-             other's in the same round (rounds run back to back); the last column compares per CPU-second.\n",
+             other's in the same round (rounds run back to back)",
         );
+        out.push_str(if limit.is_some() {
+            "; the last column compares per CPU-second.\n"
+        } else {
+            ".\n"
+        });
         out
     }
 
@@ -288,10 +312,10 @@ impl Report<'_> {
                 r.target,
                 r.background,
                 r.count,
-                us(r.p50),
-                us(r.p90),
-                us(r.p99),
-                us(r.max)
+                latency(r.p50),
+                latency(r.p90),
+                latency(r.p99),
+                latency(r.max)
             );
         }
         out.push_str(
