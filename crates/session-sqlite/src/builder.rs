@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use session_core::{CleanupTask, Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::error::{ResultExt as _, STORE, SqliteError};
+use crate::error::{ResultExt as _, STORE};
 use crate::sql::{Queries, validate_table};
 use crate::store::{Inner, SqliteStore};
 
@@ -248,7 +248,7 @@ impl SqliteStoreBuilder {
                     .busy_timeout(self.busy_timeout)
                     .synchronous(self.synchronous);
                 let writer = self.pool(self.write_connections, options.clone()).await?;
-                wal_mode(&writer, self.busy_timeout).await?;
+                wal_mode(&writer).await?;
                 // Readers open after the switch to WAL, and refuse writes should a bug ever
                 // send one their way.
                 let reader = self
@@ -340,30 +340,20 @@ fn create_private(path: &Path) -> Result<()> {
     }
 }
 
-/// Puts the file in WAL mode (a setting the file keeps). Switching takes an exclusive lock
-/// that SQLite's `busy_timeout` does not wait for, so several stores opening a new file at
-/// once would fail: this retries `SQLITE_BUSY` itself, for up to `patience`.
-async fn wal_mode(pool: &SqlitePool, patience: Duration) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL")
-            .fetch_one(pool)
-            .await
-        {
-            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
-            Ok(mode) => {
-                return Err(Error::Config(
-                    format!("the database file refused WAL mode (it stays in {mode:?}); put it on a local filesystem").into(),
-                ));
-            }
-            Err(e) => {
-                let e = SqliteError(e);
-                if !e.is_busy() || start.elapsed() >= patience {
-                    return Err(e.into());
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+/// Puts the file in WAL mode (a setting the file keeps; later opens find it set). Several
+/// stores switching a new file at once wait for each other through `busy_timeout`, as
+/// `concurrent_opens_and_migrations_of_a_new_file_all_succeed` checks.
+async fn wal_mode(pool: &SqlitePool) -> Result<()> {
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+        .fetch_one(pool)
+        .await
+        .db()?;
+    if mode.eq_ignore_ascii_case("wal") {
+        Ok(())
+    } else {
+        Err(Error::Config(
+            format!("the database file refused WAL mode (it stays in {mode:?}); put it on a local filesystem").into(),
+        ))
     }
 }
 

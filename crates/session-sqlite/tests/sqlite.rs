@@ -101,7 +101,7 @@ async fn sixty_four_tasks_never_meet_a_busy_database() {
             .await,
     );
     ok("migrate", store.migrate().await);
-    let errors = run_mixed(&store, 64, 40).await;
+    let errors = run_mixed(&store, 64, 15).await;
     assert!(errors.is_empty(), "errors under load: {errors:?}");
 }
 
@@ -119,7 +119,7 @@ async fn several_write_connections_do_contend() {
             .await,
     );
     ok("migrate", store.migrate().await);
-    let errors = run_mixed(&store, 64, 40).await;
+    let errors = run_mixed(&store, 64, 15).await;
     assert!(
         errors.keys().any(|e| e.starts_with("Unavailable")),
         "four writers with no busy timeout never contended: {errors:?}"

@@ -79,3 +79,29 @@ pub fn expired(data: &[u8]) -> Record {
         Timestamp::now() - Duration::from_secs(5),
     )
 }
+
+/// A key from small numbers, the same in every process of a test: `tag` says what the key
+/// is for, `i` which one, and `seed` keeps runs apart.
+pub fn key(seed: u64, tag: u8, i: u32) -> session_core::SessionKey {
+    let mut b = [0u8; 32];
+    b[0] = tag;
+    b[1..5].copy_from_slice(&i.to_be_bytes());
+    b[8..16].copy_from_slice(&seed.to_le_bytes());
+    session_core::SessionKey::from_bytes(b)
+}
+
+/// A seed that differs between runs.
+pub fn seed() -> u64 {
+    u64::from_le_bytes(
+        SessionId::generate().key().as_bytes()[..8]
+            .try_into()
+            .unwrap_or([0; 8]),
+    )
+}
+
+pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what} failed: {e}"),
+    }
+}
