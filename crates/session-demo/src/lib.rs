@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sessions::layer::SessionLayer;
-use sessions::{Error, Session, SessionManager, SessionStore, Timestamp};
+use session_kit::layer::SessionLayer;
+use session_kit::{Error, Session, SessionManager, SessionStore, Timestamp};
 
 /// Which store the demo runs on, parsed from `SESSION_STORE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub enum StoreChoice {
     Files(PathBuf),
     /// `hybrid:PATH`: memory plus a modification log under `PATH`.
     Hybrid(PathBuf),
+    /// `sqlite:PATH`: one SQLite database file at `PATH` (created if missing).
+    Sqlite(PathBuf),
     /// `postgres://…` or `postgresql://…`.
     Postgres(String),
     /// `redis://…` or `rediss://…`.
@@ -53,13 +55,15 @@ impl StoreChoice {
             Ok(Self::Files(path(p)?))
         } else if let Some(p) = value.strip_prefix("hybrid:") {
             Ok(Self::Hybrid(path(p)?))
+        } else if let Some(p) = value.strip_prefix("sqlite:") {
+            Ok(Self::Sqlite(path(p.strip_prefix("//").unwrap_or(p))?))
         } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
             Ok(Self::Postgres(value.to_owned()))
         } else if value.starts_with("redis://") || value.starts_with("rediss://") {
             Ok(Self::Redis(value.to_owned()))
         } else {
             Err(Error::Config(
-                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `postgres://…` or `redis://…`".into(),
+                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `sqlite:PATH`, `postgres://…` or `redis://…`".into(),
             ))
         }
     }
@@ -70,15 +74,20 @@ impl StoreChoice {
     /// Whatever the store's constructor reports (bad path, unreachable server).
     pub async fn open(&self) -> Result<Arc<dyn SessionStore>, Error> {
         Ok(match self {
-            Self::Memory => Arc::new(sessions::memory::MemoryStore::new()),
-            Self::Files(path) => Arc::new(sessions::files::FileStore::open(path.clone())?),
-            Self::Hybrid(path) => Arc::new(sessions::hybrid::HybridStore::open(path)?),
-            Self::Postgres(url) => {
-                let store = sessions::postgres::PostgresStore::connect(url).await?;
+            Self::Memory => Arc::new(session_kit::memory::MemoryStore::new()),
+            Self::Files(path) => Arc::new(session_kit::files::FileStore::open(path.clone())?),
+            Self::Hybrid(path) => Arc::new(session_kit::hybrid::HybridStore::open(path)?),
+            Self::Sqlite(path) => {
+                let store = session_kit::sqlite::SqliteStore::open(path).await?;
                 store.migrate().await?;
                 Arc::new(store)
             }
-            Self::Redis(url) => Arc::new(sessions::redis::RedisStore::from_url(url.clone())?),
+            Self::Postgres(url) => {
+                let store = session_kit::postgres::PostgresStore::connect(url).await?;
+                store.migrate().await?;
+                Arc::new(store)
+            }
+            Self::Redis(url) => Arc::new(session_kit::redis::RedisStore::from_url(url.clone())?),
         })
     }
 }
@@ -197,7 +206,7 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<Redirect, Fa
         return Ok(Redirect::to("/"));
     }
     // A new id at every privilege change defeats session fixation.
-    session.regenerate().await?;
+    session.rotate().await?;
     session.set_owner(Some(name.to_owned())).await?;
     session.insert("user", name).await?;
     Ok(Redirect::to("/"))

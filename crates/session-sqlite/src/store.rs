@@ -112,6 +112,23 @@ impl SqliteStore {
         &self.inner.table
     }
 
+    /// The SQL this store runs for `operation` (`"create"`, `"load"`, `"save"`, `"delete"`,
+    /// `"rotate"`, `"touch"`), exactly as it sends it, for tools that must run the same
+    /// statements (the benchmark's bare-sqlx baseline asserts it does). `None` for any other
+    /// name.
+    pub fn statement(&self, operation: &str) -> Option<&str> {
+        let sql = &self.inner.sql;
+        Some(match operation {
+            "create" => &sql.insert,
+            "load" => &sql.load,
+            "save" => &sql.save,
+            "delete" => &sql.delete,
+            "rotate" => &sql.rotate,
+            "touch" => &sql.touch,
+            _ => return None,
+        })
+    }
+
     /// Creates the table and its indexes if they are missing. Idempotent, and safe when
     /// several stores or processes call it at once: it is one `BEGIN IMMEDIATE` transaction,
     /// which takes the write lock before reading the schema, so concurrent callers wait for
@@ -323,7 +340,7 @@ impl SessionStore for SqliteStore {
             .db()
     }
 
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         self.move_record(old, new).await
     }
 

@@ -228,7 +228,7 @@ fn write_forever(dir: &Path) {
                         ack(format!("create {w} {n}\n"));
                         n += 1;
                         let (from, to) = if at_a { (a, b) } else { (b, a) };
-                        ok("move", store.change_id(&from, &to).await);
+                        ok("move", store.rotate(&from, &to).await);
                         at_a = !at_a;
                         ack(format!("move {w} {}\n", u8::from(at_a)));
                     }

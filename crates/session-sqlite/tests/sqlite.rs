@@ -56,10 +56,7 @@ async fn the_raw_id_is_never_at_rest() {
         ok("save", store.save(&r).await);
     }
     let rotated = SessionId::generate();
-    ok(
-        "rotate",
-        store.change_id(&ids[0].key(), &rotated.key()).await,
-    );
+    ok("rotate", store.rotate(&ids[0].key(), &rotated.key()).await);
     let scan = |label: &str| {
         let mut bytes = Vec::new();
         for file in [path.clone(), sidecar(&path, "-wal")] {
@@ -162,7 +159,7 @@ async fn run_mixed(store: &SqliteStore, tasks: usize, rounds: usize) -> HashMap<
                         note("touch", e);
                     }
                     let new = SessionId::generate().key();
-                    match store.change_id(&r.key, &new).await {
+                    match store.rotate(&r.key, &new).await {
                         Ok(()) => r.key = new,
                         Err(e) => note("rotate", e),
                     }
@@ -292,7 +289,7 @@ async fn rotate_replaces_an_expired_row_at_the_new_key() {
     ok("create expired", store.create(&stale).await);
     ok(
         "an expired row must not block the move",
-        store.change_id(&r.key, &stale.key).await,
+        store.rotate(&r.key, &stale.key).await,
     );
     assert_eq!(ok("load", store.load(&r.key).await), None);
     assert_eq!(
@@ -311,7 +308,7 @@ async fn rotate_replaces_an_expired_row_at_the_new_key() {
     ok("create", store.create(&old).await);
     ok("create", store.create(&target).await);
     let err = store
-        .change_id(&old.key, &target.key)
+        .rotate(&old.key, &target.key)
         .await
         .expect_err("old is not live");
     assert!(matches!(err, Error::NotFound), "got {err:?}");
