@@ -61,7 +61,7 @@ pub async fn store(url: &str, table: &str) -> MySqlStore {
 }
 
 /// The server-side ids (`CONNECTION_ID()`) of every connection a [`tracked_pool`] opened.
-pub type ConnectionIds = Arc<Mutex<BTreeSet<u64>>>;
+pub type ConnectionIds = Arc<Mutex<BTreeSet<i64>>>;
 
 /// A pool of `max` connections that records each connection's id as it opens, optionally
 /// without the pool's check of idle connections before use.
@@ -80,7 +80,7 @@ pub async fn tracked_pool(
         .after_connect(move |conn, _meta| {
             let seen = Arc::clone(&seen);
             Box::pin(async move {
-                let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+                let id: i64 = sqlx::query_scalar("SELECT CAST(CONNECTION_ID() AS SIGNED)")
                     .fetch_one(conn)
                     .await?;
                 seen.lock().expect("ids").insert(id);
