@@ -8,6 +8,8 @@
     reason = "each test file uses its own subset of these helpers"
 )]
 
+pub mod own_server;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
