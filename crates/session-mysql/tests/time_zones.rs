@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use session_core::{Record, SessionId, SessionStore, Timestamp};
 use session_mysql::MySqlStore;
-use session_mysql::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use session_mysql::sqlx;
+use session_mysql::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
 use common::DropOnExit;
 
@@ -28,7 +28,10 @@ async fn store_in_zone(url: &str, table: &str, zone: Option<&str>) -> MySqlStore
         .connect_with(options.timezone(zone.map(str::to_owned)))
         .await
         .expect("connect");
-    let store = MySqlStore::builder().table(table).build(pool).expect("build");
+    let store = MySqlStore::builder()
+        .table(table)
+        .build(pool)
+        .expect("build");
     store.migrate().await.expect("migrate");
     store
 }
@@ -44,20 +47,44 @@ async fn session_offset_minutes(store: &MySqlStore) -> i64 {
 /// Records 10 minutes either side of now are live and expired as they should be, for every
 /// operation that checks expiry, and their times are stored as given.
 async fn expiry_is_exact(store: &MySqlStore, zone: &str) {
-    let live = Record::new(SessionId::generate().key(), &b"live"[..], Timestamp::now() + TEN_MINUTES)
-        .with_owner("tz");
-    let gone = Record::new(SessionId::generate().key(), &b"gone"[..], Timestamp::now() - TEN_MINUTES)
-        .with_owner("tz");
+    let live = Record::new(
+        SessionId::generate().key(),
+        &b"live"[..],
+        Timestamp::now() + TEN_MINUTES,
+    )
+    .with_owner("tz");
+    let gone = Record::new(
+        SessionId::generate().key(),
+        &b"gone"[..],
+        Timestamp::now() - TEN_MINUTES,
+    )
+    .with_owner("tz");
     store.create(&live).await.expect("create live");
     store.create(&gone).await.expect("create expired");
-    assert_eq!(store.load(&live.key).await.expect("load"), Some(live.clone()), "{zone}: a live record");
-    assert_eq!(store.load(&gone.key).await.expect("load"), None, "{zone}: an expired record");
+    assert_eq!(
+        store.load(&live.key).await.expect("load"),
+        Some(live.clone()),
+        "{zone}: a live record"
+    );
+    assert_eq!(
+        store.load(&gone.key).await.expect("load"),
+        None,
+        "{zone}: an expired record"
+    );
     assert!(store.exists(&live.key).await.expect("exists"), "{zone}");
     assert!(!store.exists(&gone.key).await.expect("exists"), "{zone}");
     assert_eq!(store.count().await.expect("count"), 1, "{zone}");
-    assert_eq!(store.count_expired().await.expect("count_expired"), 1, "{zone}");
+    assert_eq!(
+        store.count_expired().await.expect("count_expired"),
+        1,
+        "{zone}"
+    );
     assert_eq!(store.list().await.expect("list"), vec![live.key], "{zone}");
-    assert_eq!(store.list_by_owner("tz").await.expect("list_by_owner"), vec![live.clone()], "{zone}");
+    assert_eq!(
+        store.list_by_owner("tz").await.expect("list_by_owner"),
+        vec![live.clone()],
+        "{zone}"
+    );
     let stored: (i64, i64) = sqlx::query_as(&format!(
         "SELECT `created_at`, `expires_at` FROM `{}` WHERE `key` = ?",
         store.table()
@@ -66,17 +93,31 @@ async fn expiry_is_exact(store: &MySqlStore, zone: &str) {
     .fetch_one(store.pool())
     .await
     .expect("read the stored times");
-    assert_eq!(stored, (live.created_at.unix_millis(), live.expires_at.unix_millis()), "{zone}");
+    assert_eq!(
+        stored,
+        (live.created_at.unix_millis(), live.expires_at.unix_millis()),
+        "{zone}"
+    );
     // An expiry a few seconds ahead is live, and a touch into the past ends the session.
     let soon = Timestamp::now() + Duration::from_secs(5);
     store.touch(&live.key, soon).await.expect("touch");
-    assert!(store.exists(&live.key).await.expect("exists"), "{zone}: 5 s ahead is live");
+    assert!(
+        store.exists(&live.key).await.expect("exists"),
+        "{zone}: 5 s ahead is live"
+    );
     store
         .touch(&live.key, Timestamp::now() - Duration::from_secs(5))
         .await
         .expect("touch into the past");
-    assert!(!store.exists(&live.key).await.expect("exists"), "{zone}: 5 s ago is expired");
-    assert_eq!(store.delete_expired().await.expect("delete_expired"), 2, "{zone}");
+    assert!(
+        !store.exists(&live.key).await.expect("exists"),
+        "{zone}: 5 s ago is expired"
+    );
+    assert_eq!(
+        store.delete_expired().await.expect("delete_expired"),
+        2,
+        "{zone}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,12 +125,20 @@ async fn the_session_time_zone_does_not_matter() {
     let Some(url) = common::mysql_url() else {
         return;
     };
-    for (zone, offset) in [(Some("+13:00"), Some(13 * 60)), (Some("-12:00"), Some(-12 * 60)), (None, None)] {
+    for (zone, offset) in [
+        (Some("+13:00"), Some(13 * 60)),
+        (Some("-12:00"), Some(-12 * 60)),
+        (None, None),
+    ] {
         let table = common::unique_name("tz");
         let _guard = DropOnExit::table(&url, &table);
         let store = store_in_zone(&url, &table, zone).await;
         if let Some(offset) = offset {
-            assert_eq!(session_offset_minutes(&store).await, offset, "the session runs in {zone:?}");
+            assert_eq!(
+                session_offset_minutes(&store).await,
+                offset,
+                "the session runs in {zone:?}"
+            );
         }
         expiry_is_exact(&store, zone.unwrap_or("the server's zone")).await;
     }

@@ -44,7 +44,9 @@ pub async fn start(args: &[&str]) -> Option<OwnServer> {
         find(&["mariadbd"]),
         find(&["mariadb-install-db", "mysql_install_db"]),
     ) else {
-        skip_test("no mariadbd and mariadb-install-db on this machine to start a server of the test's own");
+        skip_test(
+            "no mariadbd and mariadb-install-db on this machine to start a server of the test's own",
+        );
         return None;
     };
     let dir = tempfile::Builder::new()
@@ -56,7 +58,11 @@ pub async fn start(args: &[&str]) -> Option<OwnServer> {
     let status = Command::new(&install)
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
-        .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
+        .args([
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--user=root",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -91,9 +97,15 @@ pub async fn start(args: &[&str]) -> Option<OwnServer> {
             Ok(conn) => break conn,
             Err(e) => {
                 if let Ok(Some(status)) = own.child.try_wait() {
-                    panic!("mariadbd exited with {status}: see {}", own._dir.path().join("server.log").display());
+                    panic!(
+                        "mariadbd exited with {status}: see {}",
+                        own._dir.path().join("server.log").display()
+                    );
                 }
-                assert!(tokio::time::Instant::now() < deadline, "mariadbd did not answer in 60 s: {e}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "mariadbd did not answer in 60 s: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -108,5 +120,8 @@ pub async fn start(args: &[&str]) -> Option<OwnServer> {
 }
 
 fn url_for(socket: &Path, database: &str) -> String {
-    format!("mysql://root@localhost/{database}?socket={}", socket.display())
+    format!(
+        "mysql://root@localhost/{database}?socket={}",
+        socket.display()
+    )
 }
