@@ -27,6 +27,8 @@ pub enum StoreChoice {
     Hybrid(PathBuf),
     /// `postgres://…` or `postgresql://…`.
     Postgres(String),
+    /// `mysql://…` or `mariadb://…`.
+    MySql(String),
     /// `redis://…` or `rediss://…`.
     Redis(String),
 }
@@ -55,11 +57,13 @@ impl StoreChoice {
             Ok(Self::Hybrid(path(p)?))
         } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
             Ok(Self::Postgres(value.to_owned()))
+        } else if value.starts_with("mysql://") || value.starts_with("mariadb://") {
+            Ok(Self::MySql(value.to_owned()))
         } else if value.starts_with("redis://") || value.starts_with("rediss://") {
             Ok(Self::Redis(value.to_owned()))
         } else {
             Err(Error::Config(
-                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `postgres://…` or `redis://…`".into(),
+                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `postgres://…`, `mysql://…` or `redis://…`".into(),
             ))
         }
     }
@@ -75,6 +79,11 @@ impl StoreChoice {
             Self::Hybrid(path) => Arc::new(session_kit::hybrid::HybridStore::open(path)?),
             Self::Postgres(url) => {
                 let store = session_kit::postgres::PostgresStore::connect(url).await?;
+                store.migrate().await?;
+                Arc::new(store)
+            }
+            Self::MySql(url) => {
+                let store = session_kit::mysql::MySqlStore::connect(url).await?;
                 store.migrate().await?;
                 Arc::new(store)
             }

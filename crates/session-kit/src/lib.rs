@@ -51,6 +51,12 @@ pub mod postgres {
     pub use session_postgres::*;
 }
 
+/// The MySQL 8 / MariaDB store (feature `mysql`).
+#[cfg(feature = "mysql")]
+pub mod mysql {
+    pub use session_mysql::*;
+}
+
 #[cfg(test)]
 mod send_sync {
     fn check<T: Send + Sync>() {}

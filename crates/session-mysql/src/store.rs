@@ -424,9 +424,12 @@ impl SessionStore for MySqlStore {
         let key = key.as_bytes().as_slice();
         inner
             .retrying(|pool| async move {
+                // Both statements on one connection, so a lost connection fails the attempt
+                // once, not once per statement.
+                let mut conn = pool.acquire().await?;
                 let live = sqlx::query(&inner.sql.delete_live)
                     .bind(key)
-                    .execute(pool)
+                    .execute(&mut *conn)
                     .await?
                     .rows_affected();
                 if live > 0 {
@@ -435,7 +438,7 @@ impl SessionStore for MySqlStore {
                 // An expired row may still be there: it goes too.
                 sqlx::query(&inner.sql.delete_any)
                     .bind(key)
-                    .execute(pool)
+                    .execute(&mut *conn)
                     .await?;
                 Ok(false)
             })
@@ -453,17 +456,18 @@ impl SessionStore for MySqlStore {
             let (live_sql, expired_sql) = (&live_sql, &expired_sql);
             total += inner
                 .retrying(|pool| async move {
+                    let mut conn = pool.acquire().await?;
                     let mut live = sqlx::query(live_sql);
                     for key in chunk {
                         live = live.bind(key.as_bytes().as_slice());
                     }
-                    let removed = live.execute(pool).await?.rows_affected();
+                    let removed = live.execute(&mut *conn).await?.rows_affected();
                     if removed < chunk.len() as u64 {
                         let mut expired = sqlx::query(expired_sql);
                         for key in chunk {
                             expired = expired.bind(key.as_bytes().as_slice());
                         }
-                        expired.execute(pool).await?;
+                        expired.execute(&mut *conn).await?;
                     }
                     Ok(removed)
                 })
@@ -484,7 +488,7 @@ impl SessionStore for MySqlStore {
         Ok(row.is_some())
     }
 
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         self.inner.rotate(old, new).await
     }
 
@@ -582,10 +586,11 @@ impl SessionStore for MySqlStore {
         let inner = &*self.inner;
         inner
             .retrying(|pool| async move {
+                let mut conn = pool.acquire().await?;
                 let live = sqlx::query(&inner.sql.delete_live_by_owner)
                     .bind(owner)
                     .bind(owner)
-                    .execute(pool)
+                    .execute(&mut *conn)
                     .await?
                     .rows_affected();
                 // The owner's expired rows go too (they are garbage anyway); only live ones
@@ -593,7 +598,7 @@ impl SessionStore for MySqlStore {
                 sqlx::query(&inner.sql.delete_expired_by_owner)
                     .bind(owner)
                     .bind(owner)
-                    .execute(pool)
+                    .execute(&mut *conn)
                     .await?;
                 Ok(live)
             })

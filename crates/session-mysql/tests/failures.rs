@@ -632,7 +632,7 @@ async fn rotate_replaces_an_expired_row_at_the_new_key() {
     store.create(&r).await.expect("create");
     store.create(&stale).await.expect("create expired");
     store
-        .change_id(&r.key, &stale.key)
+        .rotate(&r.key, &stale.key)
         .await
         .expect("an expired row must not block the rotation");
     assert_eq!(store.load(&r.key).await.expect("load"), None);
@@ -657,7 +657,7 @@ async fn rotate_replaces_an_expired_row_at_the_new_key() {
     store.create(&old).await.expect("create");
     store.create(&target).await.expect("create");
     let err = store
-        .change_id(&old.key, &target.key)
+        .rotate(&old.key, &target.key)
         .await
         .expect_err("old is not live");
     assert!(matches!(err, Error::NotFound), "got {err:?}");
@@ -675,7 +675,7 @@ async fn rotate_replaces_an_expired_row_at_the_new_key() {
         ..r
     };
     let err = store
-        .change_id(&moved.key, &taken.key)
+        .rotate(&moved.key, &taken.key)
         .await
         .expect_err("taken");
     assert!(matches!(err, Error::AlreadyExists), "got {err:?}");

@@ -5,7 +5,8 @@
 mod common;
 
 use base64::Engine as _;
-use session_core::{CommitOutcome, SessionId, SessionManager, SessionStore};
+use session_core::{SessionId, SessionStore};
+use session_kit::{CommitOutcome, SessionManager};
 use session_mysql::sqlx;
 
 use common::DropOnExit;
@@ -51,7 +52,7 @@ async fn no_row_holds_a_raw_session_id() {
     // A login: the owner is set and the id rotated.
     let session = manager.session(Some(ids[0].expose()));
     session.set_owner(Some("ann".into())).await.expect("owner");
-    session.regenerate().await.expect("rotate");
+    session.rotate().await.expect("rotate");
     let rotated = set_cookie(session.commit().await.expect("commit"));
     ids.push(rotated.clone());
 
