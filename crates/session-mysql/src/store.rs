@@ -177,11 +177,13 @@ impl MySqlStore {
 impl Inner {
     /// The steps of [`MySqlStore::migrate`] under its lock.
     async fn migrate_locked(&self, conn: &mut sqlx::MySqlConnection) -> Result<()> {
-        let database: Option<String> = sqlx::query_scalar("SELECT COALESCE(?, DATABASE())")
-            .bind(self.database.as_deref())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(DbError)?;
+        let database = match &self.database {
+            Some(db) => Some(db.clone()),
+            None => sqlx::query_scalar("SELECT DATABASE()")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(DbError)?,
+        };
         let Some(database) = database else {
             return Err(Error::Config(
                 "no database: name one in the URL (mysql://host/DB) or with MySqlStoreBuilder::database".into(),
@@ -208,13 +210,11 @@ impl Inner {
         .fetch_one(&mut *conn)
         .await
         .map_err(DbError)?;
-        if db_ok == 0 {
-            if let Some(ddl) = &self.sql.create_database {
-                sqlx::query(ddl)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(DbError)?;
-            }
+        if let (0, Some(ddl)) = (db_ok, &self.sql.create_database) {
+            sqlx::query(ddl)
+                .execute(&mut *conn)
+                .await
+                .map_err(DbError)?;
         }
         if table_ok == 0 {
             // The table comes with both indexes.
