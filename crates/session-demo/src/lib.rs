@@ -29,6 +29,8 @@ pub enum StoreChoice {
     Sqlite(PathBuf),
     /// `postgres://…` or `postgresql://…`.
     Postgres(String),
+    /// `mysql://…` or `mariadb://…`.
+    MySql(String),
     /// `redis://…` or `rediss://…`.
     Redis(String),
 }
@@ -59,11 +61,13 @@ impl StoreChoice {
             Ok(Self::Sqlite(path(p.strip_prefix("//").unwrap_or(p))?))
         } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
             Ok(Self::Postgres(value.to_owned()))
+        } else if value.starts_with("mysql://") || value.starts_with("mariadb://") {
+            Ok(Self::MySql(value.to_owned()))
         } else if value.starts_with("redis://") || value.starts_with("rediss://") {
             Ok(Self::Redis(value.to_owned()))
         } else {
             Err(Error::Config(
-                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `sqlite:PATH`, `postgres://…` or `redis://…`".into(),
+                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `sqlite:PATH`, `postgres://…`, `mysql://…` or `redis://…`".into(),
             ))
         }
     }
@@ -84,6 +88,11 @@ impl StoreChoice {
             }
             Self::Postgres(url) => {
                 let store = session_kit::postgres::PostgresStore::connect(url).await?;
+                store.migrate().await?;
+                Arc::new(store)
+            }
+            Self::MySql(url) => {
+                let store = session_kit::mysql::MySqlStore::connect(url).await?;
                 store.migrate().await?;
                 Arc::new(store)
             }

@@ -169,6 +169,12 @@ fn store_choice_parses_and_refuses_unknown_values() {
         StoreChoice::parse(Some("postgres://u@h/db")),
         Ok(StoreChoice::Postgres(_))
     ));
+    for url in ["mysql://root@h/db", "mariadb://root@h/db"] {
+        assert!(matches!(
+            StoreChoice::parse(Some(url)),
+            Ok(StoreChoice::MySql(_))
+        ));
+    }
     assert!(matches!(
         StoreChoice::parse(Some("redis://127.0.0.1")),
         Ok(StoreChoice::Redis(_))
@@ -191,6 +197,9 @@ async fn the_flow_works_on_every_store() {
     ];
     if let Some(url) = session_core::conformance::service_url("DATABASE_URL") {
         choices.push(StoreChoice::Postgres(url));
+    }
+    if let Some(url) = session_core::conformance::service_url("MYSQL_URL") {
+        choices.push(StoreChoice::MySql(url));
     }
     if let Some(url) = session_core::conformance::service_url("REDIS_URL") {
         choices.push(StoreChoice::Redis(url));

@@ -57,6 +57,12 @@ pub mod sqlite {
     pub use session_sqlite::*;
 }
 
+/// The MySQL 8 / MariaDB store (feature `mysql`).
+#[cfg(feature = "mysql")]
+pub mod mysql {
+    pub use session_mysql::*;
+}
+
 #[cfg(test)]
 mod send_sync {
     fn check<T: Send + Sync>() {}
