@@ -54,7 +54,10 @@ impl TowerSessionStoreBuilder {
     /// Fills the store's owner index from each session's data on every create and save, so
     /// `delete_by_owner` ends all of one owner's sessions. [`axum_login_owner`] is the one for
     /// axum-login. Without an extractor sessions have no owner.
-    pub fn owner(mut self, owner: impl Fn(&Data) -> Option<String> + Send + Sync + 'static) -> Self {
+    pub fn owner(
+        mut self,
+        owner: impl Fn(&Data) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
         self.owner = Some(Arc::new(owner));
         self
     }

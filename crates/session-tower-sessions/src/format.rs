@@ -20,9 +20,7 @@ pub(crate) fn encode(data: &Data, limit: Option<usize>) -> Result<Vec<u8>, Bridg
     };
     match rmp_serde::encode::write(&mut out, data) {
         Ok(()) => Ok(out.buf),
-        Err(_) if out.over => Err(BridgeError::TooLarge {
-            limit: out.limit,
-        }),
+        Err(_) if out.over => Err(BridgeError::TooLarge { limit: out.limit }),
         Err(e) => Err(BridgeError::Encode(e)),
     }
 }
@@ -66,7 +64,10 @@ mod tests {
             ("big".to_owned(), json!(u64::MAX)),
             ("neg".to_owned(), json!(-7)),
             ("f".to_owned(), json!(1.5)),
-            ("nested".to_owned(), json!({"a": [1, null, true, {"b": "c"}]})),
+            (
+                "nested".to_owned(),
+                json!({"a": [1, null, true, {"b": "c"}]}),
+            ),
         ])
     }
 
@@ -88,10 +89,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        assert!(matches!(
-            decode(&[0xc1, 0xff]),
-            Err(BridgeError::Decode(_))
-        ));
+        assert!(matches!(decode(&[0xc1, 0xff]), Err(BridgeError::Decode(_))));
         assert!(matches!(decode(&[]), Err(BridgeError::Decode(_))));
     }
 }

@@ -148,12 +148,12 @@ impl TowerSessionStore {
         let mut record = self.record(id, data, expiry)?;
         for _ in 0..SAVE_ATTEMPTS {
             let Some(stored) = self.store.load(&record.key).await? else {
-                return Ok(ended_concurrently());
+                return ended_concurrently();
             };
             record.version = stored.version;
             match self.store.save(&record).await {
                 Ok(_) => return Ok(()),
-                Err(Error::NotFound) => return Ok(ended_concurrently()),
+                Err(Error::NotFound) => return ended_concurrently(),
                 Err(Error::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -175,10 +175,12 @@ impl TowerSessionStore {
     }
 }
 
-fn ended_concurrently() {
+/// What a save of a session that is gone returns: success, having written nothing.
+fn ended_concurrently() -> Result<(), BridgeError> {
     tracing::debug!(
         "session ended by a concurrent request (logout, sign out everywhere, expiry); this save writes nothing"
     );
+    Ok(())
 }
 
 /// Their expiry in whole milliseconds (rounded down), the precision every store keeps.
@@ -207,8 +209,8 @@ mod tests {
 
     #[test]
     fn expiry_keeps_milliseconds_and_clamps() {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
-            .expect("in range");
+        let t =
+            OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).expect("in range");
         let ts = to_timestamp(t);
         assert_eq!(ts.unix_millis(), 1_700_000_000_123);
         assert_eq!(
@@ -230,6 +232,9 @@ mod tests {
             TowerSessionStore::key_of(id),
             SessionKey::derive(&id.to_le_bytes())
         );
-        assert_ne!(TowerSessionStore::key_of(id), TowerSessionStore::key_of(id + 1));
+        assert_ne!(
+            TowerSessionStore::key_of(id),
+            TowerSessionStore::key_of(id + 1)
+        );
     }
 }

@@ -28,7 +28,9 @@ macro_rules! impl_tower_sessions {
             async fn create(&self, record: &mut Record) -> Result<()> {
                 let mut id = record.id.0;
                 let created = self
-                    .create_data(&mut id, &record.data, record.expiry_date, || Id::default().0)
+                    .create_data(&mut id, &record.data, record.expiry_date, || {
+                        Id::default().0
+                    })
                     .await;
                 record.id = Id(id);
                 Ok(created?)

@@ -218,7 +218,10 @@ impl App {
     }
 
     async fn owned(&self, user: &str) -> usize {
-        self.sessions.count_by_owner(user).await.expect("count by owner")
+        self.sessions
+            .count_by_owner(user)
+            .await
+            .expect("count by owner")
     }
 }
 
@@ -235,7 +238,10 @@ async fn login_protected_logout(env: Env) {
     assert_eq!(app.status(&phone, "/me").await, StatusCode::UNAUTHORIZED);
     let resp = phone.get(format!("{}/visit", app.base)).send().await;
     let anonymous = session_cookie(&resp.expect("request")).expect("an anonymous session");
-    assert_eq!(app.login(&phone, "alice", "nope").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.login(&phone, "alice", "nope").await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.owned("1").await, 0);
     let resp = phone
         .post(format!("{}/login", app.base))
@@ -247,8 +253,16 @@ async fn login_protected_logout(env: Env) {
     let logged_in = session_cookie(&resp).expect("a session cookie");
     assert_ne!(logged_in, anonymous, "login must rotate the session id");
     assert_eq!(app.status(&phone, "/me").await, StatusCode::OK);
-    assert_eq!(app.owned("1").await, 1, "the owner index has alice's session");
-    assert_eq!(env.store.count().await.expect("count"), 1, "the anonymous id is gone");
+    assert_eq!(
+        app.owned("1").await,
+        1,
+        "the owner index has alice's session"
+    );
+    assert_eq!(
+        env.store.count().await.expect("count"),
+        1,
+        "the anonymous id is gone"
+    );
     assert_eq!(app.status(&phone, "/logout").await, StatusCode::OK);
     assert_eq!(app.status(&phone, "/me").await, StatusCode::UNAUTHORIZED);
     assert_eq!(app.owned("1").await, 0);
@@ -258,8 +272,14 @@ async fn login_protected_logout(env: Env) {
 async fn sign_out_everywhere_ends_every_device(env: Env) {
     let app = app(&env).await;
     let (phone, laptop, bob) = (browser(), browser(), browser());
-    assert_eq!(app.login(&phone, "alice", "wonderland").await, StatusCode::OK);
-    assert_eq!(app.login(&laptop, "alice", "wonderland").await, StatusCode::OK);
+    assert_eq!(
+        app.login(&phone, "alice", "wonderland").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login(&laptop, "alice", "wonderland").await,
+        StatusCode::OK
+    );
     assert_eq!(app.login(&bob, "bob", "builder").await, StatusCode::OK);
     assert_eq!(app.owned("1").await, 2);
     let resp = phone
@@ -281,8 +301,14 @@ async fn sign_out_everywhere_ends_every_device(env: Env) {
 async fn sign_out_everywhere_beats_a_running_request(env: Env) {
     let app = app(&env).await;
     let (phone, laptop) = (browser(), browser());
-    assert_eq!(app.login(&phone, "alice", "wonderland").await, StatusCode::OK);
-    assert_eq!(app.login(&laptop, "alice", "wonderland").await, StatusCode::OK);
+    assert_eq!(
+        app.login(&phone, "alice", "wonderland").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login(&laptop, "alice", "wonderland").await,
+        StatusCode::OK
+    );
     let running = tokio::spawn({
         let (laptop, url) = (laptop.clone(), format!("{}/slow", app.base));
         async move { laptop.get(url).send().await.expect("request").status() }
@@ -296,7 +322,11 @@ async fn sign_out_everywhere_beats_a_running_request(env: Env) {
     assert_eq!(resp.text().await.expect("body"), "2");
     app.gate.release.notify_one();
     assert_eq!(running.await.expect("running request"), StatusCode::OK);
-    assert_eq!(app.owned("1").await, 0, "the running request brought a session back");
+    assert_eq!(
+        app.owned("1").await,
+        0,
+        "the running request brought a session back"
+    );
     assert_eq!(app.status(&laptop, "/me").await, StatusCode::UNAUTHORIZED);
     assert_eq!(env.store.count().await.expect("count"), 0);
 }

@@ -71,7 +71,10 @@ macro_rules! contract_cases {
             assert_eq!(back.id, r.id);
             assert_eq!(back.data, r.data);
             let drift = (back.expiry_date - r.expiry_date).abs();
-            assert!(drift < time::Duration::milliseconds(1), "expiry drifted by {drift}");
+            assert!(
+                drift < time::Duration::milliseconds(1),
+                "expiry drifted by {drift}"
+            );
         }
 
         /// The store keeps the record under the SHA-256 of the id's bytes, and neither the id
@@ -89,7 +92,11 @@ macro_rules! contract_cases {
             assert!(!holds(&stored.data, &raw) && !holds(&stored.data, text.as_bytes()));
             for (path, bytes) in env.files_at_rest() {
                 assert!(!holds(&bytes, &raw), "{} holds the raw id", path.display());
-                assert!(!holds(&bytes, text.as_bytes()), "{} holds the cookie", path.display());
+                assert!(
+                    !holds(&bytes, text.as_bytes()),
+                    "{} holds the cookie",
+                    path.display()
+                );
                 assert!(!path.to_string_lossy().contains(&text));
             }
         }
@@ -113,7 +120,12 @@ macro_rules! contract_cases {
             let b = bridge(&env);
             let id = Id::default();
             assert!(load(&b, id).await.is_none());
-            assert!(!env.store.exists(&TowerSessionStore::key_of(id.0)).await.expect("exists"));
+            assert!(
+                !env.store
+                    .exists(&TowerSessionStore::key_of(id.0))
+                    .await
+                    .expect("exists")
+            );
             assert_eq!(env.store.count().await.expect("count"), 0);
         }
 
@@ -121,13 +133,18 @@ macro_rules! contract_cases {
         pub(crate) async fn expired_never_loads(env: Env) {
             let b = bridge(&env);
             let mut past = record(small(), time::Duration::seconds(-1));
-            b.create(&mut past).await.expect("create an expired session");
+            b.create(&mut past)
+                .await
+                .expect("create an expired session");
             assert!(load(&b, past.id).await.is_none());
             let mut soon = record(small(), time::Duration::milliseconds(300));
             b.create(&mut soon).await.expect("create");
             assert!(load(&b, soon.id).await.is_some());
             tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-            assert!(load(&b, soon.id).await.is_none(), "an expired session loaded");
+            assert!(
+                load(&b, soon.id).await.is_none(),
+                "an expired session loaded"
+            );
         }
 
         /// Their save is an upsert: the last save's data and expiry win.
@@ -152,7 +169,10 @@ macro_rules! contract_cases {
             b.create(&mut r).await.expect("create");
             b.delete(&r.id).await.expect("delete");
             b.save(&r).await.expect("the save is refused quietly");
-            assert!(load(&b, r.id).await.is_none(), "the deleted session came back");
+            assert!(
+                load(&b, r.id).await.is_none(),
+                "the deleted session came back"
+            );
             assert_eq!(env.store.count().await.expect("count"), 0);
         }
 
@@ -165,11 +185,17 @@ macro_rules! contract_cases {
             for r in [&mut phone, &mut laptop, &mut other] {
                 b.create(r).await.expect("create");
             }
-            assert_eq!(b.delete_by_owner("7").await.expect("sign out everywhere"), 2);
+            assert_eq!(
+                b.delete_by_owner("7").await.expect("sign out everywhere"),
+                2
+            );
             b.save(&phone).await.expect("the save is refused quietly");
             assert!(load(&b, phone.id).await.is_none());
             assert!(load(&b, laptop.id).await.is_none());
-            assert!(load(&b, other.id).await.is_some(), "another user was signed out");
+            assert!(
+                load(&b, other.id).await.is_some(),
+                "another user was signed out"
+            );
             assert_eq!(b.count_by_owner("7").await.expect("owner count"), 0);
         }
 
@@ -184,16 +210,24 @@ macro_rules! contract_cases {
         /// data stays, and an oversized create stores nothing.
         pub(crate) async fn oversized_is_refused_and_changes_nothing(env: Env) {
             let b = bridge(&env);
-            assert_eq!(b.max_data_len(), Some(MAX_DATA_LEN), "the store's limit is the default");
+            assert_eq!(
+                b.max_data_len(),
+                Some(MAX_DATA_LEN),
+                "the store's limit is the default"
+            );
             let mut r = live(small());
             b.create(&mut r).await.expect("create");
             let mut big = r.clone();
-            big.data.insert("blob".into(), json!("x".repeat(MAX_DATA_LEN)));
+            big.data
+                .insert("blob".into(), json!("x".repeat(MAX_DATA_LEN)));
             assert!(matches!(b.save(&big).await, Err(TowerError::Encode(_))));
             assert_eq!(load(&b, r.id).await.expect("live").data, r.data);
             let mut fresh = big.clone();
             fresh.id = Id::default();
-            assert!(matches!(b.create(&mut fresh).await, Err(TowerError::Encode(_))));
+            assert!(matches!(
+                b.create(&mut fresh).await,
+                Err(TowerError::Encode(_))
+            ));
             assert_eq!(env.store.count().await.expect("count"), 1);
             // A bridge limit below the store's is the one enforced.
             let strict = TowerSessionStore::builder_shared(env.store.clone())
@@ -201,7 +235,10 @@ macro_rules! contract_cases {
                 .build();
             let mut medium = r.clone();
             medium.data.insert("blob".into(), json!("x".repeat(100)));
-            assert!(matches!(strict.save(&medium).await, Err(TowerError::Encode(_))));
+            assert!(matches!(
+                strict.save(&medium).await,
+                Err(TowerError::Encode(_))
+            ));
             assert_eq!(load(&b, r.id).await.expect("live").data, r.data);
         }
 
@@ -242,7 +279,9 @@ macro_rules! contract_cases {
             ExpiredDeletion::delete_expired(&b).await.expect("sweep");
             assert_eq!(env.store.count_expired().await.expect("count expired"), 0);
             assert!(load(&b, kept.id).await.is_some());
-            b.delete(&Id::default()).await.expect("deleting an unknown id is fine");
+            b.delete(&Id::default())
+                .await
+                .expect("deleting an unknown id is fine");
         }
 
         crate::per_store!(
@@ -274,8 +313,14 @@ mod v0_15 {
 /// The axum-login extractor: integer and string ids, no user, another key.
 #[test]
 fn axum_login_owner_reads_the_user_id() {
-    assert_eq!(axum_login_owner(&user_data(json!(42))).as_deref(), Some("42"));
-    assert_eq!(axum_login_owner(&user_data(json!("bob"))).as_deref(), Some("bob"));
+    assert_eq!(
+        axum_login_owner(&user_data(json!(42))).as_deref(),
+        Some("42")
+    );
+    assert_eq!(
+        axum_login_owner(&user_data(json!("bob"))).as_deref(),
+        Some("bob")
+    );
     assert_eq!(axum_login_owner(&user_data(json!(null))), None);
     assert_eq!(axum_login_owner(&HashMap::new()), None);
 }

@@ -75,7 +75,9 @@ macro_rules! http_cases {
                 .route(
                     "/big",
                     get(|s: Session| async move {
-                        s.insert("blob", "x".repeat(MAX_DATA_LEN)).await.map_err(failed)?;
+                        s.insert("blob", "x".repeat(MAX_DATA_LEN))
+                            .await
+                            .map_err(failed)?;
                         Reply::Ok(String::new())
                     }),
                 )
@@ -133,7 +135,8 @@ macro_rules! http_cases {
 
         fn is_removal(c: &reqwest::cookie::Cookie<'_>) -> bool {
             c.max_age() == Some(Duration::ZERO)
-                || c.expires().is_some_and(|at| at <= std::time::SystemTime::now())
+                || c.expires()
+                    .is_some_and(|at| at <= std::time::SystemTime::now())
         }
 
         async fn get_ok(client: &reqwest::Client, url: String) -> reqwest::Response {
@@ -175,7 +178,10 @@ macro_rules! http_cases {
                     .send()
                     .await
                     .expect("request");
-                assert!(session_cookie(&resp).is_none(), "a cookie was set for {cookie:?}");
+                assert!(
+                    session_cookie(&resp).is_none(),
+                    "a cookie was set for {cookie:?}"
+                );
                 if !cookie.is_empty() {
                     assert!(removes_cookie(&resp), "their layer drops a dead cookie");
                 }
@@ -268,7 +274,10 @@ macro_rules! http_cases {
             get_ok(&b, format!("{}/flush", app.base)).await;
             app.gate.release.notify_one();
             assert_eq!(slow.await.expect("slow request"), StatusCode::OK);
-            assert!(!env.store.exists(&key_of(&id)).await.expect("exists"), "resurrected");
+            assert!(
+                !env.store.exists(&key_of(&id)).await.expect("exists"),
+                "resurrected"
+            );
             assert_eq!(env.store.count().await.expect("count"), 0);
         }
 
@@ -277,7 +286,11 @@ macro_rules! http_cases {
             let app = app(&env, None).await;
             let b = browser();
             get_ok(&b, format!("{}/insert", app.base)).await;
-            let resp = b.get(format!("{}/big", app.base)).send().await.expect("request");
+            let resp = b
+                .get(format!("{}/big", app.base))
+                .send()
+                .await
+                .expect("request");
             assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
             assert_eq!(text(&b, format!("{}/get", app.base)).await, "Some(42)");
         }

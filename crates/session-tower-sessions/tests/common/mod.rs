@@ -99,7 +99,11 @@ pub async fn open(kind: Kind) -> Option<Backend> {
             store.migrate().await.expect("migrate the test table");
             table = Some((
                 store.pool().clone(),
-                format!("DROP TABLE IF EXISTS \"{}\".\"{}\"", store.schema(), store.table()),
+                format!(
+                    "DROP TABLE IF EXISTS \"{}\".\"{}\"",
+                    store.schema(),
+                    store.table()
+                ),
             ));
             (Arc::new(store), None)
         }
