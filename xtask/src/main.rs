@@ -91,7 +91,16 @@ fn ci() -> Result<(), String> {
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
-    let mut args = vec!["run", "--release", "--locked", "-p", "session-bench", "--"];
+    let mut args = vec![
+        "run",
+        "--release",
+        "--locked",
+        "--manifest-path",
+        "benches/Cargo.toml",
+        "-p",
+        "session-bench",
+        "--",
+    ];
     args.extend(extra.iter().map(String::as_str));
     run(&cargo(), &args, &[])
 }

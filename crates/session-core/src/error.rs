@@ -16,11 +16,11 @@ pub enum Error {
     #[error("invalid session id: {0}")]
     InvalidId(#[from] InvalidId),
 
-    /// `create` or `change_id` found the key taken. The manager retries with a fresh id.
+    /// `create` or `rotate` found the key taken. The manager retries with a fresh id.
     #[error("a session with this key already exists")]
     AlreadyExists,
 
-    /// The session does not exist (never did, expired, deleted, or moved by `change_id`).
+    /// The session does not exist (never did, expired, deleted, or moved by `rotate`).
     /// A save or touch that meets this must not bring the session back.
     #[error("session not found")]
     NotFound,

@@ -1,10 +1,11 @@
-//! Contracts of the session layer: what a session id is, what stores keep, the store trait,
-//! codecs, errors, the background cleanup task every sweeping store shares, and (feature
-//! `conformance`) the suite every store must pass.
+//! The contract of the session layer: what a session id is, what stores keep, the store trait,
+//! errors, the background cleanup task every sweeping store shares, and (feature `conformance`)
+//! the suite every store must pass.
 //!
-//! Most applications depend on the `sessions` facade crate instead, which re-exports this crate
-//! and the backends chosen by Cargo features. Implementors of a custom store depend on this
-//! crate alone and run [`conformance_tests!`] against their store.
+//! Applications depend on the `session-kit` facade instead, which holds the runtime (manager,
+//! `Session`, codecs, framework adapters) and re-exports this crate and the backends chosen by
+//! Cargo features. Implementors of a custom store depend on this crate alone and run
+//! [`conformance_tests!`] against their store.
 //!
 //! Security properties that hold for every store:
 //! - A [`SessionId`] has 192 bits from the operating system's CSPRNG, parses strictly, and
@@ -13,36 +14,22 @@
 //!   replayed as a cookie.
 //! - Saves are conditional on the version loaded, and never bring back a session that was
 //!   deleted or moved meanwhile.
-//! - A failed or cancelled `destroy` or `regenerate` leaves a handle that writes nothing and
-//!   removes the cookie; what a failed commit and a 5xx response leave behind is listed on
-//!   [`Session`].
-//! - Values nested deeper than [`MAX_DEPTH`] decode as [`Error::Corrupt`], never as a stack
-//!   overflow.
 
 mod cleanup;
-mod codec;
 mod error;
 mod id;
-mod manager;
 mod record;
 mod store;
 mod time;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
-#[cfg(feature = "axum")]
-pub mod layer;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use cleanup::CleanupTask;
-pub use codec::{Codec, Json, MAX_DEPTH, MessagePack, Values};
 pub use error::{BoxError, Error, Result};
 pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, KeyBuildHasher, KeyHasher, SessionId, SessionKey};
-pub use manager::{
-    CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, MAX_INCOMING_IDS, Session,
-    SessionEvent, SessionListener, SessionManager, SessionManagerBuilder, Status,
-};
 pub use record::Record;
 pub use store::{SessionStore, check_data_len};
 pub use time::Timestamp;

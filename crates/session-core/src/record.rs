@@ -18,7 +18,7 @@ pub struct Record {
     pub key: SessionKey,
     /// The codec-encoded session values. Stores move these bytes and never look inside.
     pub data: Bytes,
-    /// When the session was first created. Kept across saves and `change_id`.
+    /// When the session was first created. Kept across saves and `rotate`.
     pub created_at: Timestamp,
     /// The deadline the store enforces: at or after it the record counts as absent.
     pub expires_at: Timestamp,

@@ -43,7 +43,7 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// version `record.version + 1` and returns that new version, but only if the stored version
     /// is still `record.version`.
     /// - Another version stored: [`Error::Conflict`](crate::Error::Conflict), nothing changes.
-    /// - No live record (deleted, expired, moved by `change_id`):
+    /// - No live record (deleted, expired, moved by `rotate`):
     ///   [`Error::NotFound`](crate::Error::NotFound), and the record is *not* brought back.
     /// - Too large: [`Error::TooLarge`](crate::Error::TooLarge), nothing changes.
     /// - `created_at` is kept from the stored record.
@@ -67,7 +67,7 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     ///
     /// - `old` not live: [`Error::NotFound`](crate::Error::NotFound), nothing changes.
     /// - `new` live: [`Error::AlreadyExists`](crate::Error::AlreadyExists), nothing changes.
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()>;
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()>;
 
     /// Sets a new deadline on the live record under `key` without rewriting its data or
     /// changing its version.
@@ -158,8 +158,8 @@ macro_rules! forward_store {
             async fn exists(&self, key: &SessionKey) -> Result<bool> {
                 (**self).exists(key).await
             }
-            async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
-                (**self).change_id(old, new).await
+            async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+                (**self).rotate(old, new).await
             }
             async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
                 (**self).touch(key, expires_at).await

@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sessions::layer::SessionLayer;
-use sessions::{Error, Session, SessionManager, SessionStore, Timestamp};
+use session_kit::layer::SessionLayer;
+use session_kit::{Error, Session, SessionManager, SessionStore, Timestamp};
 
 /// Which store the demo runs on, parsed from `SESSION_STORE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,15 +70,15 @@ impl StoreChoice {
     /// Whatever the store's constructor reports (bad path, unreachable server).
     pub async fn open(&self) -> Result<Arc<dyn SessionStore>, Error> {
         Ok(match self {
-            Self::Memory => Arc::new(sessions::memory::MemoryStore::new()),
-            Self::Files(path) => Arc::new(sessions::files::FileStore::open(path.clone())?),
-            Self::Hybrid(path) => Arc::new(sessions::hybrid::HybridStore::open(path)?),
+            Self::Memory => Arc::new(session_kit::memory::MemoryStore::new()),
+            Self::Files(path) => Arc::new(session_kit::files::FileStore::open(path.clone())?),
+            Self::Hybrid(path) => Arc::new(session_kit::hybrid::HybridStore::open(path)?),
             Self::Postgres(url) => {
-                let store = sessions::postgres::PostgresStore::connect(url).await?;
+                let store = session_kit::postgres::PostgresStore::connect(url).await?;
                 store.migrate().await?;
                 Arc::new(store)
             }
-            Self::Redis(url) => Arc::new(sessions::redis::RedisStore::from_url(url.clone())?),
+            Self::Redis(url) => Arc::new(session_kit::redis::RedisStore::from_url(url.clone())?),
         })
     }
 }
@@ -197,7 +197,7 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<Redirect, Fa
         return Ok(Redirect::to("/"));
     }
     // A new id at every privilege change defeats session fixation.
-    session.regenerate().await?;
+    session.rotate().await?;
     session.set_owner(Some(name.to_owned())).await?;
     session.insert("user", name).await?;
     Ok(Redirect::to("/"))

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use session_demo::{StoreChoice, app};
-use sessions::SessionStore;
+use session_kit::SessionStore;
 
 async fn start() -> (String, Arc<dyn SessionStore>) {
     let store = StoreChoice::Memory.open().await.expect("store");

@@ -760,7 +760,7 @@ impl Inner {
         Ok(live)
     }
 
-    fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+    fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         let (old_dir, old_path) = (self.layout.shard_dir(old), self.layout.record_path(old));
         let (new_dir, new_path) = (self.layout.shard_dir(new), self.layout.record_path(new));
         {
@@ -783,7 +783,7 @@ impl Inner {
                 Peek::Found(found) => found.owner,
                 Peek::Bad(bad @ Bad::Unsupported(_), _) => return Err(unsupported(&new_path, bad)),
                 Peek::Bad(Bad::Corrupt(reason), _) => {
-                    tracing::warn!(path = %new_path.display(), reason, "corrupt session file: replaced by change_id");
+                    tracing::warn!(path = %new_path.display(), reason, "corrupt session file: replaced by rotate");
                     None
                 }
             };
@@ -1053,9 +1053,9 @@ impl SessionStore for FileStore {
         self.inner.run(move |i| i.exists(&key)).await
     }
 
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         let (old, new) = (*old, *new);
-        self.inner.run(move |i| i.change_id(&old, &new)).await
+        self.inner.run(move |i| i.rotate(&old, &new)).await
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {

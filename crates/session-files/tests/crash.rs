@@ -45,7 +45,7 @@ fn record_for(key: SessionKey, version: u64) -> Record {
     r
 }
 
-/// The two keys a writer moves one session between with `change_id`.
+/// The two keys a writer moves one session between with `rotate`.
 fn pair(writer: u32) -> (SessionKey, SessionKey) {
     (key(SEED, 1, writer), key(SEED, 2, writer))
 }
@@ -146,7 +146,7 @@ fn verify(root: &Path) {
             );
             match (ra, rb) {
                 (Some(r), None) | (None, Some(r)) => assert_eq!(&r.data[..], PAIR_DATA),
-                (a, b) => panic!("a change_id was cut in half: old={a:?} new={b:?}"),
+                (a, b) => panic!("a rotate was cut in half: old={a:?} new={b:?}"),
             }
         }
         for (owner, expected) in ["ann", "bob"].iter().zip(&by_owner) {
@@ -224,7 +224,7 @@ fn write_forever(dir: &Path) {
                         } else {
                             (b, a)
                         };
-                        ok("change_id", store.change_id(&from, &to).await);
+                        ok("rotate", store.rotate(&from, &to).await);
                     }
                 })
             })

@@ -85,7 +85,7 @@ fn path_like_ids_never_parse_and_any_key_stays_under_the_root() {
         let mut dots_and_slashes = [b'.'; 32];
         dots_and_slashes[1] = b'/';
         let moved = SessionKey::from_bytes(dots_and_slashes);
-        ok("change_id", store.change_id(&keys[0], &moved).await);
+        ok("rotate", store.rotate(&keys[0], &moved).await);
         assert!(record_path(&root, &moved).is_file());
         assert_eq!(ok("count", store.count().await), keys.len() as u64);
     });

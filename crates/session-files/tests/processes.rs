@@ -185,7 +185,7 @@ fn race_child(dir: &Path) {
                 Err(e) => format!("error {e:?}"),
             };
             log.push_str(&format!("create {k} {outcome}\n"));
-            let outcome = match store.change_id(&key(seed, 1, k), &key(seed, 2, k)).await {
+            let outcome = match store.rotate(&key(seed, 1, k), &key(seed, 2, k)).await {
                 Ok(()) => "won".to_owned(),
                 Err(Error::NotFound | Error::AlreadyExists) => "lost".to_owned(),
                 Err(e) => format!("error {e:?}"),

@@ -101,7 +101,7 @@ impl HybridStoreBuilder {
         self
     }
 
-    /// Whether `delete`, `delete_many`, `delete_by_owner` and `change_id` are durable before
+    /// Whether `delete`, `delete_many`, `delete_by_owner` and `rotate` are durable before
     /// they return under [`Durability::Lazy`] (default `true`). Each one that changed
     /// something starts a flush at once, group-committed with whatever is buffered, and
     /// waits for it: a logout or an id rotation costs one fsync, not an interval, and a crash
@@ -114,7 +114,7 @@ impl HybridStoreBuilder {
     }
 
     /// The most bytes of changes held in memory and not yet written to the log (default
-    /// [`DEFAULT_MAX_UNFLUSHED_BYTES`]). Past it, `create`, `save`, `touch` and `change_id`
+    /// [`DEFAULT_MAX_UNFLUSHED_BYTES`]). Past it, `create`, `save`, `touch` and `rotate`
     /// first wait for the flusher to write the backlog while it succeeds (writers faster than
     /// the disk are slowed to its pace), and fail with `Error::Unavailable` whose source is a
     /// [`BacklogFull`](crate::BacklogFull) while it fails (a full disk: a failed flush keeps

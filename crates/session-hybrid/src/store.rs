@@ -310,7 +310,7 @@ impl HybridStore {
 enum Kind {
     /// `create`, `save`, `touch`: an entry as large as the record; lazy under `Lazy`.
     Data,
-    /// `change_id`: as large as the record, and a session the caller wants gone from its old
+    /// `rotate`: as large as the record, and a session the caller wants gone from its old
     /// id, so it waits for the disk under durable deletions.
     Move,
     /// `delete`, `delete_many`, `delete_by_owner`: small entries, at most one per stored
@@ -446,8 +446,8 @@ impl SessionStore for HybridStore {
         self.read(|| self.memory.exists(key))
     }
 
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
-        self.write(Kind::Move, || self.memory.change_id(old, new))
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+        self.write(Kind::Move, || self.memory.rotate(old, new))
             .await
     }
 

@@ -132,7 +132,7 @@ async fn session_life(store: &HybridStore, mode: Mode, acks: &Acks, n: u64) {
     let new = SessionId::generate().key();
     println!("ACK WILL_MOVE {origin} {}", new.to_hex());
     let moved = format!("MOVED {origin} {}", new.to_hex());
-    ack_removal(mode, acks, moved, store.change_id(&r.key, &new)).await;
+    ack_removal(mode, acks, moved, store.rotate(&r.key, &new)).await;
     r.key = new;
     r.data = data(&origin, r.version + 1);
     r.version = must("save", store.save(&r)).await;

@@ -81,7 +81,7 @@ async fn mixed_history(store: &HybridStore, sessions: usize) -> HashMap<SessionK
         }
         if i.is_multiple_of(7) {
             let new = key();
-            must("change_id", store.change_id(&r.key, &new)).await;
+            must("rotate", store.rotate(&r.key, &new)).await;
             r.key = new;
         }
         if i.is_multiple_of(11) {
@@ -302,7 +302,7 @@ async fn compaction_under_concurrent_load_loses_nothing() {
                 }
                 if round.is_multiple_of(4) {
                     let new = key();
-                    must("change_id", store.change_id(&r.key, &new)).await;
+                    must("rotate", store.rotate(&r.key, &new)).await;
                     r.key = new;
                 }
                 if round.is_multiple_of(2) {
@@ -367,7 +367,7 @@ fn crash_copy(dir: &Path) -> tempfile::TempDir {
     copy
 }
 
-/// Under `Lazy` with an hour's interval, `delete`, `change_id` and `delete_by_owner` are on
+/// Under `Lazy` with an hour's interval, `delete`, `rotate` and `delete_by_owner` are on
 /// disk when they return (a copy of the directory taken then, as a crash would leave it,
 /// does not bring the sessions back); with `durable_deletions(false)` they are as lazy as
 /// saves, and the copy revives them.
@@ -398,7 +398,7 @@ async fn deletions_are_on_disk_when_they_return_unless_configured_lazy() {
         must("create", store.create(&late)).await;
         assert!(must("delete", store.delete(&deleted.key)).await);
         let new = key();
-        must("change_id", store.change_id(&rotated.key, &new)).await;
+        must("rotate", store.rotate(&rotated.key, &new)).await;
         assert_eq!(
             must("delete_by_owner", store.delete_by_owner("ann")).await,
             1

@@ -209,7 +209,7 @@ async fn a_full_disk_is_reported_bounded_and_recovered_from() {
         "touch",
         store.touch(&first.key, first.expires_at + HOUR).await,
     );
-    backlog_full("change_id", store.change_id(&first.key, &key()).await);
+    backlog_full("rotate", store.rotate(&first.key, &key()).await);
     assert_eq!(
         must("load", store.load(&first.key)).await,
         Some(first.clone()),

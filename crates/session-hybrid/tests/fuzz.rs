@@ -110,7 +110,7 @@ async fn write_history(dir: &Path) -> Written {
             (7, false) => {
                 let new = rng.key();
                 let r = &mut live[pick];
-                must("change_id", store.change_id(&r.key, &new)).await;
+                must("rotate", store.rotate(&r.key, &new)).await;
                 r.key = new;
                 remember(&store, &mut written, &new).await;
             }

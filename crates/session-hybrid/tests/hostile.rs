@@ -400,7 +400,7 @@ async fn the_largest_entries_a_store_writes_replay_and_longer_owners_are_refused
     r.version = must("save", store.save(&r)).await;
     // A move carries the record and both keys: the longest entry there is.
     let new = key();
-    must("change_id", store.change_id(&r.key, &new)).await;
+    must("rotate", store.rotate(&r.key, &new)).await;
     r.key = new;
 
     let mut too_long = live(b"x");

@@ -1,6 +1,6 @@
 //! The sharded in-memory store.
 //!
-//! Why not `dashmap`, `scc` or `papaya`: `change_id` must move a record between two keys with
+//! Why not `dashmap`, `scc` or `papaya`: `rotate` must move a record between two keys with
 //! no reader ever seeing both or neither, and the expiry index must change under the same lock
 //! as the record it indexes, or a racing save and sweep can leave a record that is never swept.
 //! Both need two shards locked at once and a second structure inside each shard, which those
@@ -788,7 +788,7 @@ impl SessionStore for MemoryStore {
         Ok(shard.records.get(key).is_some_and(|e| e.live(now)))
     }
 
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         let now = Timestamp::now();
         let shared = &*self.shared;
         let (a, b) = (shard_of(old), shard_of(new));
@@ -1038,7 +1038,7 @@ mod tests {
                     s.delete(key).await.expect("delete");
                 }
                 1 => {
-                    let _ = s.change_id(key, &SessionId::generate().key()).await;
+                    let _ = s.rotate(key, &SessionId::generate().key()).await;
                 }
                 2 => s.restore(record(now + Duration::from_secs(5))),
                 _ => {
@@ -1155,14 +1155,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delete_and_change_id_leave_no_index_entry_behind() {
+    async fn delete_and_rotate_leave_no_index_entry_behind() {
         let s = store();
         let mut r = record(Timestamp::now() + Duration::from_secs(10));
         s.create(&r).await.expect("create");
         r.expires_at = r.expires_at + Duration::from_secs(50);
         s.save(&r).await.expect("save");
         let new = SessionId::generate().key();
-        s.change_id(&r.key, &new).await.expect("change_id");
+        s.rotate(&r.key, &new).await.expect("rotate");
         let entries: usize = s
             .shared
             .shards

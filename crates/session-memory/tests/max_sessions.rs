@@ -77,7 +77,7 @@ async fn create_past_the_limit_fails_typed_and_disturbs_nothing() {
     must("touch", s.touch(&first.key, first.expires_at + HOUR)).await;
     first.expires_at = first.expires_at + HOUR;
     let moved = SessionId::generate().key();
-    must("change_id", s.change_id(&first.key, &moved)).await;
+    must("rotate", s.rotate(&first.key, &moved)).await;
     first.key = moved;
     assert_eq!(must("load", s.load(&moved)).await, Some(first.clone()));
     assert_eq!(must("count", s.count()).await, 3);

@@ -73,7 +73,7 @@ pub(crate) struct Queries {
     pub(crate) delete: String,
     pub(crate) delete_many: String,
     pub(crate) exists: String,
-    pub(crate) change_id: String,
+    pub(crate) rotate: String,
     pub(crate) touch: String,
     pub(crate) count: String,
     pub(crate) count_expired: String,
@@ -150,7 +150,7 @@ impl Queries {
             // change). The scalar subquery over `gone` in the UPDATE's WHERE forces the DELETE
             // to run before any row is moved; PostgreSQL would otherwise order the two freely.
             // A live row at the new key still violates the primary key: AlreadyExists.
-            change_id: format!(
+            rotate: format!(
                 "WITH gone AS (
                     DELETE FROM {t} WHERE key = $2 AND expires_at <= now()
                       AND EXISTS (SELECT 1 FROM {t} WHERE key = $1 AND expires_at > now())

@@ -538,9 +538,9 @@ impl SessionStore for PostgresStore {
             .await
     }
 
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         let inner = &*self.inner;
-        let moved = sqlx::query(&inner.sql.change_id)
+        let moved = sqlx::query(&inner.sql.rotate)
             .bind(old.as_bytes().as_slice())
             .bind(new.as_bytes().as_slice())
             .execute(&inner.pool)

@@ -2,7 +2,7 @@
 //! (only this test's own, found by `application_name`) while statements are in flight, while
 //! connections sit idle in the pool, and over and over under concurrent load. Idempotent calls
 //! are retried once on another connection and must not fail; conditional writes (`create`,
-//! `save`, `change_id`) must never be retried.
+//! `save`, `rotate`) must never be retried.
 
 mod common;
 
@@ -229,7 +229,7 @@ async fn kill_the_idle_connection(
 
 /// On a pool that hands out idle connections unchecked, a connection killed while idle fails
 /// the next statement on it: every idempotent call recovers by retrying once, while
-/// `create`, `save` and `change_id` fail with `Unavailable` and change nothing.
+/// `create`, `save` and `rotate` fail with `Unavailable` and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_calls_on_a_dead_connection_are_retried_and_conditional_writes_are_not() {
     let Some(url) = common::database_url() else {
@@ -295,7 +295,7 @@ async fn idempotent_calls_on_a_dead_connection_are_retried_and_conditional_write
     changed.data = session_core::Bytes::from_static(b"changed");
     not_retried!("save", store.save(&changed));
     let new_key = SessionId::generate().key();
-    not_retried!("change_id", store.change_id(&r.key, &new_key));
+    not_retried!("rotate", store.rotate(&r.key, &new_key));
     assert!(!store.exists(&fresh.key).await.expect("exists"));
     assert!(!store.exists(&new_key).await.expect("exists"));
     assert_eq!(store.load(&r.key).await.expect("load"), Some(r));

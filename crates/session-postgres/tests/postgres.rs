@@ -510,7 +510,7 @@ async fn size_limit_defaults_to_4096_and_zero_means_unlimited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn change_id_replaces_an_expired_row_at_the_new_key() {
+async fn rotate_replaces_an_expired_row_at_the_new_key() {
     let Some(url) = common::database_url() else {
         return;
     };
@@ -520,9 +520,9 @@ async fn change_id_replaces_an_expired_row_at_the_new_key() {
     store.create(&r).await.expect("create");
     store.create(&stale).await.expect("create expired");
     store
-        .change_id(&r.key, &stale.key)
+        .rotate(&r.key, &stale.key)
         .await
-        .expect("an expired row must not block change_id");
+        .expect("an expired row must not block rotate");
     assert_eq!(store.load(&r.key).await.expect("load"), None);
     assert_eq!(
         store.load(&stale.key).await.expect("load"),
@@ -544,7 +544,7 @@ async fn change_id_replaces_an_expired_row_at_the_new_key() {
     store.create(&old).await.expect("create");
     store.create(&target).await.expect("create");
     let err = store
-        .change_id(&old.key, &target.key)
+        .rotate(&old.key, &target.key)
         .await
         .expect_err("old is not live");
     assert!(matches!(err, Error::NotFound), "got {err:?}");

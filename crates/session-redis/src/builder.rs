@@ -148,7 +148,7 @@ impl RedisStoreBuilder {
     /// Connect to a Redis Cluster through these seed nodes (feature `cluster`).
     ///
     /// In cluster mode every key of the store carries the prefix as its hash tag
-    /// (`{session:}<hex>`), so all of one store's keys live in one slot: `change_id` between
+    /// (`{session:}<hex>`), so all of one store's keys live in one slot: `rotate` between
     /// any two ids, the owner index and `delete_many` stay single-slot and atomic. The price is
     /// that one store's sessions live on one master (with its replicas for failover); spread
     /// load over masters by giving each application or tenant its own prefix.
@@ -255,7 +255,7 @@ impl RedisStoreBuilder {
     /// operation that uses it; every shared connection is then dropped, the next operations
     /// take fresh ones from the pool, and that operation is retried once if it is idempotent
     /// or fails with [`Error::Unavailable`] if it is a conditional write (`create`, `save`,
-    /// `change_id`; see the crate docs on dropped connections).
+    /// `rotate`; see the crate docs on dropped connections).
     pub fn multiplexed(mut self, connections: usize) -> Self {
         self.multiplexed = connections;
         self

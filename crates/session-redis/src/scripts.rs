@@ -93,11 +93,11 @@ if o then index_add(ARGV[4] .. 'owner:' .. o, ARGV[2], ARGV[5]) end
 return 1
 ";
 
-/// `change_id`: `RENAME` (which keeps the key's expiry) guarded by both existence checks.
+/// `rotate`: `RENAME` (which keeps the key's expiry) guarded by both existence checks.
 ///
 /// KEYS: old record, new record. ARGV: prefix, old member, new member. Returns 1 moved, 0 old
 /// not live, -1 new taken.
-const CHANGE_ID: &str = r"
+const ROTATE: &str = r"
 local h = header(KEYS[1])
 if not h then return 0 end
 if type(h) == 'table' then return h end
@@ -147,7 +147,7 @@ return out
 
 /// One batch of `delete_by_owner`: takes the first `count` members off the owner index and
 /// deletes those of their records the owner still holds. The caller repeats until the index is
-/// empty, so sessions moved into the index meanwhile (`change_id`, a save) are deleted too.
+/// empty, so sessions moved into the index meanwhile (`rotate`, a save) are deleted too.
 /// Batched for the reason given on `LIST_BY_OWNER`.
 ///
 /// KEYS: owner index. ARGV: prefix, owner, count. Returns `[deleted, members left]`.
@@ -173,7 +173,7 @@ pub(crate) struct Scripts {
     pub(crate) create: Script,
     pub(crate) save: Script,
     pub(crate) touch: Script,
-    pub(crate) change_id: Script,
+    pub(crate) rotate: Script,
     pub(crate) list_by_owner: Script,
     pub(crate) delete_by_owner: Script,
 }
@@ -185,7 +185,7 @@ impl Scripts {
             create: script(CREATE),
             save: script(SAVE),
             touch: script(TOUCH),
-            change_id: script(CHANGE_ID),
+            rotate: script(ROTATE),
             list_by_owner: script(LIST_BY_OWNER),
             delete_by_owner: script(DELETE_BY_OWNER),
         }

@@ -319,7 +319,7 @@ enum Retry {
     /// Idempotent: running it twice leaves what running it once leaves (a `GET`, a `DEL`, a
     /// `touch` to the same deadline), so it is sent once more on a fresh connection.
     Once,
-    /// Conditional writes (`create`, `save`, `change_id`): the first attempt may have been
+    /// Conditional writes (`create`, `save`, `rotate`): the first attempt may have been
     /// applied with only its reply lost, and a second would then fail against the first
     /// (`AlreadyExists`, `Conflict`, `NotFound`), or make the caller apply its change twice.
     /// The caller gets `Unavailable` and must not assume the write was not made.
@@ -488,14 +488,14 @@ impl SessionStore for RedisStore {
 
     /// Never retried after a broken connection: the lost attempt may have been applied, so
     /// the caller gets `Unavailable` and must not assume nothing was written.
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
         let (old_key, new_key) = (&self.key(old), &self.key(new));
         let reply: i64 = self
             .run(Retry::Never, |mut conn| async move {
                 let inner = &*self.inner;
                 inner
                     .scripts
-                    .change_id
+                    .rotate
                     .key(old_key)
                     .key(new_key)
                     .arg(&inner.prefix)

@@ -172,14 +172,14 @@ async fn owner_index_is_scored_trimmed_and_expires() {
     );
 }
 
-/// `change_id` renames the key, keeping the exact Redis expiry, and moves the index member.
+/// `rotate` renames the key, keeping the exact Redis expiry, and moves the index member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn change_id_keeps_the_redis_expiry() {
+async fn rotate_keeps_the_redis_expiry() {
     let Some(mut case) = case().await else { return };
     let r = record_until(Timestamp::now() + Duration::from_secs(90)).with_owner("bo");
     must("create", case.store.create(&r)).await;
     let new = SessionId::generate().key();
-    must("change_id", case.store.change_id(&r.key, &new)).await;
+    must("rotate", case.store.rotate(&r.key, &new)).await;
     let moved = Record {
         key: new,
         ..r.clone()

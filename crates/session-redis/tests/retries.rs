@@ -1,7 +1,7 @@
 //! What a broken connection costs callers. Idempotent operations (`load`, `exists`, `touch`,
 //! `count`, `list`, `delete`, `delete_many`, `list_by_owner`, `delete_by_owner`) are sent once
 //! more on a fresh connection, so a connection the server drops costs no errors; conditional
-//! writes (`create`, `save`, `change_id`) never are, because the lost attempt may have been
+//! writes (`create`, `save`, `rotate`) never are, because the lost attempt may have been
 //! applied: they fail with `Unavailable`, possibly applied.
 //!
 //! Each case runs its own `redis-server` behind a proxy (`common::proxy`) that records every
@@ -56,7 +56,7 @@ async fn warm_scripts(store: &RedisStore) {
     must("save", store.save(&r)).await;
     must("touch", store.touch(&r.key, r.expires_at)).await;
     let moved = SessionId::generate().key();
-    must("change_id", store.change_id(&r.key, &moved)).await;
+    must("rotate", store.rotate(&r.key, &moved)).await;
     must("list_by_owner", store.list_by_owner("warm-up")).await;
     must("delete_by_owner", store.delete_by_owner("warm-up")).await;
 }
@@ -251,13 +251,13 @@ async fn lost_replies_to_conditional_writes_are_not_retried_in(multiplexed: usiz
         let new = SessionId::generate().key();
         let new_key = format!("session:{}", new.to_hex());
         let (result, attempts) = rig
-            .lost_reply_attempts(new_key.as_bytes(), 1, || store.change_id(&r.key, &new))
+            .lost_reply_attempts(new_key.as_bytes(), 1, || store.rotate(&r.key, &new))
             .await;
-        assert_eq!(attempts, 1, "change_id must never be sent twice");
-        assert_unavailable("change_id with a lost reply", result);
+        assert_eq!(attempts, 1, "rotate must never be sent twice");
+        assert_unavailable("rotate with a lost reply", result);
         assert!(
             must("exists", store.exists(&new)).await,
-            "the lost change_id was applied"
+            "the lost rotate was applied"
         );
         assert!(!must("exists", store.exists(&r.key)).await);
     }

@@ -294,13 +294,13 @@ pub async fn save_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) 
     assert_eq!(must("count", store.count()).await, 0);
 }
 
-/// A save to the old key of a record moved by `change_id` fails and revives nothing.
-pub async fn save_after_change_id_does_not_resurrect(store: Arc<dyn SessionStore>) {
+/// A save to the old key of a record moved by `rotate` fails and revives nothing.
+pub async fn save_after_rotate_does_not_resurrect(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"data"[..]);
     create(store, &r).await;
     let new_key = fresh_key();
-    must("change_id", store.change_id(&r.key, &new_key)).await;
+    must("rotate", store.rotate(&r.key, &new_key)).await;
     let mut stale = r.clone();
     stale.data = Bytes::from_static(b"stale writer");
     let err = must_fail("save to a moved key", store.save(&stale)).await;
@@ -459,14 +459,14 @@ pub async fn exists_sees_live_only(store: Arc<dyn SessionStore>) {
     assert!(!must("exists", store.exists(&fresh_key())).await);
 }
 
-/// `change_id` keeps data, times, version and owner; the old key is gone at once.
-pub async fn change_id_keeps_everything(store: Arc<dyn SessionStore>) {
+/// `rotate` keeps data, times, version and owner; the old key is gone at once.
+pub async fn rotate_keeps_everything(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let mut r = live(&b"payload"[..]).with_owner("ann");
     create(store, &r).await;
     r.version = must("save", store.save(&r)).await;
     let new_key = fresh_key();
-    must("change_id", store.change_id(&r.key, &new_key)).await;
+    must("rotate", store.rotate(&r.key, &new_key)).await;
     assert_eq!(load(store, &r.key).await, None, "the old key must be gone");
     assert!(!must("exists", store.exists(&r.key)).await);
     let moved = load(store, &new_key).await;
@@ -474,22 +474,18 @@ pub async fn change_id_keeps_everything(store: Arc<dyn SessionStore>) {
     assert_eq!(
         must("count", store.count()).await,
         1,
-        "change_id must not copy"
+        "rotate must not copy"
     );
 }
 
-/// `change_id` onto a live key fails with `AlreadyExists` and changes neither record.
-pub async fn change_id_to_taken_key_fails(store: Arc<dyn SessionStore>) {
+/// `rotate` onto a live key fails with `AlreadyExists` and changes neither record.
+pub async fn rotate_to_taken_key_fails(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let a = live(&b"a"[..]);
     let b = live(&b"b"[..]);
     create(store, &a).await;
     create(store, &b).await;
-    let err = must_fail(
-        "change_id onto a taken key",
-        store.change_id(&a.key, &b.key),
-    )
-    .await;
+    let err = must_fail("rotate onto a taken key", store.rotate(&a.key, &b.key)).await;
     assert!(
         matches!(err, Error::AlreadyExists),
         "expected AlreadyExists, got {err:?}"
@@ -498,13 +494,13 @@ pub async fn change_id_to_taken_key_fails(store: Arc<dyn SessionStore>) {
     assert_eq!(load(store, &b.key).await, Some(b));
 }
 
-/// `change_id` of a missing or expired key fails with `NotFound` and creates nothing.
-pub async fn change_id_of_missing_fails(store: Arc<dyn SessionStore>) {
+/// `rotate` of a missing or expired key fails with `NotFound` and creates nothing.
+pub async fn rotate_of_missing_fails(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let target = fresh_key();
     let err = must_fail(
-        "change_id of a missing key",
-        store.change_id(&fresh_key(), &target),
+        "rotate of a missing key",
+        store.rotate(&fresh_key(), &target),
     )
     .await;
     assert!(
@@ -513,11 +509,7 @@ pub async fn change_id_of_missing_fails(store: Arc<dyn SessionStore>) {
     );
     let e = expired(&b"e"[..]);
     create(store, &e).await;
-    let err = must_fail(
-        "change_id of an expired key",
-        store.change_id(&e.key, &target),
-    )
-    .await;
+    let err = must_fail("rotate of an expired key", store.rotate(&e.key, &target)).await;
     assert!(
         matches!(err, Error::NotFound),
         "expected NotFound, got {err:?}"
@@ -885,13 +877,13 @@ pub async fn owner_moves_with_save(store: Arc<dyn SessionStore>) {
     assert!(load(store, &r.key).await.is_some());
 }
 
-/// After `change_id`, owner listing and deletion see the new key and not the old one.
-pub async fn owner_follows_change_id(store: Arc<dyn SessionStore>) {
+/// After `rotate`, owner listing and deletion see the new key and not the old one.
+pub async fn owner_follows_rotate(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"x"[..]).with_owner("ann");
     create(store, &r).await;
     let new_key = fresh_key();
-    must("change_id", store.change_id(&r.key, &new_key)).await;
+    must("rotate", store.rotate(&r.key, &new_key)).await;
     let listed = must("list_by_owner", store.list_by_owner("ann")).await;
     assert_eq!(keys_of(&listed), HashSet::from([new_key]));
     assert_eq!(
@@ -971,7 +963,7 @@ pub async fn survives_reopen(mut fixture: Fixture) {
         create(store, &deleted).await;
         must("delete", store.delete(&deleted.key)).await;
         create(store, &moved).await;
-        must("change_id", store.change_id(&moved.key, &new_key)).await;
+        must("rotate", store.rotate(&moved.key, &new_key)).await;
     }
     let store = fixture.take_store();
     drop(store);

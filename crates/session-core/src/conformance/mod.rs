@@ -239,17 +239,17 @@ macro_rules! conformance_tests {
             create_on_taken_key_fails_without_overwriting, create_over_expired_key_succeeds,
             concurrent_creates_one_winner, save_overwrites, save_bumps_version,
             save_keeps_created_at, stale_save_conflicts_and_changes_nothing,
-            save_after_delete_does_not_resurrect, save_after_change_id_does_not_resurrect,
+            save_after_delete_does_not_resurrect, save_after_rotate_does_not_resurrect,
             save_of_expired_is_not_found, touch_extends_without_changing_data,
             touch_after_delete_does_not_resurrect, touch_of_expired_does_not_revive,
             delete_removes, delete_missing_is_false, delete_many_removes_listed_only,
-            delete_many_empty_is_noop, exists_sees_live_only, change_id_keeps_everything,
-            change_id_to_taken_key_fails, change_id_of_missing_fails,
+            delete_many_empty_is_noop, exists_sees_live_only, rotate_keeps_everything,
+            rotate_to_taken_key_fails, rotate_of_missing_fails,
             counts_and_sweep_agree, list_shows_only_live,
             list_page_walks_every_live_key_once, list_page_is_stable_under_concurrent_writes,
             concurrent_distinct_sessions_lose_nothing, concurrent_saves_leave_one_whole_value,
             owner_listing_is_exact, owner_deletion_is_exact, owner_moves_with_save,
-            owner_follows_change_id, size_limit_is_exact, delete_then_create_again,
+            owner_follows_rotate, size_limit_is_exact, delete_then_create_again,
         );
     };
     ($factory:path, durable) => {

@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use session_core::{Error, Result};
 
 /// A session's values, each already encoded by the session's codec.
 pub type Values = BTreeMap<String, Vec<u8>>;

@@ -14,11 +14,11 @@ use std::time::Duration;
 pub use session::{CommitOutcome, Session, Status};
 
 use crate::codec::{Codec, MessagePack};
-use crate::error::{Error, Result};
-use crate::id::{SessionId, SessionKey};
-use crate::record::Record;
-use crate::store::SessionStore;
-use crate::time::Timestamp;
+use session_core::Record;
+use session_core::SessionStore;
+use session_core::Timestamp;
+use session_core::{Error, Result};
+use session_core::{SessionId, SessionKey};
 
 /// Default absolute lifetime of a session: 24 hours.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);

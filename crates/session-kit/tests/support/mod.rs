@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use session_core::{Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait};
+use session_kit::{Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait};
 use session_memory::MemoryStore;
 
 /// How one store method misbehaves (see [`Probe::inject`]).
@@ -47,7 +47,7 @@ pub enum Method {
     Save,
     Delete,
     DeleteMany,
-    ChangeId,
+    Rotate,
     ListByOwner,
     DeleteByOwner,
 }
@@ -173,10 +173,9 @@ impl SessionStore for Probe {
         self.hit()?;
         self.inner.exists(k).await
     }
-    async fn change_id(&self, o: &SessionKey, n: &SessionKey) -> Result<()> {
+    async fn rotate(&self, o: &SessionKey, n: &SessionKey) -> Result<()> {
         self.write()?;
-        self.faulty(Method::ChangeId, self.inner.change_id(o, n))
-            .await
+        self.faulty(Method::Rotate, self.inner.rotate(o, n)).await
     }
     async fn touch(&self, k: &SessionKey, e: Timestamp) -> Result<()> {
         self.write()?;

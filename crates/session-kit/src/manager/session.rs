@@ -10,10 +10,10 @@ use serde::de::DeserializeOwned;
 
 use super::{SessionEvent, SessionManager};
 use crate::codec::{Codec, MessagePack, Values};
-use crate::error::{Error, Result};
-use crate::id::{SessionId, SessionKey};
-use crate::record::Record;
-use crate::time::Timestamp;
+use session_core::Record;
+use session_core::Timestamp;
+use session_core::{Error, Result};
+use session_core::{SessionId, SessionKey};
 
 type UpdateFn = Arc<dyn Fn(Option<&[u8]>) -> Result<Vec<u8>> + Send + Sync>;
 
@@ -40,7 +40,7 @@ struct Stored {
 struct State {
     loaded: bool,
     id: Option<SessionId>,
-    /// An id this server generated for a session not stored yet (`regenerate` before the first
+    /// An id this server generated for a session not stored yet (`rotate` before the first
     /// commit): the only id besides a freshly drawn one that a new session may be created under.
     unsaved_id: Option<SessionId>,
     stored: Option<Stored>,
@@ -52,10 +52,10 @@ struct State {
     /// The session the request came with is gone (destroyed here, expired, or unknown): the
     /// client's cookie should be removed unless a new session replaces it.
     ended: bool,
-    /// The keys a `destroy` or `regenerate` is deleting or moving while it awaits the store.
+    /// The keys a `destroy` or `rotate` is deleting or moving while it awaits the store.
     /// Found still set by the next caller, it means that call was dropped half-way.
     in_flight: Vec<SessionKey>,
-    /// A `destroy` or `regenerate` failed or was dropped, so whether the session is still
+    /// A `destroy` or `rotate` failed or was dropped, so whether the session is still
     /// stored, and under which key, is unknown. Nothing is written any more and the cookie is
     /// removed; `doubt` holds the keys a retried `destroy` deletes.
     poisoned: bool,
@@ -130,7 +130,7 @@ pub enum Status {
     /// Unchanged, but less than the rotation threshold of its lifetime is left.
     ShouldRotate,
     /// Destroyed in this request (and not replaced by new values), or a `destroy` or
-    /// `regenerate` failed, after which nothing is saved.
+    /// `rotate` failed, after which nothing is saved.
     Destroyed,
 }
 
@@ -181,12 +181,12 @@ struct Inner<C: Codec> {
 ///   back under the client's id and is never copied under a new one. If the delete did not
 ///   reach the store, the record stays there, unreachable through this client's cookie, until
 ///   its deadline; calling `destroy` again retries it.
-/// - **A failed or cancelled [`regenerate`](Self::regenerate)**: the same, as the session may
+/// - **A failed or cancelled [`rotate`](Self::rotate)**: the same, as the session may
 ///   now be under its old key or its new one. Nothing the request did afterwards (the login)
 ///   is saved; `destroy` deletes both keys.
 /// - **A response with a 5xx status** (through the layer): [`discard`](Self::discard) instead
 ///   of commit, so nothing the request changed is saved (unless the layer is built with
-///   `commit_on_server_error`). `destroy` and `regenerate` acted at once and stand: the
+///   `commit_on_server_error`). `destroy` and `rotate` acted at once and stand: the
 ///   removal or the rotated id's cookie is still sent.
 pub struct Session<C: Codec = MessagePack> {
     inner: Arc<Inner<C>>,
@@ -237,7 +237,7 @@ impl<C: Codec> Session<C> {
         self.inner.used.load(Ordering::Relaxed)
     }
 
-    /// The state, after turning an interrupted `destroy` or `regenerate` into a poisoned handle.
+    /// The state, after turning an interrupted `destroy` or `rotate` into a poisoned handle.
     async fn lock(&self) -> tokio::sync::MutexGuard<'_, State> {
         let mut st = self.inner.state.lock().await;
         if !st.in_flight.is_empty() {
@@ -440,7 +440,7 @@ impl<C: Codec> Session<C> {
     /// the handle is poisoned, as after a failed [`destroy`](Self::destroy): this request
     /// saves nothing (the login does not take effect) and the cookie is removed. The same holds
     /// if this future is dropped before it finishes.
-    pub async fn regenerate(&self) -> Result<()> {
+    pub async fn rotate(&self) -> Result<()> {
         let mut st = self.loaded().await?;
         let config = Arc::clone(&self.inner.manager.config);
         let mut new_id = SessionId::generate();
@@ -448,7 +448,7 @@ impl<C: Codec> Session<C> {
             let mut attempts = 0;
             loop {
                 st.in_flight = vec![stored.key, new_id.key()];
-                let moved = config.store().change_id(&stored.key, &new_id.key()).await;
+                let moved = config.store().rotate(&stored.key, &new_id.key()).await;
                 match moved {
                     Ok(()) => {
                         st.in_flight.clear();
@@ -574,7 +574,7 @@ impl<C: Codec> Session<C> {
     /// - A new session is created under a fresh id (never one the client sent).
     /// - Unchanged sessions are written only to push an idle deadline forward (a touch).
     /// - After a failed or interrupted [`destroy`](Self::destroy) or
-    ///   [`regenerate`](Self::regenerate), nothing is written and the cookie is removed.
+    ///   [`rotate`](Self::rotate), nothing is written and the cookie is removed.
     /// - Setting an owner under [`max_sessions_per_owner`] first ends that owner's oldest
     ///   other sessions beyond the cap.
     ///
@@ -603,7 +603,7 @@ impl<C: Codec> Session<C> {
             let mut conflicts = 0u32;
             loop {
                 let data = config.codec.encode_map(&st.values)?;
-                crate::check_data_len(config.max_encoded_len, data.len())?;
+                session_core::check_data_len(config.max_encoded_len, data.len())?;
                 let Some(stored) = st.stored else {
                     return self.create_new(&mut st, data, now).await;
                 };
@@ -668,7 +668,7 @@ impl<C: Codec> Session<C> {
     /// response that failed (the layer calls it instead of [`commit`](Self::commit) for 5xx
     /// responses). Does no I/O.
     ///
-    /// What [`destroy`](Self::destroy) and [`regenerate`](Self::regenerate) did is already in
+    /// What [`destroy`](Self::destroy) and [`rotate`](Self::rotate) did is already in
     /// the store, so the outcome follows it: the rotated id's cookie, or the removal of an
     /// ended one. Values, owner and the new session a request would have created are dropped.
     pub async fn discard(&self) -> CommitOutcome {
@@ -698,7 +698,7 @@ impl<C: Codec> Session<C> {
         now: Timestamp,
     ) -> Result<CommitOutcome> {
         let config = &self.inner.manager.config;
-        let data = crate::Bytes::from(data);
+        let data = session_core::Bytes::from(data);
         let expires_at = config.deadline(now, now);
         // Never `st.id`: for a session that is not stored that may be an id the client sent.
         let mut id = st.unsaved_id.clone().unwrap_or_else(SessionId::generate);

@@ -11,8 +11,8 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
-use session_core::layer::{SessionLayer, SessionLayerBuilder, SigningKey};
-use session_core::{MessagePack, Session, SessionId, SessionManager, SessionStore};
+use session_kit::layer::{SessionLayer, SessionLayerBuilder, SigningKey};
+use session_kit::{MessagePack, Session, SessionId, SessionManager, SessionStore};
 use support::{Fault, Method, Probe};
 
 const NAME: &str = "sid";
@@ -48,7 +48,7 @@ fn app(manager: SessionManager, layer: SessionLayerBuilder<MessagePack>) -> Rout
         session.keys().await.expect("keys").len().to_string()
     }
     async fn login(session: Session, Path(name): Path<String>) -> &'static str {
-        session.regenerate().await.expect("regenerate");
+        session.rotate().await.expect("rotate");
         session.set_owner(Some(name.clone())).await.expect("owner");
         session.insert("user", &name).await.expect("insert");
         "welcome"
@@ -78,7 +78,7 @@ fn app(manager: SessionManager, layer: SessionLayerBuilder<MessagePack>) -> Rout
         "bye"
     }
     /// A logout that passes a store error on with `?`.
-    async fn logout_strict(session: Session) -> Result<&'static str, session_core::Error> {
+    async fn logout_strict(session: Session) -> Result<&'static str, session_kit::Error> {
         session.destroy().await?;
         Ok("bye")
     }
@@ -92,19 +92,19 @@ fn app(manager: SessionManager, layer: SessionLayerBuilder<MessagePack>) -> Rout
         StatusCode::BAD_GATEWAY
     }
     async fn fail_after_login(session: Session) -> StatusCode {
-        session.regenerate().await.expect("regenerate");
+        session.rotate().await.expect("rotate");
         session.insert("user", "ann").await.expect("insert");
         StatusCode::INTERNAL_SERVER_ERROR
     }
-    async fn error(Path(kind): Path<String>) -> Result<(), session_core::Error> {
+    async fn error(Path(kind): Path<String>) -> Result<(), session_kit::Error> {
         let secret = std::io::Error::other("password=hunter2 at db.internal:5432");
         Err(match kind.as_str() {
-            "too_large" => session_core::Error::TooLarge {
+            "too_large" => session_kit::Error::TooLarge {
                 size: 9000,
                 limit: 4096,
             },
-            "unavailable" => session_core::Error::unavailable("postgres", secret),
-            _ => session_core::Error::backend("postgres", secret),
+            "unavailable" => session_kit::Error::unavailable("postgres", secret),
+            _ => session_kit::Error::backend("postgres", secret),
         })
     }
     Router::new()
@@ -160,8 +160,8 @@ async fn serve_with(
 
 async fn serve(
     configure: impl FnOnce(
-        session_core::SessionManagerBuilder<MessagePack>,
-    ) -> session_core::SessionManagerBuilder<MessagePack>,
+        session_kit::SessionManagerBuilder<MessagePack>,
+    ) -> session_kit::SessionManagerBuilder<MessagePack>,
 ) -> Server {
     let store = Probe::new();
     let manager = configure(SessionManager::builder(store.clone()))
@@ -556,7 +556,7 @@ async fn commit_failures_go_to_the_error_handler_and_send_no_cookie() {
         .build()
         .expect("manager");
     let layer = plain_layer(&m).error_handler(|e, _id| {
-        assert!(matches!(e, session_core::Error::TooLarge { .. }));
+        assert!(matches!(e, session_kit::Error::TooLarge { .. }));
         StatusCode::SERVICE_UNAVAILABLE
     });
     let s = serve_with(m, store, layer).await;
@@ -619,7 +619,7 @@ async fn unsafe_cookie_settings_are_refused() {
         .build()
         .expect("manager");
     let refused = |b: SessionLayerBuilder<MessagePack>| {
-        matches!(b.build(), Err(session_core::Error::Config(_)))
+        matches!(b.build(), Err(session_kit::Error::Config(_)))
     };
     assert!(refused(
         SessionLayer::builder(m.clone())
@@ -663,8 +663,8 @@ async fn unsafe_cookie_settings_are_refused() {
     );
 }
 
-fn cookie_same_site_none() -> session_core::layer::CookieSameSite {
-    session_core::layer::CookieSameSite::None
+fn cookie_same_site_none() -> session_kit::layer::CookieSameSite {
+    session_kit::layer::CookieSameSite::None
 }
 
 #[tokio::test]
@@ -754,7 +754,7 @@ async fn a_logout_whose_delete_fails_or_hangs_removes_the_cookie_and_revives_not
 }
 
 #[tokio::test]
-async fn a_response_with_a_5xx_status_commits_nothing_but_destroy_and_regenerate_stand() {
+async fn a_response_with_a_5xx_status_commits_nothing_but_destroy_and_rotate_stand() {
     let s = serve(|b| b).await;
     let c = raw();
     let res = send(c.get(format!("{}/fail/insert/k", s.base))).await;
@@ -776,7 +776,7 @@ async fn a_response_with_a_5xx_status_commits_nothing_but_destroy_and_regenerate
         "the failed request's value must not be saved"
     );
 
-    // regenerate acts at once: the rotated id's cookie goes out, the rest of the request not.
+    // rotate acts at once: the rotated id's cookie goes out, the rest of the request not.
     let res = with_cookie(c.post(format!("{}/fail/login", s.base)), &cookie).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let (rotated, _) = set_cookie(&res).expect("the rotated id's cookie");
@@ -970,7 +970,7 @@ async fn cookie_settings_that_could_break_or_inject_the_header_are_refused() {
         .build()
         .expect("manager");
     let refused = |b: SessionLayerBuilder<MessagePack>| {
-        matches!(b.build(), Err(session_core::Error::Config(_)))
+        matches!(b.build(), Err(session_kit::Error::Config(_)))
     };
     let plain = || SessionLayer::builder(m.clone()).cookie_name("id");
     // Browsers match the prefixes ignoring case.

@@ -15,8 +15,8 @@ enum Fault {
     SaveIgnoresVersion,
     /// Save of a deleted record creates it again: logout resurrection.
     SaveResurrects,
-    /// change_id copies instead of moving.
-    ChangeIdCopies,
+    /// rotate copies instead of moving.
+    RotateCopies,
     /// create replaces a live record.
     CreateOverwrites,
     /// Reports a limit but enforces none.
@@ -117,8 +117,8 @@ impl SessionStore for Faulty {
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
         self.inner.exists(key).await
     }
-    async fn change_id(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
-        if self.fault == Fault::ChangeIdCopies {
+    async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+        if self.fault == Fault::RotateCopies {
             let record = self.inner.load(old).await?.ok_or(Error::NotFound)?;
             return self
                 .inner
@@ -128,7 +128,7 @@ impl SessionStore for Faulty {
                 })
                 .await;
         }
-        self.inner.change_id(old, new).await
+        self.inner.rotate(old, new).await
     }
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
         match self.inner.touch(key, expires_at).await {
@@ -220,7 +220,7 @@ async fn resurrection_is_caught() {
     .await;
     caught(
         Fault::SaveResurrects,
-        conformance::save_after_change_id_does_not_resurrect,
+        conformance::save_after_rotate_does_not_resurrect,
     )
     .await;
     caught(
@@ -231,12 +231,8 @@ async fn resurrection_is_caught() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copying_change_id_is_caught() {
-    caught(
-        Fault::ChangeIdCopies,
-        conformance::change_id_keeps_everything,
-    )
-    .await;
+async fn copying_rotate_is_caught() {
+    caught(Fault::RotateCopies, conformance::rotate_keeps_everything).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,9 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use session_core::{Session, SessionManager};
-//! use session_core::layer::SessionLayer;
-//! use session_memory::MemoryStore;
+//! use session_kit::{Session, SessionManager};
+//! use session_kit::layer::SessionLayer;
+//! use session_kit::memory::MemoryStore;
 //!
 //! async fn visits(session: Session) -> String {
 //!     match session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await {
@@ -13,7 +13,7 @@
 //!     }
 //! }
 //!
-//! # fn main() -> session_core::Result<()> {
+//! # fn main() -> session_kit::Result<()> {
 //! let manager = SessionManager::builder(MemoryStore::new()).build()?;
 //! let app: Router = Router::new()
 //!     .route("/", get(visits))
@@ -40,7 +40,7 @@
 //! - for a response with a 5xx status, commits nothing (unless
 //!   [`commit_on_server_error`](SessionLayerBuilder::commit_on_server_error) is set): a
 //!   handler that failed half-way must not persist half its changes. What `destroy` and
-//!   `regenerate` already did stands, and the cookie follows it;
+//!   `rotate` already did stands, and the cookie follows it;
 //! - marks every response whose session was used `Vary: Cookie`, and those that set a cookie
 //!   also `Cache-Control: no-cache="Set-Cookie"`, so no shared cache hands one user's page or
 //!   cookie to another;
@@ -61,10 +61,10 @@ use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 
 use crate::codec::{Codec, MessagePack};
-use crate::error::{Error, Result};
-use crate::id::SessionId;
 use crate::manager::{CommitOutcome, MAX_INCOMING_IDS, Session, SessionManager};
-use crate::time::Timestamp;
+use session_core::SessionId;
+use session_core::Timestamp;
+use session_core::{Error, Result};
 
 pub use cookie::Key as SigningKey;
 pub use cookie::SameSite as CookieSameSite;
@@ -243,7 +243,7 @@ impl<C: Codec> SessionLayerBuilder<C> {
 
     /// Whether a response with a 5xx status still commits the session's changes (default
     /// false: a handler that failed half-way persists none of them, as tower-sessions does).
-    /// `destroy` and `regenerate` act at once either way.
+    /// `destroy` and `rotate` act at once either way.
     pub fn commit_on_server_error(mut self, commit: bool) -> Self {
         self.settings.commit_on_server_error = commit;
         self

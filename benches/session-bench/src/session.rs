@@ -61,7 +61,7 @@ impl LoggedInSession {
 /// The session in the form each kind of target stores it.
 #[derive(Debug)]
 pub(crate) struct Payload {
-    /// `session_core::MessagePack` bytes: what our stores and the bare map keep.
+    /// `session_kit::MessagePack` bytes: what our stores and the bare map keep.
     pub(crate) encoded: Bytes,
     /// tower-sessions' form: the session under one key of its JSON value map, as an app that
     /// keeps a typed session struct would `session.insert("session", &value)`.

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use session_core::{
+use session_kit::{
     CommitOutcome, Error, Json, MAX_INCOMING_IDS, Record, SessionEvent, SessionId, SessionKey,
     SessionManager, SessionStore, Status, Timestamp,
 };
@@ -93,7 +93,7 @@ async fn a_request_never_writes_back_a_rotated_session() {
     let slow = m.session_for(Some(id.clone()));
     slow.get::<u8>("seed").await.expect("load");
     let login = m.session_for(Some(id.clone()));
-    login.regenerate().await.expect("regenerate");
+    login.rotate().await.expect("rotate");
     login.insert("user", "ann").await.expect("insert");
     let CommitOutcome::SetCookie { id: new_id, .. } = login.commit().await.expect("commit") else {
         panic!("rotation must set the new cookie")
@@ -118,7 +118,7 @@ async fn a_request_never_writes_back_a_rotated_session() {
 }
 
 #[tokio::test]
-async fn regenerate_keeps_data_owner_and_absolute_deadline() {
+async fn rotate_keeps_data_owner_and_absolute_deadline() {
     let store = Probe::new();
     let m = SessionManager::builder(store.clone())
         .lifetime(Duration::from_secs(600))
@@ -133,7 +133,7 @@ async fn regenerate_keeps_data_owner_and_absolute_deadline() {
         .expect("present");
     let s = m.session_for(Some(id.clone()));
     s.set_owner(Some("ann".into())).await.expect("owner");
-    s.regenerate().await.expect("regenerate");
+    s.rotate().await.expect("rotate");
     let CommitOutcome::SetCookie { id: new_id, .. } = s.commit().await.expect("commit") else {
         panic!("rotation must set a cookie")
     };
@@ -301,7 +301,7 @@ async fn events_report_the_life_of_a_session() {
     s.insert("x", &1u8).await.expect("insert");
     s.commit().await.expect("commit");
     let s = m.session_for(Some(id.clone()));
-    s.regenerate().await.expect("regenerate");
+    s.rotate().await.expect("rotate");
     let new_id = s.id().await.expect("id").expect("some");
     s.commit().await.expect("commit");
     let s = m.session_for(Some(new_id.clone()));
@@ -335,7 +335,7 @@ async fn rotation_threshold_flags_old_sessions() {
     let id = SessionId::generate();
     let mut r = Record::new(
         id.key(),
-        session_core::Bytes::from_static(&[0x80]),
+        session_kit::Bytes::from_static(&[0x80]),
         Timestamp::now() + Duration::from_secs(20),
     );
     r.created_at = Timestamp::now() - Duration::from_secs(80);
@@ -399,14 +399,14 @@ async fn owned_session(m: &SessionManager, owner: &str) -> SessionId {
 /// Runs a call against a store that may hang, dropping it after a while as a handler's
 /// timeout would. `None` if it was dropped.
 async fn within_deadline<T>(
-    call: impl Future<Output = session_core::Result<T>>,
-) -> Option<session_core::Result<T>> {
+    call: impl Future<Output = session_kit::Result<T>>,
+) -> Option<session_kit::Result<T>> {
     tokio::time::timeout(Duration::from_secs(5), call)
         .await
         .ok()
 }
 
-fn failed<T: std::fmt::Debug>(fault: Fault, outcome: Option<session_core::Result<T>>) {
+fn failed<T: std::fmt::Debug>(fault: Fault, outcome: Option<session_kit::Result<T>>) {
     match outcome {
         None | Some(Err(_)) => {}
         Some(Ok(v)) => panic!("{fault:?}: the call must fail or hang, it returned {v:?}"),
@@ -481,7 +481,7 @@ async fn a_failed_or_dropped_destroy_never_brings_the_session_back_or_copies_it(
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_failed_or_dropped_regenerate_saves_nothing_and_leaves_no_copy() {
+async fn a_failed_or_dropped_rotate_saves_nothing_and_leaves_no_copy() {
     for fault in Fault::ALL {
         let store = Probe::new();
         let m = manager(store.clone());
@@ -494,8 +494,8 @@ async fn a_failed_or_dropped_regenerate_saves_nothing_and_leaves_no_copy() {
             .expect("stored");
         let s = m.session_for(Some(id.clone()));
         s.get::<u8>("seed").await.expect("load");
-        store.inject(Method::ChangeId, fault);
-        failed(fault, within_deadline(s.regenerate()).await);
+        store.inject(Method::Rotate, fault);
+        failed(fault, within_deadline(s.rotate()).await);
         store.heal();
         // A handler that ignores the error logs the user in anyway: that must not stick
         // (session fixation) nor write into a session that may have moved.
@@ -615,10 +615,10 @@ async fn a_failed_or_dropped_destroy_others_never_ends_the_current_session() {
 async fn a_new_session_is_only_ever_created_under_an_id_this_server_generated() {
     let store = Probe::new();
     let m = manager(store.clone());
-    // A session regenerated before it was first stored keeps the id it was given.
+    // A session rotated before it was first stored keeps the id it was given.
     let s = m.session(None);
     s.insert("k", &1u8).await.expect("insert");
-    s.regenerate().await.expect("regenerate");
+    s.rotate().await.expect("rotate");
     let given = s.id().await.expect("id").expect("an id");
     match s.commit().await.expect("commit") {
         CommitOutcome::SetCookie { id, .. } => assert_eq!(id, given),
@@ -757,7 +757,7 @@ async fn max_sessions_per_owner_ends_the_oldest_sessions_when_an_owner_is_set() 
         let id = SessionId::generate();
         let mut r = Record::new(
             id.key(),
-            session_core::Bytes::from_static(&[0x80]),
+            session_kit::Bytes::from_static(&[0x80]),
             now + Duration::from_secs(3600),
         )
         .with_owner("ann");

@@ -93,10 +93,10 @@ fn no_sessions() -> Router {
     )
 }
 
-fn ours() -> Result<Router, sessions::Error> {
-    use sessions::layer::SessionLayer;
-    use sessions::{Session, SessionManager};
-    let store = sessions::memory::MemoryStore::new();
+fn ours() -> Result<Router, session_kit::Error> {
+    use session_kit::layer::SessionLayer;
+    use session_kit::{Session, SessionManager};
+    let store = session_kit::memory::MemoryStore::new();
     let manager = SessionManager::builder(store).build()?;
     // Plain HTTP, so not Secure, which the default `__Host-` name would refuse.
     let layer = SessionLayer::builder(manager)

@@ -409,7 +409,7 @@ impl Report<'_> {
         let _ = writeln!(out, "- Settings: {}", self.settings);
         let _ = writeln!(
             out,
-            "- Session: {} bytes as MessagePack (`session_core::MessagePack`, fields by name); the peers hold it as a JSON value map ({} bytes as JSON text)",
+            "- Session: {} bytes as MessagePack (`session_kit::MessagePack`, fields by name); the peers hold it as a JSON value map ({} bytes as JSON text)",
             self.payload_len, self.json_len
         );
         out.push_str("- Targets:\n");
