@@ -83,6 +83,7 @@ impl TowerSessionStoreBuilder {
             store: self.store,
             owner: self.owner,
             max_data_len,
+            hints: Default::default(),
         }
     }
 }

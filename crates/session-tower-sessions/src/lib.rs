@@ -3,6 +3,7 @@
 mod builder;
 mod error;
 mod format;
+mod hints;
 mod store;
 mod versions;
 

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::builder::TowerSessionStoreBuilder;
 use crate::error::BridgeError;
 use crate::format::{self, Data};
+use crate::hints::Hints;
 
 /// How many ids `create` tries before giving up: with 128 random bits a second one is
 /// already never needed, so running out means a broken generator, not bad luck.
@@ -31,6 +32,7 @@ pub struct TowerSessionStore {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) owner: Option<Arc<OwnerFn>>,
     pub(crate) max_data_len: Option<usize>,
+    pub(crate) hints: Arc<Hints>,
 }
 
 impl fmt::Debug for TowerSessionStore {
@@ -133,6 +135,7 @@ impl TowerSessionStore {
             return Ok(None);
         }
         let data = format::decode(&record.data)?;
+        self.hints.put(record.key, record.version);
         Ok(Some((data, from_timestamp(record.expires_at))))
     }
 
@@ -146,13 +149,31 @@ impl TowerSessionStore {
         expiry: OffsetDateTime,
     ) -> Result<(), BridgeError> {
         let mut record = self.record(id, data, expiry)?;
+        // The usual case: this request loaded the session, so its version is known and one
+        // conditional save is all it takes.
+        if let Some(version) = self.hints.take(&record.key) {
+            record.version = version;
+            match self.store.save(&record).await {
+                Ok(version) => {
+                    self.hints.put(record.key, version);
+                    return Ok(());
+                }
+                Err(Error::NotFound) => return ended_concurrently(),
+                // Someone saved in between: fall through to their last-writer-wins.
+                Err(Error::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         for _ in 0..SAVE_ATTEMPTS {
             let Some(stored) = self.store.load(&record.key).await? else {
                 return ended_concurrently();
             };
             record.version = stored.version;
             match self.store.save(&record).await {
-                Ok(_) => return Ok(()),
+                Ok(version) => {
+                    self.hints.put(record.key, version);
+                    return Ok(());
+                }
                 Err(Error::NotFound) => return ended_concurrently(),
                 Err(Error::Conflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -162,7 +183,9 @@ impl TowerSessionStore {
     }
 
     pub(crate) async fn delete_id(&self, id: i128) -> Result<(), BridgeError> {
-        self.store.delete(&Self::key_of(id)).await?;
+        let key = Self::key_of(id);
+        self.hints.forget(&key);
+        self.store.delete(&key).await?;
         Ok(())
     }
 

@@ -199,6 +199,26 @@ macro_rules! contract_cases {
             assert_eq!(b.count_by_owner("7").await.expect("owner count"), 0);
         }
 
+        /// A save that follows a load, after another writer saved in between, still wins
+        /// (their last-writer-wins), and after a delete behind the bridge's back writes nothing.
+        pub(crate) async fn save_after_load_survives_other_writers(env: Env) {
+            let b = bridge(&env);
+            let mut r = live(small());
+            b.create(&mut r).await.expect("create");
+            load(&b, r.id).await.expect("live");
+            let key = TowerSessionStore::key_of(r.id.0);
+            let mut other = env.store.load(&key).await.expect("load").expect("live");
+            other.data = session_core::Bytes::from_static(b"\x80");
+            env.store.save(&other).await.expect("another writer saves");
+            r.data.insert("n".into(), json!(9));
+            b.save(&r).await.expect("save");
+            assert_eq!(load(&b, r.id).await.expect("live").data["n"], json!(9));
+            load(&b, r.id).await.expect("live");
+            assert!(env.store.delete(&key).await.expect("delete behind the bridge"));
+            b.save(&r).await.expect("the save is refused quietly");
+            assert!(load(&b, r.id).await.is_none(), "the deleted session came back");
+        }
+
         /// A save of an id that was never created writes nothing either.
         pub(crate) async fn save_of_unknown_writes_nothing(env: Env) {
             let b = bridge(&env);
@@ -294,6 +314,7 @@ macro_rules! contract_cases {
             save_after_delete_does_not_resurrect,
             save_after_sign_out_everywhere_does_not_resurrect,
             save_of_unknown_writes_nothing,
+            save_after_load_survives_other_writers,
             oversized_is_refused_and_changes_nothing,
             owner_index_follows_the_user,
             corrupt_data_is_a_decode_error,
