@@ -32,7 +32,9 @@ pub(crate) struct Hints {
 impl Hints {
     fn shard(&self, key: &SessionKey) -> std::sync::MutexGuard<'_, Shard> {
         let i = usize::from(key.as_bytes()[0]) % SHARDS;
-        self.shards[i].lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Remembers that `key` was loaded at `version`.
@@ -52,7 +54,7 @@ impl Hints {
 
     /// Forgets `key`.
     pub(crate) fn forget(&self, key: &SessionKey) {
-        drop(self.take(key));
+        self.take(key);
     }
 }
 
@@ -91,6 +93,10 @@ mod tests {
             })
             .sum();
         assert!(held <= SHARDS * GENERATION * 2, "{held} hints held");
-        assert_eq!(hints.take(&key(n - 1)), Some(u64::from(n - 1)), "recent hints survive");
+        assert_eq!(
+            hints.take(&key(n - 1)),
+            Some(u64::from(n - 1)),
+            "recent hints survive"
+        );
     }
 }

@@ -214,9 +214,17 @@ macro_rules! contract_cases {
             b.save(&r).await.expect("save");
             assert_eq!(load(&b, r.id).await.expect("live").data["n"], json!(9));
             load(&b, r.id).await.expect("live");
-            assert!(env.store.delete(&key).await.expect("delete behind the bridge"));
+            assert!(
+                env.store
+                    .delete(&key)
+                    .await
+                    .expect("delete behind the bridge")
+            );
             b.save(&r).await.expect("the save is refused quietly");
-            assert!(load(&b, r.id).await.is_none(), "the deleted session came back");
+            assert!(
+                load(&b, r.id).await.is_none(),
+                "the deleted session came back"
+            );
         }
 
         /// A save of an id that was never created writes nothing either.
