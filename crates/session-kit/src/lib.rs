@@ -51,6 +51,12 @@ pub mod postgres {
     pub use session_postgres::*;
 }
 
+/// The SQLite store: one database file, WAL mode, no server (feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub mod sqlite {
+    pub use session_sqlite::*;
+}
+
 #[cfg(test)]
 mod send_sync {
     fn check<T: Send + Sync>() {}
