@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use session_core::{BoxError, Codec, MessagePack};
+use session_core::BoxError;
+use session_kit::{Codec, MessagePack};
 
 /// How long every benchmark session lives: long enough that nothing expires during a run.
 pub(crate) const TTL: Duration = Duration::from_secs(30 * 60);

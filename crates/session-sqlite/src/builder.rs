@@ -147,9 +147,10 @@ impl SqliteStoreBuilder {
     /// writer at a time hold the file's write lock: with one connection, concurrent writes of
     /// this process wait in the pool's queue and take turns without contention; with more,
     /// they contend for the lock inside SQLite, whose `busy_timeout` handler sleeps and
-    /// polls, which measured slower (BENCHMARKS.md) and can fail with `SQLITE_BUSY` once the
-    /// timeout runs out. Kept configurable for that measurement. In-memory databases always
-    /// have one connection.
+    /// polls, and a write can fail with `SQLITE_BUSY` once the timeout runs out. One
+    /// connection is the default for that guarantee, not for speed: on a loaded 2-core machine
+    /// 8 write connections were about as fast with `FULL` and faster with `NORMAL`
+    /// (BENCHMARKS.md, "SQLite writers"). In-memory databases always have one connection.
     pub fn write_connections(mut self, n: u32) -> Self {
         self.write_connections = n;
         self

@@ -129,7 +129,8 @@ const CREATE: &str = "INSERT INTO \"sessions\" AS s (key, data, created_at, expi
                     owner = excluded.owner
                  WHERE s.expires_at <= ?7";
 const LOAD: &str = "SELECT key, data, created_at, expires_at, version, owner FROM \"sessions\" WHERE key = ?1 AND expires_at > ?2";
-const SAVE: &str = "UPDATE \"sessions\" SET data = ?3, expires_at = ?4, owner = ?5, version = version + 1
+const SAVE: &str =
+    "UPDATE \"sessions\" SET data = ?3, expires_at = ?4, owner = ?5, version = version + 1
                  WHERE key = ?1 AND version = ?2 AND expires_at > ?6
                  RETURNING version";
 const DELETE: &str = "DELETE FROM \"sessions\" WHERE key = ?1 RETURNING expires_at > ?2";
