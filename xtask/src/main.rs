@@ -1,5 +1,6 @@
 //! Project automation. `cargo xtask help` lists the tasks.
 
+mod ci;
 mod images;
 
 use std::process::{Command, ExitCode};
@@ -8,13 +9,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     let result = match task {
-        "ci" => ci(),
+        "ci" => ci::ci(&args[1..]),
         "test" => test(),
-        "bench" => bench(&args[1..]),
+        "bench" => bench("session-bench", &args[1..]),
+        "httpbench" => bench("session-httpbench", &args[1..]),
         "images" => images::images(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  ci     fmt, clippy, tests and docs, as .ci/run does\n  test   the test suite (the README's test command)\n  bench  the benchmark harness; extra args go to the bench binary\n  images build (or reuse) the local PostgreSQL, Redis and MariaDB images for container tests"
+                "usage: cargo xtask <task>\n\n  ci [STEP…]  every CI check (.ci/run and the workflow call this); --list names the steps\n  test        the test suite (the README's test command)\n  bench       the store benchmark harness (benches/session-bench); extra args go to it\n  httpbench   the HTTP overhead benchmark (benches/session-httpbench); extra args go to it\n  images      build (or reuse) the local PostgreSQL, Redis and MariaDB images for container tests"
             );
             return if task == "help" {
                 ExitCode::SUCCESS
@@ -59,38 +61,8 @@ fn test() -> Result<(), String> {
     )
 }
 
-fn ci() -> Result<(), String> {
-    let cargo = cargo();
-    run(&cargo, &["fmt", "--all", "--check"], &[])?;
-    run(
-        &cargo,
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--all-features",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &[],
-    )?;
-    test()?;
-    run(
-        &cargo,
-        &[
-            "doc",
-            "--workspace",
-            "--no-deps",
-            "--all-features",
-            "--locked",
-        ],
-        &[("RUSTDOCFLAGS", "-D warnings")],
-    )
-}
-
-fn bench(extra: &[String]) -> Result<(), String> {
+/// Runs one of the benches workspace's binaries in release mode.
+fn bench(package: &str, extra: &[String]) -> Result<(), String> {
     let mut args = vec![
         "run",
         "--release",
@@ -98,7 +70,7 @@ fn bench(extra: &[String]) -> Result<(), String> {
         "--manifest-path",
         "benches/Cargo.toml",
         "-p",
-        "session-bench",
+        package,
         "--",
     ];
     args.extend(extra.iter().map(String::as_str));

@@ -122,7 +122,7 @@ fn no_sessions() -> Router {
 }
 
 fn ours() -> Result<Router, session_kit::Error> {
-    use session_kit::layer::SessionLayer;
+    use session_kit::SessionLayer;
     use session_kit::{Session, SessionManager};
     let store = session_kit::memory::MemoryStore::new();
     let manager = SessionManager::builder(store).build()?;

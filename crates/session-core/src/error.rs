@@ -43,6 +43,20 @@ pub enum Error {
     #[error("session data is corrupt")]
     Corrupt(#[source] BoxError),
 
+    /// A session value is well-formed but is not the type it was read as (read as `u64` after
+    /// being stored as a string, or a struct whose shape changed between releases). A bug or a
+    /// schema change in the application, not damaged data: the value is left in place.
+    #[error("session value `{key}` is not a `{expected}`")]
+    WrongType {
+        /// The key the value is stored under.
+        key: String,
+        /// The type it was read as (`std::any::type_name`).
+        expected: &'static str,
+        /// What the codec said.
+        #[source]
+        source: BoxError,
+    },
+
     /// A value could not be encoded by the codec (a bug in the value's `Serialize`, or a type
     /// the format cannot express). Nothing was written.
     #[error("session value could not be encoded")]
@@ -107,7 +121,8 @@ impl Error {
 impl Error {
     /// The HTTP status that answers a request this error ended: 413 for
     /// [`TooLarge`](Self::TooLarge), 503 for [`Unavailable`](Self::Unavailable) (worth retrying
-    /// later), 500 for everything else. Feature `axum`.
+    /// later), 500 for everything else ([`WrongType`](Self::WrongType) included: the server's
+    /// code read a value as the wrong type, the client did nothing wrong). Feature `axum`.
     pub fn status_code(&self) -> http::StatusCode {
         match self {
             Self::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,

@@ -51,20 +51,30 @@ impl SessionId {
         Self::from_bytes(&bytes)
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "the buffer is exactly the encoded length, checked at compile time"
+    )]
     fn from_bytes(bytes: &[u8; ID_BYTES]) -> Self {
+        const _: () = assert!(matches!(
+            base64::encoded_len(ID_BYTES, false),
+            Some(ID_TEXT_LEN)
+        ));
         let mut text = [0u8; ID_TEXT_LEN];
-        let written = URL_SAFE_NO_PAD
+        URL_SAFE_NO_PAD
             .encode_slice(bytes, &mut text)
-            .unwrap_or_default();
-        debug_assert_eq!(written, ID_TEXT_LEN);
+            .expect("ID_TEXT_LEN is the base64url length of ID_BYTES");
         Self { text }
     }
 
     /// The whole id as text. Only the cookie writer should call this: anything printed or
     /// logged should use the masked [`Display`](fmt::Display) instead.
+    #[expect(
+        clippy::expect_used,
+        reason = "both constructors admit only the base64url alphabet, which is ASCII"
+    )]
     pub fn expose(&self) -> &str {
-        // The text is base64url output, hence ASCII.
-        std::str::from_utf8(&self.text).unwrap_or_default()
+        std::str::from_utf8(&self.text).expect("a session id is ASCII")
     }
 
     /// The one-way hash of this id that stores key records by.
@@ -221,10 +231,19 @@ mod tests {
         assert_eq!(a.expose().parse::<SessionId>(), Ok(a.clone()));
         assert_eq!(
             a.key(),
-            a.expose()
-                .parse::<SessionId>()
-                .map(|i| i.key())
-                .unwrap_or(b.key())
+            a.expose().parse::<SessionId>().expect("round trip").key()
+        );
+    }
+
+    #[test]
+    fn ids_are_the_full_base64url_text_of_their_bytes() {
+        assert_eq!(
+            SessionId::from_bytes(&[0xff; ID_BYTES]).expose(),
+            "_".repeat(32)
+        );
+        assert_eq!(
+            SessionId::from_bytes(&[0; ID_BYTES]).expose(),
+            "A".repeat(32)
         );
     }
 
@@ -262,7 +281,12 @@ mod tests {
     fn key_is_a_stable_hash_and_hex_round_trips() {
         let id: SessionId = "abcdefghijklmnopqrstuvwxyz012345"
             .parse()
-            .unwrap_or_else(|_| SessionId::generate());
+            .expect("a well-formed id");
+        // Computed independently: `printf %s abcdefghijklmnopqrstuvwxyz012345 | sha256sum`.
+        assert_eq!(
+            id.key().to_hex(),
+            "653bb1245e828fcda4fa53fcd5a3def5bd7654e651f54b4132b73d74e64435c4"
+        );
         let key = id.key();
         assert_eq!(key, id.key());
         assert_ne!(key, SessionId::generate().key());

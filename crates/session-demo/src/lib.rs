@@ -1,8 +1,8 @@
 //! The demo app: one page with a visit counter, a login form (the id rotates on login and the
 //! name becomes the session's owner), logout, "sign out everywhere", the masked id and the
-//! session's expiry. The store comes from `SESSION_STORE`.
+//! session's expiry. The store comes from `SESSION_STORE`, parsed by
+//! [`session_kit::StoreUrl`].
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,101 +12,14 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use session_kit::layer::SessionLayer;
-use session_kit::{Error, Session, SessionManager, SessionStore, Timestamp};
-
-/// Which store the demo runs on, parsed from `SESSION_STORE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StoreChoice {
-    /// `memory` (the default).
-    Memory,
-    /// `files:PATH`: one file per session under `PATH`.
-    Files(PathBuf),
-    /// `hybrid:PATH`: memory plus a modification log under `PATH`.
-    Hybrid(PathBuf),
-    /// `sqlite:PATH`: one SQLite database file at `PATH` (created if missing).
-    Sqlite(PathBuf),
-    /// `postgres://…` or `postgresql://…`.
-    Postgres(String),
-    /// `mysql://…` or `mariadb://…`.
-    MySql(String),
-    /// `redis://…` or `rediss://…`.
-    Redis(String),
-}
-
-impl StoreChoice {
-    /// Parses a `SESSION_STORE` value; an empty or missing value means memory.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the accepted forms.
-    pub fn parse(value: Option<&str>) -> Result<Self, Error> {
-        let value = value.map(str::trim).unwrap_or("");
-        let path = |p: &str| -> Result<PathBuf, Error> {
-            if p.is_empty() {
-                Err(Error::Config(
-                    "a path is required, e.g. `files:/tmp/sessions`".into(),
-                ))
-            } else {
-                Ok(PathBuf::from(p))
-            }
-        };
-        if value.is_empty() || value == "memory" {
-            Ok(Self::Memory)
-        } else if let Some(p) = value.strip_prefix("files:") {
-            Ok(Self::Files(path(p)?))
-        } else if let Some(p) = value.strip_prefix("hybrid:") {
-            Ok(Self::Hybrid(path(p)?))
-        } else if let Some(p) = value.strip_prefix("sqlite:") {
-            Ok(Self::Sqlite(path(p.strip_prefix("//").unwrap_or(p))?))
-        } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-            Ok(Self::Postgres(value.to_owned()))
-        } else if value.starts_with("mysql://") || value.starts_with("mariadb://") {
-            Ok(Self::MySql(value.to_owned()))
-        } else if value.starts_with("redis://") || value.starts_with("rediss://") {
-            Ok(Self::Redis(value.to_owned()))
-        } else {
-            Err(Error::Config(
-                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `sqlite:PATH`, `postgres://…`, `mysql://…` or `redis://…`".into(),
-            ))
-        }
-    }
-
-    /// Opens the chosen store (creating directories or the table when needed).
-    ///
-    /// # Errors
-    /// Whatever the store's constructor reports (bad path, unreachable server).
-    pub async fn open(&self) -> Result<Arc<dyn SessionStore>, Error> {
-        Ok(match self {
-            Self::Memory => Arc::new(session_kit::memory::MemoryStore::new()),
-            Self::Files(path) => Arc::new(session_kit::files::FileStore::open(path.clone())?),
-            Self::Hybrid(path) => Arc::new(session_kit::hybrid::HybridStore::open(path)?),
-            Self::Sqlite(path) => {
-                let store = session_kit::sqlite::SqliteStore::open(path).await?;
-                store.migrate().await?;
-                Arc::new(store)
-            }
-            Self::Postgres(url) => {
-                let store = session_kit::postgres::PostgresStore::connect(url).await?;
-                store.migrate().await?;
-                Arc::new(store)
-            }
-            Self::MySql(url) => {
-                let store = session_kit::mysql::MySqlStore::connect(url).await?;
-                store.migrate().await?;
-                Arc::new(store)
-            }
-            Self::Redis(url) => Arc::new(session_kit::redis::RedisStore::from_url(url.clone())?),
-        })
-    }
-}
+use session_kit::{Error, Session, SessionLayer, SessionManager, SessionStore, Timestamp};
 
 /// Builds the demo's router over `store`. `secure_cookie` should be true behind HTTPS.
 ///
 /// # Errors
 /// Configuration errors from the manager or the layer.
 pub fn app(store: Arc<dyn SessionStore>, secure_cookie: bool) -> Result<Router, Error> {
-    let manager = SessionManager::builder_shared(store)
+    let manager = SessionManager::builder(store)
         .lifetime(Duration::from_secs(24 * 3600))
         .idle_timeout(Duration::from_secs(30 * 60))
         .build()?;

@@ -5,7 +5,8 @@
 
 use std::process::ExitCode;
 
-use session_demo::{StoreChoice, app};
+use session_demo::app;
+use session_kit::StoreUrl;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,13 +31,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("PORT={p:?} is not a port number"))?,
         Err(_) => 3000,
     };
-    let choice = StoreChoice::parse(std::env::var("SESSION_STORE").ok().as_deref())?;
+    let choice: StoreUrl = std::env::var("SESSION_STORE").unwrap_or_default().parse()?;
     let store = choice.open().await?;
     let secure = std::env::var("SESSION_SECURE_COOKIE").is_ok_and(|v| v == "1");
     let router = app(store, secure)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
-        "sessions demo on http://{} (store: {choice:?}); Ctrl-C stops it",
+        "sessions demo on http://{} (store: {choice}); Ctrl-C stops it",
         listener.local_addr()?
     );
     axum::serve(listener, router)

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt as _;
 use session_core::conformance::skip_test;
-use session_demo::{StoreChoice, app};
+use session_demo::app;
+use session_kit::StoreUrl;
 
 /// A program from `var`, else the first of `names` found on `PATH`.
 fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
@@ -97,7 +98,7 @@ async fn browser(driver: &Driver, chrome: &Path, profile: &Path) -> Client {
 
 /// The demo on a free port, reached as `http://localhost:PORT`.
 async fn demo(secure_cookie: bool) -> String {
-    let store = StoreChoice::Memory.open().await.expect("store");
+    let store = StoreUrl::Memory.open().await.expect("store");
     let router = app(store, secure_cookie).expect("app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use session_demo::{StoreChoice, app};
-use session_kit::SessionStore;
+use session_demo::app;
+use session_kit::{SessionStore, StoreUrl};
 
 async fn start() -> (String, Arc<dyn SessionStore>) {
-    let store = StoreChoice::Memory.open().await.expect("store");
+    let store = StoreUrl::Memory.open().await.expect("store");
     let router = app(Arc::clone(&store), false).expect("app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -139,76 +139,24 @@ async fn sign_out_everywhere_ends_other_devices() {
     );
 }
 
-#[test]
-fn store_choice_parses_and_refuses_unknown_values() {
-    assert_eq!(
-        StoreChoice::parse(None).expect("default"),
-        StoreChoice::Memory
-    );
-    assert_eq!(
-        StoreChoice::parse(Some("memory")).expect("memory"),
-        StoreChoice::Memory
-    );
-    assert_eq!(
-        StoreChoice::parse(Some("files:/tmp/s")).expect("files"),
-        StoreChoice::Files("/tmp/s".into())
-    );
-    assert_eq!(
-        StoreChoice::parse(Some("hybrid:/tmp/h")).expect("hybrid"),
-        StoreChoice::Hybrid("/tmp/h".into())
-    );
-    assert_eq!(
-        StoreChoice::parse(Some("sqlite:/tmp/s.db")).expect("sqlite"),
-        StoreChoice::Sqlite("/tmp/s.db".into())
-    );
-    assert_eq!(
-        StoreChoice::parse(Some("sqlite://rel/s.db")).expect("sqlite"),
-        StoreChoice::Sqlite("rel/s.db".into())
-    );
-    assert!(matches!(
-        StoreChoice::parse(Some("postgres://u@h/db")),
-        Ok(StoreChoice::Postgres(_))
-    ));
-    for url in ["mysql://root@h/db", "mariadb://root@h/db"] {
-        assert!(matches!(
-            StoreChoice::parse(Some(url)),
-            Ok(StoreChoice::MySql(_))
-        ));
-    }
-    assert!(matches!(
-        StoreChoice::parse(Some("redis://127.0.0.1")),
-        Ok(StoreChoice::Redis(_))
-    ));
-    for bad in ["mongo://x", "files:", "hybrid:", "sqlite:", "disk"] {
-        assert!(StoreChoice::parse(Some(bad)).is_err(), "{bad}");
-    }
-}
-
 /// The whole flow on each persistent store: files and hybrid on a temp dir, and the
 /// server-backed ones where their servers are configured.
 #[tokio::test]
 async fn the_flow_works_on_every_store() {
     let dir = std::env::temp_dir().join(format!("session-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("the test directory");
+    // As `SESSION_STORE` would give them, through the facade's `store_from_url`.
     let mut choices = vec![
-        StoreChoice::Files(dir.join("files")),
-        StoreChoice::Hybrid(dir.join("hybrid")),
-        StoreChoice::Sqlite(dir.join("sessions.db")),
+        format!("files:{}", dir.join("files").display()),
+        format!("hybrid:{}", dir.join("hybrid").display()),
+        format!("sqlite:{}", dir.join("sessions.db").display()),
     ];
-    if let Some(url) = session_core::conformance::service_url("DATABASE_URL") {
-        choices.push(StoreChoice::Postgres(url));
-    }
-    if let Some(url) = session_core::conformance::service_url("MYSQL_URL") {
-        choices.push(StoreChoice::MySql(url));
-    }
-    if let Some(url) = session_core::conformance::service_url("REDIS_URL") {
-        choices.push(StoreChoice::Redis(url));
-    }
+    choices.extend(session_core::conformance::service_url("DATABASE_URL"));
+    choices.extend(session_core::conformance::service_url("MYSQL_URL"));
+    choices.extend(session_core::conformance::service_url("REDIS_URL"));
     for choice in choices {
-        let store = choice
-            .open()
+        let store = session_kit::store_from_url(&choice)
             .await
-            .unwrap_or_else(|e| panic!("{choice:?}: {e}"));
+            .unwrap_or_else(|e| panic!("{choice}: {e}"));
         let router = app(Arc::clone(&store), false).expect("app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -227,11 +175,11 @@ async fn the_flow_works_on_every_store() {
             .text()
             .await
             .expect("body");
-        assert_eq!(between(&page, r#"<b id="visits">"#, "<"), "2", "{choice:?}");
+        assert_eq!(between(&page, r#"<b id="visits">"#, "<"), "2", "{choice}");
         assert_eq!(
             store.list_by_owner(&owner).await.expect("owner").len(),
             1,
-            "{choice:?}"
+            "{choice}"
         );
         let page = b
             .post(format!("{base}/logout"))
@@ -241,10 +189,10 @@ async fn the_flow_works_on_every_store() {
             .text()
             .await
             .expect("body");
-        assert!(page.contains(r#"id="login""#), "{choice:?}");
+        assert!(page.contains(r#"id="login""#), "{choice}");
         assert!(
             store.list_by_owner(&owner).await.expect("owner").is_empty(),
-            "{choice:?}"
+            "{choice}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -31,10 +31,9 @@ pub const DEFAULT_MAX_DATA_LEN: usize = 1 << 20;
 /// Default number of file operations running at once (see [`FileStoreBuilder::concurrency`]).
 ///
 /// Most of a write's time is waiting on `fsync`, not CPU, and a journaling filesystem commits
-/// concurrent `fsync`s together, so more writes in flight means more writes per second: in the
-/// benchmark at 64 tasks, a bound of 16 gave 0.69× the saves per second of bare `std::fs`
-/// writes with the same fsyncs and unbounded concurrency, and 64 gave 0.86×. Each operation
-/// in flight holds one thread of Tokio's blocking pool (512 by default).
+/// concurrent `fsync`s together, so more writes in flight means more writes per second (the
+/// project's BENCHMARKS.md compares bounds). Each operation in flight holds one thread of
+/// Tokio's blocking pool (512 by default).
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
 /// Default interval of the background sweep: 5 minutes, longer than the memory store's

@@ -3,7 +3,7 @@
 //! ```
 //! use axum::{Router, routing::get};
 //! use session_kit::{Session, SessionManager};
-//! use session_kit::layer::SessionLayer;
+//! use session_kit::SessionLayer;
 //! use session_kit::memory::MemoryStore;
 //!
 //! async fn visits(session: Session) -> String {
@@ -384,6 +384,10 @@ impl<C: Codec> Settings<C> {
         cookie
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "a jar gives back the cookie just added to it"
+    )]
     fn set_cookie(&self, id: &SessionId, expires_at: Timestamp) -> Cookie<'static> {
         let mut cookie = self.base_cookie(id.expose().to_owned());
         if self.persistent {
@@ -405,7 +409,7 @@ impl<C: Codec> Settings<C> {
                 jar.delta()
                     .next()
                     .cloned()
-                    .unwrap_or_else(|| self.base_cookie(String::new()))
+                    .expect("the signed cookie just added")
             }
             None => cookie,
         }

@@ -1,7 +1,8 @@
-#![doc = include_str!("../../../README.md")]
+#![doc = include_str!("../README.md")]
 
 mod codec;
 mod manager;
+mod store_url;
 
 #[cfg(feature = "axum")]
 pub mod layer;
@@ -16,6 +17,7 @@ pub use manager::{
     CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, MAX_INCOMING_IDS, Session,
     SessionEvent, SessionListener, SessionManager, SessionManagerBuilder, Status,
 };
+pub use store_url::{MAX_STORE_URL_LEN, StoreUrl, store_from_url};
 
 /// The storage contract: ids, keys, records, the store trait and errors (`session-core`).
 pub use session_core as core;

@@ -11,8 +11,8 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
-use session_kit::layer::{SessionLayer, SessionLayerBuilder, SigningKey};
 use session_kit::{MessagePack, Session, SessionId, SessionManager, SessionStore};
+use session_kit::{SessionLayer, SessionLayerBuilder, SigningKey};
 use support::{Fault, Method, Probe};
 
 const NAME: &str = "sid";
@@ -663,8 +663,8 @@ async fn unsafe_cookie_settings_are_refused() {
     );
 }
 
-fn cookie_same_site_none() -> session_kit::layer::CookieSameSite {
-    session_kit::layer::CookieSameSite::None
+fn cookie_same_site_none() -> session_kit::CookieSameSite {
+    session_kit::CookieSameSite::None
 }
 
 #[tokio::test]

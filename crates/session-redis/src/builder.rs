@@ -240,8 +240,7 @@ impl RedisStoreBuilder {
     /// Shares `connections` multiplexed connections among all operations instead of checking
     /// a connection out of the pool for each one (default [`DEFAULT_MULTIPLEXED`]; 0 checks a
     /// connection out per operation). The default because it is one round trip per operation
-    /// where a checkout is two: on the 2-core bench machine, 64 tasks loading ran 2.8× the
-    /// speed of tower-sessions-redis-store shared, and 0.27× with a checkout per operation.
+    /// where a checkout is two (the project's BENCHMARKS.md measures both modes).
     ///
     /// Every redis-rs connection is multiplexed: many tasks can send on one at once, and their
     /// commands are pipelined on its socket. Checking out per operation costs a round trip of

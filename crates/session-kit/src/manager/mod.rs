@@ -7,6 +7,7 @@
 
 mod session;
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,13 +190,37 @@ impl<C: Codec> fmt::Debug for SessionManager<C> {
 
 impl SessionManager<MessagePack> {
     /// Starts configuring a manager over `store`, with the MessagePack codec.
+    ///
+    /// The store is taken by value (`MemoryStore::new()`) or already shared: an
+    /// `Arc<dyn SessionStore>` (what [`store_from_url`](crate::store_from_url) returns) or a
+    /// `Box<dyn SessionStore>` is used as it is, without a second layer of indirection. An
+    /// `Arc<S>` of a concrete store works too (through the forwarding impl, one more pointer
+    /// and boxed future per call); coerce it to `Arc<dyn SessionStore>` first to avoid that.
     pub fn builder(store: impl SessionStore) -> SessionManagerBuilder<MessagePack> {
-        SessionManagerBuilder::new(Arc::new(store), MessagePack)
+        SessionManagerBuilder::new(shared(store), MessagePack)
     }
+}
 
-    /// Like [`builder`](Self::builder), for a store already behind an `Arc`.
-    pub fn builder_shared(store: Arc<dyn SessionStore>) -> SessionManagerBuilder<MessagePack> {
-        SessionManagerBuilder::new(store, MessagePack)
+/// `store` as the manager's `Arc<dyn SessionStore>`: an `Arc<dyn SessionStore>` or a
+/// `Box<dyn SessionStore>` is reused as it is, anything else goes behind a new `Arc`.
+fn shared<S: SessionStore>(store: S) -> Arc<dyn SessionStore> {
+    let mut slot = Some(store);
+    let any: &mut dyn Any = &mut slot;
+    if let Some(arc) = any
+        .downcast_mut::<Option<Arc<dyn SessionStore>>>()
+        .and_then(Option::take)
+    {
+        return arc;
+    }
+    if let Some(boxed) = any
+        .downcast_mut::<Option<Box<dyn SessionStore>>>()
+        .and_then(Option::take)
+    {
+        return Arc::from(boxed);
+    }
+    match slot {
+        Some(store) => Arc::new(store),
+        None => unreachable!("only a matching downcast takes the store, and it returned"),
     }
 }
 

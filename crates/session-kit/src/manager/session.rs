@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::{SessionEvent, SessionManager};
 use crate::codec::{Codec, MessagePack, Values};
@@ -60,6 +60,21 @@ struct State {
     /// removed; `doubt` holds the keys a retried `destroy` deletes.
     poisoned: bool,
     doubt: Vec<SessionKey>,
+}
+
+/// Decodes the value stored under `key` as `T`. A value the codec reads well-formed but not as
+/// a `T` is [`Error::WrongType`]; bytes that are not a value at all stay [`Error::Corrupt`].
+fn decode_value<T: DeserializeOwned, C: Codec>(codec: &C, key: &str, bytes: &[u8]) -> Result<T> {
+    match codec.decode(bytes) {
+        Err(Error::Corrupt(source)) if codec.decode::<IgnoredAny>(bytes).is_ok() => {
+            Err(Error::WrongType {
+                key: key.to_owned(),
+                expected: std::any::type_name::<T>(),
+                source,
+            })
+        }
+        other => other,
+    }
 }
 
 impl State {
@@ -308,13 +323,13 @@ impl<C: Codec> Session<C> {
     /// The value under `key`, decoded as `T`.
     ///
     /// # Errors
-    /// Store errors while loading; [`Error::Corrupt`] if the stored value is not a `T`.
+    /// Store errors while loading; [`Error::WrongType`] if the stored value is not a `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let st = self.loaded().await?;
         let codec = &self.inner.manager.config.codec;
         st.values
             .get(key)
-            .map(|bytes| codec.decode(bytes))
+            .map(|bytes| decode_value(codec, key, bytes))
             .transpose()
     }
 
@@ -330,14 +345,21 @@ impl<C: Codec> Session<C> {
         st.record(Op::Insert(key.to_owned(), bytes))
     }
 
-    /// Removes `key`; returns whether it was there.
-    pub async fn remove(&self, key: &str) -> Result<bool> {
+    /// Removes `key` and returns the value it had, decoded as `T` (`None` if there was none):
+    /// a flash message is read and cleared in one call. To remove a value without reading it,
+    /// ask for [`serde::de::IgnoredAny`].
+    ///
+    /// # Errors
+    /// Store errors while loading; [`Error::WrongType`] if the value is not a `T`, and then
+    /// it is not removed.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let mut st = self.loaded().await?;
-        let present = st.values.contains_key(key);
-        if present {
-            st.record(Op::Remove(key.to_owned()))?;
-        }
-        Ok(present)
+        let Some(bytes) = st.values.get(key) else {
+            return Ok(None);
+        };
+        let value = decode_value(&self.inner.manager.config.codec, key, bytes)?;
+        st.record(Op::Remove(key.to_owned()))?;
+        Ok(Some(value))
     }
 
     /// Removes every value (the session itself, its id and owner stay).
@@ -358,8 +380,9 @@ impl<C: Codec> Session<C> {
         F: Fn(Option<T>) -> T + Send + Sync + 'static,
     {
         let codec = self.inner.manager.config.codec.clone();
+        let name = key.to_owned();
         let run = move |old: Option<&[u8]>| -> Result<(T, Vec<u8>)> {
-            let old = old.map(|b| codec.decode::<T>(b)).transpose()?;
+            let old = old.map(|b| decode_value(&codec, &name, b)).transpose()?;
             let new = f(old);
             let bytes = codec.encode(&new)?;
             Ok((new, bytes))
