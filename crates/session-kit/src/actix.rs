@@ -30,8 +30,9 @@
 //! request's extensions (the extractor takes it from there) and, once the handler has
 //! answered, commits it exactly once and writes the cookie and cache headers, following the
 //! framework-neutral rules every adapter shares (see [`SessionBuilder`]). A handler that
-//! returns an error is answered as actix-web would answer it (its `ResponseError`), and a 5xx
-//! answer commits nothing. `session_kit::Error` implements `ResponseError` with the same
+//! returns an error is answered as actix-web answers it (its `ResponseError`), and a 5xx
+//! answer commits nothing; an error from a middleware inside this one (which has no response
+//! yet) commits nothing either and is passed on. `session_kit::Error` implements `ResponseError` with the same
 //! status as axum's (413, 503 or 500) and only the reason phrase as the body.
 
 use std::fmt;
@@ -153,14 +154,18 @@ where
         let settings = Arc::clone(&self.settings);
         let session = settings.session(req.headers().get_all(COOKIE).map(HeaderValue::as_bytes));
         req.extensions_mut().insert(session.clone());
-        let request = req.request().clone();
+        // No clone of the request is kept: routing needs it unshared.
         let response = self.service.call(req);
         Box::pin(async move {
-            // A handler's error becomes its response here, as actix-web would make it, so the
-            // session follows that response's status (a 5xx commits nothing).
+            // A handler's error arrives as its error response (a 5xx commits nothing). An
+            // error from an inner middleware arrives as `Err` and has no response to carry a
+            // cookie: nothing this request changed is committed, and the error goes on.
             let mut response = match response.await {
                 Ok(response) => response.map_into_left_body(),
-                Err(error) => ServiceResponse::from_err(error, request).map_into_right_body(),
+                Err(error) => {
+                    let _ = session.discard().await;
+                    return Err(error);
+                }
             };
             let finish = settings.finish(&session, response.status().as_u16()).await;
             if let Some(status) = finish.failed {
