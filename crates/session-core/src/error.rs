@@ -117,18 +117,42 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The HTTP status, as a number, that answers a request this error ended: 413 for
+    /// [`TooLarge`](Self::TooLarge), 503 for [`Unavailable`](Self::Unavailable) (worth
+    /// retrying later), 500 for everything else ([`WrongType`](Self::WrongType) included: the
+    /// server's code read a value as the wrong type, the client did nothing wrong).
+    /// Framework-neutral: each web framework's
+    /// integration (axum, actix-web) turns it into its own status type.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::TooLarge { .. } => 413,
+            Self::Unavailable { .. } => 503,
+            _ => 500,
+        }
+    }
+
+    /// Logs this error as the answer to a request: at `error` for a 5xx status, `warn`
+    /// otherwise. The message and sources name the store and carry driver messages, so they
+    /// go to the log, never to the client.
+    #[cfg(any(feature = "axum", feature = "actix"))]
+    fn log_as_response(&self) {
+        let status = self.http_status();
+        let error: &(dyn std::error::Error + 'static) = self;
+        if status >= 500 {
+            tracing::error!(error, status, "session error");
+        } else {
+            tracing::warn!(error, status, "session error");
+        }
+    }
+}
+
 #[cfg(feature = "axum")]
 impl Error {
-    /// The HTTP status that answers a request this error ended: 413 for
-    /// [`TooLarge`](Self::TooLarge), 503 for [`Unavailable`](Self::Unavailable) (worth retrying
-    /// later), 500 for everything else ([`WrongType`](Self::WrongType) included: the server's
-    /// code read a value as the wrong type, the client did nothing wrong). Feature `axum`.
+    /// [`http_status`](Self::http_status) as an `http` 1 status code. Feature `axum`.
     pub fn status_code(&self) -> http::StatusCode {
-        match self {
-            Self::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
-            _ => http::StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        http::StatusCode::from_u16(self.http_status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
@@ -141,13 +165,26 @@ impl Error {
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for Error {
     fn into_response(self) -> axum_core::response::Response {
+        self.log_as_response();
         let status = self.status_code();
-        let error: &(dyn std::error::Error + 'static) = &self;
-        if status.is_server_error() {
-            tracing::error!(error, status = status.as_u16(), "session error");
-        } else {
-            tracing::warn!(error, status = status.as_u16(), "session error");
-        }
         (status, status.canonical_reason().unwrap_or_default()).into_response()
+    }
+}
+
+/// Lets actix-web handlers return session errors with `?`. Feature `actix`.
+///
+/// The same answer as axum's: [`Error::http_status`] with its reason phrase as the body, the
+/// error itself only in the log.
+#[cfg(feature = "actix")]
+impl actix_web::ResponseError for Error {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::from_u16(self.http_status())
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        self.log_as_response();
+        let status = actix_web::ResponseError::status_code(self);
+        actix_web::HttpResponse::build(status).body(status.canonical_reason().unwrap_or_default())
     }
 }

@@ -2,6 +2,10 @@
 //! name becomes the session's owner), logout, "sign out everywhere", the masked id and the
 //! session's expiry. The store comes from `SESSION_STORE`, parsed by
 //! [`session_kit::StoreUrl`].
+//!
+//! The pages and the flow are written once ([`page`], [`login`], [`logout`], [`everywhere`]
+//! work on a [`Session`]); [`app`] serves them with axum and [`actix_server`] with
+//! actix-web, over the same manager settings and cookie.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,31 +16,70 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use session_kit::{Error, Session, SessionLayer, SessionManager, SessionStore, Timestamp};
+use session_kit::{
+    Error, Session, SessionBuilder, SessionLayer, SessionManager, SessionMiddleware, SessionStore,
+    Timestamp,
+};
 
 /// Builds the demo's router over `store`. `secure_cookie` should be true behind HTTPS.
 ///
 /// # Errors
 /// Configuration errors from the manager or the layer.
 pub fn app(store: Arc<dyn SessionStore>, secure_cookie: bool) -> Result<Router, Error> {
-    let manager = SessionManager::builder(store)
-        .lifetime(Duration::from_secs(24 * 3600))
-        .idle_timeout(Duration::from_secs(30 * 60))
-        .build()?;
-    let layer = SessionLayer::builder(manager.clone())
-        .cookie_name("demo_session")
-        .secure(secure_cookie)
-        .build()?;
+    let manager = manager(store)?;
+    let layer = cookie(SessionLayer::builder(manager.clone()), secure_cookie).build()?;
     Ok(Router::new()
-        .route("/", get(page))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/everywhere", post(everywhere))
+        .route("/", get(axum_page))
+        .route("/login", post(axum_login))
+        .route("/logout", post(axum_logout))
+        .route("/everywhere", post(axum_everywhere))
         .with_state(manager)
         .layer(layer))
 }
 
+/// The demo on actix-web: the same pages over the same store, served from `listener`. Run
+/// the returned server inside an actix system
+/// (`actix_web::rt::System::new().block_on(server)`).
+///
+/// # Errors
+/// Configuration errors from the manager or the middleware; the listener's I/O errors.
+pub fn actix_server(
+    store: Arc<dyn SessionStore>,
+    secure_cookie: bool,
+    listener: std::net::TcpListener,
+) -> Result<actix_web::dev::Server, Box<dyn std::error::Error>> {
+    use actix_web::web;
+    let manager = manager(store)?;
+    let middleware = cookie(SessionMiddleware::builder(manager.clone()), secure_cookie).build()?;
+    let data = web::Data::new(manager);
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .wrap(middleware.clone())
+            .route("/", web::get().to(actix_page))
+            .route("/login", web::post().to(actix_login))
+            .route("/logout", web::post().to(actix_logout))
+            .route("/everywhere", web::post().to(actix_everywhere))
+    })
+    .listen(listener)?
+    .run())
+}
+
+/// The demo's manager: 24 h absolute, 30 min idle.
+fn manager(store: Arc<dyn SessionStore>) -> Result<SessionManager, Error> {
+    SessionManager::builder(store)
+        .lifetime(Duration::from_secs(24 * 3600))
+        .idle_timeout(Duration::from_secs(30 * 60))
+        .build()
+}
+
+/// The demo's cookie, for either framework.
+fn cookie<T>(builder: SessionBuilder<T>, secure: bool) -> SessionBuilder<T> {
+    builder.cookie_name("demo_session").secure(secure)
+}
+
 /// A failed session operation, answered with 500 and logged.
+#[derive(Debug)]
 struct Failure(Error);
 
 impl From<Error> for Failure {
@@ -82,7 +125,11 @@ fn remaining(expires_at: Option<Timestamp>) -> String {
     }
 }
 
-async fn page(session: Session) -> Result<Html<String>, Failure> {
+/// The page: visit counter, who is signed in, the masked id and the expiry.
+///
+/// # Errors
+/// Store errors.
+pub async fn page(session: Session) -> Result<String, Error> {
     let visits = session
         .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
         .await?;
@@ -104,7 +151,7 @@ async fn page(session: Session) -> Result<Html<String>, Failure> {
 <button id="login">Log in</button></form>"#
             .to_owned(),
     };
-    Ok(Html(format!(
+    Ok(format!(
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>sessions demo</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto}}code{{background:#eee;padding:0 .3em}}</style></head>
@@ -114,39 +161,114 @@ async fn page(session: Session) -> Result<Html<String>, Failure> {
 <p>Expires: <span id="expires">{expires}</span> (24 h absolute, 30 min idle)</p>
 {account}
 </body></html>"#
-    )))
+    ))
 }
 
-#[derive(Deserialize)]
-struct Login {
+/// The login form's fields.
+#[derive(Debug, Deserialize)]
+pub struct Login {
     name: String,
 }
 
-async fn login(session: Session, Form(form): Form<Login>) -> Result<Redirect, Failure> {
+/// Signs `form.name` in: a new id, the name as owner. A blank or over-long name does nothing.
+///
+/// # Errors
+/// Store errors.
+pub async fn login(session: Session, form: Login) -> Result<(), Error> {
     let name = form.name.trim();
     if name.is_empty() || name.len() > 64 {
-        return Ok(Redirect::to("/"));
+        return Ok(());
     }
     // A new id at every privilege change defeats session fixation.
     session.rotate().await?;
     session.set_owner(Some(name.to_owned())).await?;
-    session.insert("user", name).await?;
-    Ok(Redirect::to("/"))
+    session.insert("user", name).await
 }
 
-async fn logout(session: Session) -> Result<Redirect, Failure> {
-    session.destroy().await?;
-    Ok(Redirect::to("/"))
+/// Ends the session.
+///
+/// # Errors
+/// Store errors.
+pub async fn logout(session: Session) -> Result<(), Error> {
+    session.destroy().await
 }
 
-async fn everywhere(
-    State(manager): State<SessionManager>,
-    session: Session,
-) -> Result<Redirect, Failure> {
+/// Ends every session of the signed-in user, this one included.
+///
+/// # Errors
+/// Store errors.
+pub async fn everywhere(manager: &SessionManager, session: Session) -> Result<(), Error> {
     if let Some(user) = session.get::<String>("user").await? {
         let ended = manager.destroy_owner(&user).await?;
         tracing::info!(ended, "signed out everywhere");
     }
-    session.destroy().await?;
+    session.destroy().await
+}
+
+async fn axum_page(session: Session) -> Result<Html<String>, Failure> {
+    Ok(Html(page(session).await?))
+}
+
+async fn axum_login(session: Session, Form(form): Form<Login>) -> Result<Redirect, Failure> {
+    login(session, form).await?;
     Ok(Redirect::to("/"))
+}
+
+async fn axum_logout(session: Session) -> Result<Redirect, Failure> {
+    logout(session).await?;
+    Ok(Redirect::to("/"))
+}
+
+async fn axum_everywhere(
+    State(manager): State<SessionManager>,
+    session: Session,
+) -> Result<Redirect, Failure> {
+    everywhere(&manager, session).await?;
+    Ok(Redirect::to("/"))
+}
+
+impl actix_web::ResponseError for Failure {
+    fn error_response(&self) -> actix_web::HttpResponse {
+        tracing::error!(error = %self.0, "session operation failed");
+        actix_web::HttpResponse::InternalServerError().body("session store error")
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("session store error")
+    }
+}
+
+fn see_other() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::SeeOther()
+        .insert_header((actix_web::http::header::LOCATION, "/"))
+        .finish()
+}
+
+async fn actix_page(session: Session) -> Result<actix_web::HttpResponse, Failure> {
+    Ok(actix_web::HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page(session).await?))
+}
+
+async fn actix_login(
+    session: Session,
+    form: actix_web::web::Form<Login>,
+) -> Result<actix_web::HttpResponse, Failure> {
+    login(session, form.into_inner()).await?;
+    Ok(see_other())
+}
+
+async fn actix_logout(session: Session) -> Result<actix_web::HttpResponse, Failure> {
+    logout(session).await?;
+    Ok(see_other())
+}
+
+async fn actix_everywhere(
+    manager: actix_web::web::Data<SessionManager>,
+    session: Session,
+) -> Result<actix_web::HttpResponse, Failure> {
+    everywhere(&manager, session).await?;
+    Ok(see_other())
 }

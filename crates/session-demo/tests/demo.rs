@@ -2,18 +2,41 @@
 
 use std::sync::Arc;
 
-use session_demo::app;
+use session_demo::{actix_server, app};
 use session_kit::{SessionStore, StoreUrl};
 
-async fn start() -> (String, Arc<dyn SessionStore>) {
-    let store = StoreUrl::Memory.open().await.expect("store");
-    let router = app(Arc::clone(&store), false).expect("app");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+/// The web frameworks the demo runs on; every flow test runs on each.
+const FRAMEWORKS: [Framework; 2] = [Framework::Axum, Framework::Actix];
+
+#[derive(Debug, Clone, Copy)]
+enum Framework {
+    Axum,
+    Actix,
+}
+
+/// Serves the demo over `store` on 127.0.0.1:0; returns its base URL.
+fn serve(framework: Framework, store: Arc<dyn SessionStore>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
-    (base, store)
+    match framework {
+        Framework::Axum => {
+            let router = app(store, false).expect("app");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+        }
+        Framework::Actix => {
+            let server = actix_server(store, false, listener).expect("actix app");
+            // actix-web runs on its own system; the thread lives as long as the test binary.
+            std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+        }
+    }
+    base
+}
+
+async fn start(framework: Framework) -> (String, Arc<dyn SessionStore>) {
+    let store = StoreUrl::Memory.open().await.expect("store");
+    (serve(framework, Arc::clone(&store)), store)
 }
 
 fn browser() -> reqwest::Client {
@@ -29,9 +52,15 @@ fn between<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
     &page[from..to]
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_login_rotate_logout() {
-    let (base, store) = start().await;
+    for framework in FRAMEWORKS {
+        count_login_rotate_logout_on(framework).await;
+    }
+}
+
+async fn count_login_rotate_logout_on(framework: Framework) {
+    let (base, store) = start(framework).await;
     let b = browser();
     let page = b
         .get(&base)
@@ -107,9 +136,15 @@ async fn count_login_rotate_logout() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_out_everywhere_ends_other_devices() {
-    let (base, store) = start().await;
+    for framework in FRAMEWORKS {
+        sign_out_everywhere_ends_other_devices_on(framework).await;
+    }
+}
+
+async fn sign_out_everywhere_ends_other_devices_on(framework: Framework) {
+    let (base, store) = start(framework).await;
     let (laptop, phone) = (browser(), browser());
     for b in [&laptop, &phone] {
         b.post(format!("{base}/login"))
@@ -135,13 +170,13 @@ async fn sign_out_everywhere_ends_other_devices() {
         .expect("body");
     assert!(
         page.contains(r#"id="login""#),
-        "the phone is signed out too"
+        "{framework:?}: the phone is signed out too"
     );
 }
 
-/// The whole flow on each persistent store: files and hybrid on a temp dir, and the
-/// server-backed ones where their servers are configured.
-#[tokio::test]
+/// The whole flow on each persistent store, on each framework: files and hybrid on a temp
+/// dir, and the server-backed ones where their servers are configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flow_works_on_every_store() {
     let dir = std::env::temp_dir().join(format!("session-demo-{}", std::process::id()));
     // As `SESSION_STORE` would give them, through the facade's `store_from_url`.
@@ -153,19 +188,23 @@ async fn the_flow_works_on_every_store() {
     choices.extend(session_core::conformance::service_url("DATABASE_URL"));
     choices.extend(session_core::conformance::service_url("MYSQL_URL"));
     choices.extend(session_core::conformance::service_url("REDIS_URL"));
+    let mut runs = Vec::new();
     for choice in choices {
+        // One open store per choice (a directory takes one open store), served by each
+        // framework in turn.
         let store = session_kit::store_from_url(&choice)
             .await
             .unwrap_or_else(|e| panic!("{choice}: {e}"));
-        let router = app(Arc::clone(&store), false).expect("app");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+        for framework in FRAMEWORKS {
+            runs.push((choice.clone(), framework, Arc::clone(&store)));
+        }
+    }
+    for (choice, framework, store) in runs {
+        let base = serve(framework, Arc::clone(&store));
+        let choice = format!("{choice} on {framework:?}");
         let b = browser();
         b.get(&base).send().await.expect("get");
-        let owner = format!("demo-{}", std::process::id());
+        let owner = format!("demo-{}-{framework:?}", std::process::id());
         let page = b
             .post(format!("{base}/login"))
             .form(&[("name", owner.as_str())])

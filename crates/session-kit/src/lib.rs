@@ -4,17 +4,29 @@ mod codec;
 mod manager;
 mod store_url;
 
+#[cfg(feature = "actix")]
+pub mod actix;
 #[cfg(feature = "axum")]
-pub mod layer;
+pub mod axum;
+#[cfg(any(feature = "axum", feature = "actix"))]
+mod cookie;
 
-pub use codec::{Codec, Json, MAX_DEPTH, MessagePack, Values};
+/// The tower layer's old path: `session_kit::layer` is [`session_kit::axum`](crate::axum).
 #[cfg(feature = "axum")]
-pub use layer::{
-    CookieSameSite, DEFAULT_COOKIE_NAME, MissingSessionLayer, SessionLayer, SessionLayerBuilder,
-    SessionService, SigningKey,
+#[doc(hidden)]
+pub use self::axum as layer;
+
+#[cfg(feature = "actix")]
+pub use actix::{
+    MissingSessionMiddleware, SessionMiddleware, SessionMiddlewareBuilder, SessionMiddlewareService,
 };
+#[cfg(feature = "axum")]
+pub use axum::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};
+pub use codec::{Codec, Json, MAX_DEPTH, MessagePack, Values};
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub use cookie::{CookieSameSite, DEFAULT_COOKIE_NAME, SessionBuilder, SigningKey};
 pub use manager::{
-    CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, MAX_INCOMING_IDS, Session,
+    CommitOutcome, DEFAULT_CONFLICT_RETRIES, DEFAULT_LIFETIME, Expiry, MAX_INCOMING_IDS, Session,
     SessionEvent, SessionListener, SessionManager, SessionManagerBuilder, Status,
 };
 pub use store_url::{MAX_STORE_URL_LEN, StoreUrl, store_from_url};

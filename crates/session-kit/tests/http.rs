@@ -1,137 +1,287 @@
-//! The tower layer and axum extractor through real HTTP: a server on 127.0.0.1:0 driven by
-//! reqwest, with a cookie jar where a browser would have one and raw headers where the test
-//! plays an attacker.
+//! The HTTP adapters through real HTTP, each test once per framework: a server on
+//! 127.0.0.1:0 (axum, or actix-web on a thread of its own) driven by reqwest, with a cookie
+//! jar where a browser would have one and raw headers where the test plays an attacker.
+//!
+//! The application is written once ([`dispatch`]): each framework's driver routes every
+//! request to it through that framework's extractor, so both adapters answer the same
+//! requests with the same handlers, and every test runs over both (`both!`).
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
-use session_kit::{MessagePack, Session, SessionId, SessionManager, SessionStore};
-use session_kit::{SessionLayer, SessionLayerBuilder, SigningKey};
+use session_kit::{
+    CookieSameSite, Expiry, MessagePack, Session, SessionBuilder, SessionId, SessionLayer,
+    SessionManager, SessionMiddleware, SessionStore, SigningKey,
+};
 use support::{Fault, Method, Probe};
 
 const NAME: &str = "sid";
 /// How long the careless logout handler waits for a hung store before it gives up.
 const HANDLER_TIMEOUT: Duration = Duration::from_millis(200);
 
-fn app(manager: SessionManager, layer: SessionLayerBuilder<MessagePack>) -> Router {
-    async fn count(session: Session) -> String {
-        let n = session
-            .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
-            .await
-            .expect("update");
-        n.to_string()
-    }
-    async fn peek(session: Session) -> String {
-        match session.get::<u64>("count").await.expect("get") {
-            Some(n) => n.to_string(),
-            None => "none".into(),
-        }
-    }
-    async fn noop() -> &'static str {
-        "ok"
-    }
-    async fn add(session: Session, Path(k): Path<String>) -> String {
-        session
-            .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
-            .await
-            .expect("update");
-        session.insert(&k, &true).await.expect("insert");
-        "ok".into()
-    }
-    async fn keys(session: Session) -> String {
-        session.keys().await.expect("keys").len().to_string()
-    }
-    async fn login(session: Session, Path(name): Path<String>) -> &'static str {
-        session.rotate().await.expect("rotate");
-        session.set_owner(Some(name.clone())).await.expect("owner");
-        session.insert("user", &name).await.expect("insert");
-        "welcome"
-    }
-    async fn logout(session: Session) -> &'static str {
-        session.destroy().await.expect("destroy");
-        "bye"
-    }
-    async fn everywhere(State(m): State<SessionManager>, session: Session) -> String {
-        let user: String = session.get("user").await.expect("get").expect("logged in");
-        let ended = m.destroy_owner(&user).await.expect("destroy_owner");
-        ended.to_string()
-    }
-    async fn others(session: Session) -> String {
-        session
-            .destroy_others()
-            .await
-            .expect("destroy_others")
-            .to_string()
-    }
-    /// A logout that gives up on a store that hangs and ignores errors, then leaves a message
-    /// in the session, as careless handlers do.
-    async fn logout_anyway(session: Session) -> &'static str {
-        session.insert("flash", "bye").await.expect("insert");
-        let _ = tokio::time::timeout(HANDLER_TIMEOUT, session.destroy()).await;
-        session.insert("flash", "signed out").await.expect("insert");
-        "bye"
-    }
-    /// A logout that passes a store error on with `?`.
-    async fn logout_strict(session: Session) -> Result<&'static str, session_kit::Error> {
-        session.destroy().await?;
-        Ok("bye")
-    }
-    async fn fail_after_insert(session: Session, Path(k): Path<String>) -> StatusCode {
-        session.insert(&k, &true).await.expect("insert");
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
-    async fn fail_after_logout(session: Session) -> StatusCode {
-        session.destroy().await.expect("destroy");
-        session.insert("flash", "bye").await.expect("insert");
-        StatusCode::BAD_GATEWAY
-    }
-    async fn fail_after_login(session: Session) -> StatusCode {
-        session.rotate().await.expect("rotate");
-        session.insert("user", "ann").await.expect("insert");
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
-    async fn error(Path(kind): Path<String>) -> Result<(), session_kit::Error> {
-        let secret = std::io::Error::other("password=hunter2 at db.internal:5432");
-        Err(match kind.as_str() {
-            "too_large" => session_kit::Error::TooLarge {
-                size: 9000,
-                limit: 4096,
-            },
-            "unavailable" => session_kit::Error::unavailable("postgres", secret),
-            _ => session_kit::Error::backend("postgres", secret),
-        })
-    }
-    Router::new()
-        .route("/count", get(count))
-        .route("/peek", get(peek))
-        .route("/noop", get(noop))
-        .route("/add/{k}", get(add))
-        .route("/keys", get(keys))
-        .route("/login/{name}", post(login))
-        .route("/logout", post(logout))
-        .route("/everywhere", post(everywhere))
-        .route("/others", post(others))
-        .route("/logout-anyway", post(logout_anyway))
-        .route("/logout-strict", post(logout_strict))
-        .route("/fail/insert/{k}", get(fail_after_insert))
-        .route("/fail/logout", post(fail_after_logout))
-        .route("/fail/login", post(fail_after_login))
-        .route("/error/{kind}", get(error))
-        .with_state(manager.clone())
-        .layer(layer.build().expect("layer"))
+/// What a handler answers, in terms both frameworks turn into a response.
+enum Reply {
+    Text(String),
+    Status(u16),
 }
 
-fn plain_layer(m: &SessionManager) -> SessionLayerBuilder<MessagePack> {
+impl From<&str> for Reply {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl axum::response::IntoResponse for Reply {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            Reply::Text(text) => text.into_response(),
+            Reply::Status(code) => StatusCode::from_u16(code).expect("status").into_response(),
+        }
+    }
+}
+
+impl actix_web::Responder for Reply {
+    type Body = actix_web::body::BoxBody;
+    fn respond_to(self, _req: &actix_web::HttpRequest) -> actix_web::HttpResponse {
+        match self {
+            Reply::Text(text) => actix_web::HttpResponse::Ok().body(text),
+            Reply::Status(code) => actix_web::HttpResponse::new(
+                actix_web::http::StatusCode::from_u16(code).expect("status"),
+            ),
+        }
+    }
+}
+
+/// The test application, for either framework: `GET /count`, `POST /login/ann`, and so on.
+/// Errors returned with `?` go through the framework's conversion of `session_kit::Error`.
+async fn dispatch(
+    method: &str,
+    path: &str,
+    session: Session,
+    m: SessionManager,
+) -> Result<Reply, session_kit::Error> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Ok(match (method, parts.as_slice()) {
+        ("GET", ["count"]) => {
+            let n = session
+                .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+                .await
+                .expect("update");
+            Reply::Text(n.to_string())
+        }
+        ("GET", ["peek"]) => match session.get::<u64>("count").await.expect("get") {
+            Some(n) => Reply::Text(n.to_string()),
+            None => "none".into(),
+        },
+        ("GET", ["noop"]) => "ok".into(),
+        ("GET", ["add", k]) => {
+            session
+                .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+                .await
+                .expect("update");
+            session.insert(k, &true).await.expect("insert");
+            "ok".into()
+        }
+        ("GET", ["keys"]) => Reply::Text(session.keys().await.expect("keys").len().to_string()),
+        ("POST", ["login", name]) => {
+            session.rotate().await.expect("rotate");
+            session
+                .set_owner(Some((*name).to_owned()))
+                .await
+                .expect("owner");
+            session.insert("user", name).await.expect("insert");
+            "welcome".into()
+        }
+        // Remember me: a login whose cookie outlives the browser, or one that does not.
+        ("POST", ["remember", choice]) => {
+            let expiry = match *choice {
+                "yes" => Some(Expiry::Persistent),
+                "no" => Some(Expiry::BrowserSession),
+                _ => None,
+            };
+            session.set_expiry(expiry).await.expect("set_expiry");
+            "ok".into()
+        }
+        ("POST", ["fail", "remember"]) => {
+            session
+                .set_expiry(Some(Expiry::BrowserSession))
+                .await
+                .expect("set_expiry");
+            Reply::Status(500)
+        }
+        ("GET", ["expiry"]) => {
+            Reply::Text(format!("{:?}", session.expiry().await.expect("expiry")))
+        }
+        ("POST", ["logout"]) => {
+            session.destroy().await.expect("destroy");
+            "bye".into()
+        }
+        ("POST", ["everywhere"]) => {
+            let user: String = session.get("user").await.expect("get").expect("logged in");
+            let ended = m.destroy_owner(&user).await.expect("destroy_owner");
+            Reply::Text(ended.to_string())
+        }
+        ("POST", ["others"]) => Reply::Text(
+            session
+                .destroy_others()
+                .await
+                .expect("destroy_others")
+                .to_string(),
+        ),
+        // A logout that gives up on a store that hangs and ignores errors, then leaves a
+        // message in the session, as careless handlers do.
+        ("POST", ["logout-anyway"]) => {
+            session.insert("flash", "bye").await.expect("insert");
+            let _ = tokio::time::timeout(HANDLER_TIMEOUT, session.destroy()).await;
+            session.insert("flash", "signed out").await.expect("insert");
+            "bye".into()
+        }
+        // A logout that passes a store error on with `?`.
+        ("POST", ["logout-strict"]) => {
+            session.destroy().await?;
+            "bye".into()
+        }
+        ("GET", ["fail", "insert", k]) => {
+            session.insert(k, &true).await.expect("insert");
+            Reply::Status(500)
+        }
+        ("POST", ["fail", "logout"]) => {
+            session.destroy().await.expect("destroy");
+            session.insert("flash", "bye").await.expect("insert");
+            Reply::Status(502)
+        }
+        ("POST", ["fail", "login"]) => {
+            session.rotate().await.expect("rotate");
+            session.insert("user", "ann").await.expect("insert");
+            Reply::Status(500)
+        }
+        ("GET", ["error", kind]) => {
+            let secret = std::io::Error::other("password=hunter2 at db.internal:5432");
+            return Err(match *kind {
+                "too_large" => session_kit::Error::TooLarge {
+                    size: 9000,
+                    limit: 4096,
+                },
+                "unavailable" => session_kit::Error::unavailable("postgres", secret),
+                _ => session_kit::Error::backend("postgres", secret),
+            });
+        }
+        _ => Reply::Status(404),
+    })
+}
+
+/// One web framework: how to build its adapter and serve [`dispatch`] behind it.
+trait Framework: Sized + 'static {
+    /// What the shared builder builds for this framework.
+    type Adapter;
+    fn builder(m: SessionManager) -> Builder<Self>;
+    fn build(b: Builder<Self>) -> session_kit::Result<Self::Adapter>;
+    /// Serves the app on 127.0.0.1:0; returns its base URL.
+    fn serve(manager: SessionManager, adapter: Self::Adapter) -> String;
+}
+
+type Builder<F> = SessionBuilder<<F as Framework>::Adapter, MessagePack>;
+
+struct Axum;
+
+impl Framework for Axum {
+    type Adapter = SessionLayer;
+    fn builder(m: SessionManager) -> Builder<Self> {
+        SessionLayer::builder(m)
+    }
+    fn build(b: Builder<Self>) -> session_kit::Result<SessionLayer> {
+        b.build()
+    }
+    fn serve(manager: SessionManager, layer: SessionLayer) -> String {
+        use axum::extract::{Request, State};
+        async fn entry(
+            State(m): State<SessionManager>,
+            session: Session,
+            req: Request,
+        ) -> Result<Reply, session_kit::Error> {
+            dispatch(req.method().as_str(), req.uri().path(), session, m).await
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = axum::Router::new()
+            .fallback(entry)
+            .with_state(manager)
+            .layer(layer);
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+        base
+    }
+}
+
+struct Actix;
+
+impl Framework for Actix {
+    type Adapter = SessionMiddleware;
+    fn builder(m: SessionManager) -> Builder<Self> {
+        SessionMiddleware::builder(m)
+    }
+    fn build(b: Builder<Self>) -> session_kit::Result<SessionMiddleware> {
+        b.build()
+    }
+    fn serve(manager: SessionManager, middleware: SessionMiddleware) -> String {
+        use actix_web::{HttpRequest, web};
+        async fn entry(
+            req: HttpRequest,
+            session: Session,
+            m: web::Data<SessionManager>,
+        ) -> Result<Reply, session_kit::Error> {
+            dispatch(
+                req.method().as_str(),
+                req.path(),
+                session,
+                m.get_ref().clone(),
+            )
+            .await
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let data = web::Data::new(manager);
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(data.clone())
+                .wrap(middleware.clone())
+                .default_service(web::to(entry))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        // actix-web runs on its own system; this thread lives as long as the test binary.
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+        base
+    }
+}
+
+/// Runs each listed test over both frameworks: `NAME::axum` and `NAME::actix`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn axum() {
+                super::$name::<super::Axum>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn actix() {
+                super::$name::<super::Actix>().await
+            }
+        }
+    )*};
+}
+
+fn plain_layer<F: Framework>(m: &SessionManager) -> Builder<F> {
     // Plain HTTP on loopback: the cookie cannot be Secure here.
-    SessionLayer::builder(m.clone())
-        .cookie_name(NAME)
-        .secure(false)
+    F::builder(m.clone()).cookie_name(NAME).secure(false)
 }
 
 struct Server {
@@ -140,17 +290,13 @@ struct Server {
     manager: SessionManager,
 }
 
-async fn serve_with(
+async fn serve_with<F: Framework>(
     manager: SessionManager,
     store: Probe,
-    layer: SessionLayerBuilder<MessagePack>,
+    layer: Builder<F>,
 ) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = app(manager.clone(), layer);
-    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    let adapter = F::build(layer).expect("layer");
+    let base = F::serve(manager.clone(), adapter);
     Server {
         base,
         store,
@@ -158,7 +304,7 @@ async fn serve_with(
     }
 }
 
-async fn serve(
+async fn serve<F: Framework>(
     configure: impl FnOnce(
         session_kit::SessionManagerBuilder<MessagePack>,
     ) -> session_kit::SessionManagerBuilder<MessagePack>,
@@ -167,8 +313,8 @@ async fn serve(
     let manager = configure(SessionManager::builder(store.clone()))
         .build()
         .expect("manager");
-    let layer = plain_layer(&manager);
-    serve_with(manager, store, layer).await
+    let layer = plain_layer::<F>(&manager);
+    serve_with::<F>(manager, store, layer).await
 }
 
 fn browser() -> reqwest::Client {
@@ -208,9 +354,8 @@ async fn text(res: reqwest::Response) -> String {
     res.text().await.expect("body")
 }
 
-#[tokio::test]
-async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data() {
-    let s = serve(|b| b).await;
+async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let c = browser();
     let first = send(c.get(format!("{}/count", s.base))).await;
     let (value, header) = set_cookie(&first).expect("a new session sets its cookie");
@@ -248,9 +393,8 @@ async fn a_new_session_sets_the_cookie_and_the_next_request_sees_its_data() {
     assert_eq!(s.store.inner.count().await.expect("count"), 1);
 }
 
-#[tokio::test]
-async fn an_untouched_session_does_no_store_io_and_sets_no_cookie() {
-    let s = serve(|b| b).await;
+async fn an_untouched_session_does_no_store_io_and_sets_no_cookie<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let c = browser();
     send(c.get(format!("{}/count", s.base))).await;
     let before = s.store.calls();
@@ -271,9 +415,8 @@ async fn an_untouched_session_does_no_store_io_and_sets_no_cookie() {
     assert_eq!(s.store.inner.count().await.expect("count"), 1);
 }
 
-#[tokio::test]
-async fn login_rotates_the_id_and_the_old_one_stops_working() {
-    let s = serve(|b| b).await;
+async fn login_rotates_the_id_and_the_old_one_stops_working<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let c = raw();
     let first = send(c.get(format!("{}/count", s.base))).await;
     let (old, _) = set_cookie(&first).expect("cookie");
@@ -296,9 +439,8 @@ async fn login_rotates_the_id_and_the_old_one_stops_working() {
     assert_eq!(text(with_old).await, "none");
 }
 
-#[tokio::test]
-async fn logout_removes_the_cookie_and_the_record() {
-    let s = serve(|b| b).await;
+async fn logout_removes_the_cookie_and_the_record<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let c = browser();
     send(c.post(format!("{}/login/ann", s.base))).await;
     assert_eq!(s.store.inner.count().await.expect("count"), 1);
@@ -317,9 +459,8 @@ async fn logout_removes_the_cookie_and_the_record() {
     );
 }
 
-#[tokio::test]
-async fn sign_out_everywhere_ends_the_owners_other_sessions() {
-    let s = serve(|b| b).await;
+async fn sign_out_everywhere_ends_the_owners_other_sessions<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let (laptop, phone, other) = (browser(), browser(), browser());
     send(laptop.post(format!("{}/login/ann", s.base))).await;
     send(phone.post(format!("{}/login/ann", s.base))).await;
@@ -338,9 +479,8 @@ async fn sign_out_everywhere_ends_the_owners_other_sessions() {
     );
 }
 
-#[tokio::test]
-async fn idle_timeout_ends_an_idle_session_and_extends_a_busy_one() {
-    let s = serve(|b| b.idle_timeout(Duration::from_millis(2000))).await;
+async fn idle_timeout_ends_an_idle_session_and_extends_a_busy_one<F: Framework>() {
+    let s = serve::<F>(|b| b.idle_timeout(Duration::from_millis(2000))).await;
     let busy = raw();
     let first = send(busy.get(format!("{}/count", s.base))).await;
     let (cookie, header) = set_cookie(&first).expect("cookie");
@@ -391,10 +531,9 @@ async fn idle_timeout_ends_an_idle_session_and_extends_a_busy_one() {
     );
 }
 
-#[tokio::test]
-async fn the_absolute_lifetime_is_never_extended() {
+async fn the_absolute_lifetime_is_never_extended<F: Framework>() {
     let lifetime = Duration::from_millis(900);
-    let s = serve(|b| {
+    let s = serve::<F>(|b| {
         b.lifetime(lifetime)
             .idle_timeout(Duration::from_millis(600))
     })
@@ -435,9 +574,8 @@ async fn the_absolute_lifetime_is_never_extended() {
     assert_ne!(cookie, original.expose(), "the client now holds a fresh id");
 }
 
-#[tokio::test]
-async fn garbage_cookies_start_a_fresh_session() {
-    let s = serve(|b| b).await;
+async fn garbage_cookies_start_a_fresh_session<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let unknown = SessionId::generate();
     let long = "a".repeat(10 * 1024);
     let cases: Vec<(&str, reqwest::header::HeaderValue)> = vec![
@@ -484,9 +622,8 @@ async fn garbage_cookies_start_a_fresh_session() {
     }
 }
 
-#[tokio::test]
-async fn fifty_concurrent_requests_on_one_session_lose_nothing() {
-    let s = serve(|b| b).await;
+async fn fifty_concurrent_requests_on_one_session_lose_nothing<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let c = raw();
     let first = send(c.get(format!("{}/keys", s.base))).await;
     assert!(set_cookie(&first).is_none());
@@ -514,9 +651,8 @@ async fn fifty_concurrent_requests_on_one_session_lose_nothing() {
     assert_eq!(text(keys).await, "52", "count, seed and all 50 keys");
 }
 
-#[tokio::test]
-async fn store_outages_answer_503_without_a_cookie_and_lose_nothing() {
-    let s = serve(|b| b.idle_timeout(Duration::from_secs(3600))).await;
+async fn store_outages_answer_503_without_a_cookie_and_lose_nothing<F: Framework>() {
+    let s = serve::<F>(|b| b.idle_timeout(Duration::from_secs(3600))).await;
     let c = browser();
     assert_eq!(
         text(send(c.get(format!("{}/count", s.base))).await).await,
@@ -548,18 +684,17 @@ async fn store_outages_answer_503_without_a_cookie_and_lose_nothing() {
     );
 }
 
-#[tokio::test]
-async fn commit_failures_go_to_the_error_handler_and_send_no_cookie() {
+async fn commit_failures_go_to_the_error_handler_and_send_no_cookie<F: Framework>() {
     let store = Probe::new();
     let m = SessionManager::builder(store.clone())
         .max_encoded_len(32)
         .build()
         .expect("manager");
-    let layer = plain_layer(&m).error_handler(|e, _id| {
+    let layer = plain_layer::<F>(&m).error_handler(|e, _id| {
         assert!(matches!(e, session_kit::Error::TooLarge { .. }));
         StatusCode::SERVICE_UNAVAILABLE
     });
-    let s = serve_with(m, store, layer).await;
+    let s = serve_with::<F>(m, store, layer).await;
     let res = raw()
         .get(format!("{}/add/{}", s.base, "k".repeat(64)))
         .send()
@@ -572,28 +707,27 @@ async fn commit_failures_go_to_the_error_handler_and_send_no_cookie() {
     );
 }
 
-#[tokio::test]
-async fn signed_cookies_verify_rotate_keys_and_reject_tampering() {
+async fn signed_cookies_verify_rotate_keys_and_reject_tampering<F: Framework>() {
     let store = Probe::new();
     let m = SessionManager::builder(store.clone())
         .build()
         .expect("manager");
     let old_key = SigningKey::generate();
     let new_key = SigningKey::generate();
-    let old = serve_with(
+    let old = serve_with::<F>(
         m.clone(),
         store.clone(),
-        plain_layer(&m).signed(vec![old_key.clone()]),
+        plain_layer::<F>(&m).signed(vec![old_key.clone()]),
     )
     .await;
     let res = send(raw().get(format!("{}/count", old.base))).await;
     let (signed, _) = set_cookie(&res).expect("cookie");
     assert!(signed.len() > 32, "the value carries a signature");
     // The same cookie keeps working after a new key is put first.
-    let rotated = serve_with(
+    let rotated = serve_with::<F>(
         m.clone(),
         store.clone(),
-        plain_layer(&m).signed(vec![new_key.clone(), old_key]),
+        plain_layer::<F>(&m).signed(vec![new_key.clone(), old_key]),
     )
     .await;
     let res = with_cookie(raw().get(format!("{}/peek", rotated.base)), &signed).await;
@@ -608,76 +742,60 @@ async fn signed_cookies_verify_rotate_keys_and_reject_tampering() {
         assert_eq!(text(res).await, "none", "{value}");
     }
     // Only the new key is left: the old signature no longer verifies.
-    let only_new = serve_with(m.clone(), store, plain_layer(&m).signed(vec![new_key])).await;
+    let only_new =
+        serve_with::<F>(m.clone(), store, plain_layer::<F>(&m).signed(vec![new_key])).await;
     let res = with_cookie(raw().get(format!("{}/peek", only_new.base)), &signed).await;
     assert_eq!(text(res).await, "none");
 }
 
-#[tokio::test]
-async fn unsafe_cookie_settings_are_refused() {
+async fn unsafe_cookie_settings_are_refused<F: Framework>() {
     let m = SessionManager::builder(Probe::new())
         .build()
         .expect("manager");
-    let refused = |b: SessionLayerBuilder<MessagePack>| {
-        matches!(b.build(), Err(session_kit::Error::Config(_)))
-    };
+    let refused = |b: Builder<F>| matches!(F::build(b), Err(session_kit::Error::Config(_)));
     assert!(refused(
-        SessionLayer::builder(m.clone())
-            .cookie_name("__Host-id")
-            .secure(false)
+        F::builder(m.clone()).cookie_name("__Host-id").secure(false)
     ));
     assert!(refused(
-        SessionLayer::builder(m.clone())
+        F::builder(m.clone())
             .cookie_name("__Host-id")
             .domain("example.com")
     ));
     assert!(refused(
-        SessionLayer::builder(m.clone())
-            .cookie_name("__Host-id")
-            .path("/app")
+        F::builder(m.clone()).cookie_name("__Host-id").path("/app")
     ));
     assert!(refused(
-        SessionLayer::builder(m.clone())
+        F::builder(m.clone())
             .cookie_name("__Secure-id")
             .secure(false)
     ));
     assert!(refused(
-        SessionLayer::builder(m.clone())
+        F::builder(m.clone())
             .same_site(cookie_same_site_none())
             .secure(false)
     ));
     assert!(refused(
-        SessionLayer::builder(m.clone())
-            .partitioned(true)
-            .secure(false)
+        F::builder(m.clone()).partitioned(true).secure(false)
     ));
-    assert!(refused(
-        SessionLayer::builder(m.clone()).cookie_name("bad name")
-    ));
-    assert!(refused(SessionLayer::builder(m.clone()).cookie_name("")));
-    assert!(
-        SessionLayer::builder(m)
-            .cookie_name("__Host-id")
-            .build()
-            .is_ok()
-    );
+    assert!(refused(F::builder(m.clone()).cookie_name("bad name")));
+    assert!(refused(F::builder(m.clone()).cookie_name("")));
+    assert!(F::build(F::builder(m).cookie_name("__Host-id")).is_ok());
 }
 
-fn cookie_same_site_none() -> session_kit::CookieSameSite {
-    session_kit::CookieSameSite::None
+fn cookie_same_site_none() -> CookieSameSite {
+    CookieSameSite::None
 }
 
-#[tokio::test]
-async fn host_prefixed_partitioned_browser_session_cookies_carry_their_attributes() {
+async fn host_prefixed_partitioned_browser_session_cookies_carry_their_attributes<F: Framework>() {
     let store = Probe::new();
     let m = SessionManager::builder(store.clone())
         .build()
         .expect("manager");
-    let layer = SessionLayer::builder(m.clone())
+    let layer = F::builder(m.clone())
         .cookie_name("__Host-sid")
         .partitioned(true)
         .persistent(false);
-    let s = serve_with(m, store, layer).await;
+    let s = serve_with::<F>(m, store, layer).await;
     let res = send(raw().get(format!("{}/count", s.base))).await;
     let header = res
         .headers()
@@ -712,10 +830,11 @@ async fn log_in(s: &Server, owner: &str) -> String {
     set_cookie(&res).expect("login sets the cookie").0
 }
 
-#[tokio::test]
-async fn a_logout_whose_delete_fails_or_hangs_removes_the_cookie_and_revives_nothing() {
+async fn a_logout_whose_delete_fails_or_hangs_removes_the_cookie_and_revives_nothing<
+    F: Framework,
+>() {
     for fault in Fault::ALL {
-        let s = serve(|b| b).await;
+        let s = serve::<F>(|b| b).await;
         let cookie = log_in(&s, "ann").await;
         let id: SessionId = cookie.parse().expect("id");
         let before = s.store.inner.load(&id.key()).await.expect("load");
@@ -753,9 +872,8 @@ async fn a_logout_whose_delete_fails_or_hangs_removes_the_cookie_and_revives_not
     }
 }
 
-#[tokio::test]
-async fn a_response_with_a_5xx_status_commits_nothing_but_destroy_and_rotate_stand() {
-    let s = serve(|b| b).await;
+async fn a_response_with_a_5xx_status_commits_nothing_but_destroy_and_rotate_stand<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let c = raw();
     let res = send(c.get(format!("{}/fail/insert/k", s.base))).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -801,14 +919,13 @@ async fn a_response_with_a_5xx_status_commits_nothing_but_destroy_and_rotate_sta
     );
 }
 
-#[tokio::test]
-async fn commit_on_server_error_saves_a_failing_requests_changes() {
+async fn commit_on_server_error_saves_a_failing_requests_changes<F: Framework>() {
     let store = Probe::new();
     let m = SessionManager::builder(store.clone())
         .build()
         .expect("manager");
-    let layer = plain_layer(&m).commit_on_server_error(true);
-    let s = serve_with(m, store, layer).await;
+    let layer = plain_layer::<F>(&m).commit_on_server_error(true);
+    let s = serve_with::<F>(m, store, layer).await;
     let res = send(raw().get(format!("{}/fail/insert/k", s.base))).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let (cookie, _) = set_cookie(&res).expect("the session is created");
@@ -816,9 +933,8 @@ async fn commit_on_server_error_saves_a_failing_requests_changes() {
     assert_eq!(text(keys).await, "1");
 }
 
-#[tokio::test]
-async fn session_errors_answer_with_their_status_and_reveal_nothing_internal() {
-    let s = serve(|b| b).await;
+async fn session_errors_answer_with_their_status_and_reveal_nothing_internal<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     for (kind, status) in [
         ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
         ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
@@ -843,15 +959,14 @@ async fn session_errors_answer_with_their_status_and_reveal_nothing_internal() {
         .max_encoded_len(32)
         .build()
         .expect("manager");
-    let layer = plain_layer(&m);
-    let big = serve_with(m, store, layer).await;
+    let layer = plain_layer::<F>(&m);
+    let big = serve_with::<F>(m, store, layer).await;
     let res = send(raw().get(format!("{}/add/{}", big.base, "k".repeat(64)))).await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
-#[tokio::test]
-async fn a_non_ascii_cookie_elsewhere_in_the_header_does_not_hide_the_session() {
-    let s = serve(|b| b).await;
+async fn a_non_ascii_cookie_elsewhere_in_the_header_does_not_hide_the_session<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let (cookie, _) =
         set_cookie(&send(raw().get(format!("{}/count", s.base))).await).expect("cookie");
     let headers: [&[u8]; 3] = [
@@ -872,9 +987,8 @@ async fn a_non_ascii_cookie_elsewhere_in_the_header_does_not_hide_the_session() 
     }
 }
 
-#[tokio::test]
-async fn duplicate_session_cookies_use_the_first_live_one() {
-    let s = serve(|b| b).await;
+async fn duplicate_session_cookies_use_the_first_live_one<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let (live, _) =
         set_cookie(&send(raw().get(format!("{}/count", s.base))).await).expect("cookie");
     let dead = SessionId::generate();
@@ -910,21 +1024,20 @@ async fn duplicate_session_cookies_use_the_first_live_one() {
     assert_eq!(text(res).await, "none");
 }
 
-#[tokio::test]
-async fn duplicate_signed_cookies_skip_bad_signatures() {
+async fn duplicate_signed_cookies_skip_bad_signatures<F: Framework>() {
     let store = Probe::new();
     let m = SessionManager::builder(store.clone())
         .build()
         .expect("manager");
     let key = SigningKey::generate();
-    let s = serve_with(m.clone(), store, plain_layer(&m).signed(vec![key])).await;
+    let s = serve_with::<F>(m.clone(), store, plain_layer::<F>(&m).signed(vec![key])).await;
     let (signed, _) =
         set_cookie(&send(raw().get(format!("{}/count", s.base))).await).expect("cookie");
     let bare = &signed[signed.len() - 32..];
     // A live session signed with another key, holding a different count.
     let forged = {
-        let other = plain_layer(&m).signed(vec![SigningKey::generate()]);
-        let t = serve_with(m.clone(), s.store.clone(), other).await;
+        let other = plain_layer::<F>(&m).signed(vec![SigningKey::generate()]);
+        let t = serve_with::<F>(m.clone(), s.store.clone(), other).await;
         let (forged, _) =
             set_cookie(&send(raw().get(format!("{}/count", t.base))).await).expect("cookie");
         with_cookie(raw().get(format!("{}/count", t.base)), &forged).await;
@@ -935,14 +1048,13 @@ async fn duplicate_signed_cookies_skip_bad_signatures() {
     assert_eq!(text(res).await, "1");
 }
 
-#[tokio::test]
-async fn the_default_cookie_is_host_prefixed_and_kept_by_clients_on_loopback() {
+async fn the_default_cookie_is_host_prefixed_and_kept_by_clients_on_loopback<F: Framework>() {
     let store = Probe::new();
     let m = SessionManager::builder(store.clone())
         .build()
         .expect("manager");
-    let layer = SessionLayer::builder(m.clone());
-    let s = serve_with(m, store, layer).await;
+    let layer = F::builder(m.clone());
+    let s = serve_with::<F>(m, store, layer).await;
     let c = browser();
     let res = send(c.get(format!("{}/count", s.base))).await;
     let header = res
@@ -964,15 +1076,12 @@ async fn the_default_cookie_is_host_prefixed_and_kept_by_clients_on_loopback() {
     );
 }
 
-#[tokio::test]
-async fn cookie_settings_that_could_break_or_inject_the_header_are_refused() {
+async fn cookie_settings_that_could_break_or_inject_the_header_are_refused<F: Framework>() {
     let m = SessionManager::builder(Probe::new())
         .build()
         .expect("manager");
-    let refused = |b: SessionLayerBuilder<MessagePack>| {
-        matches!(b.build(), Err(session_kit::Error::Config(_)))
-    };
-    let plain = || SessionLayer::builder(m.clone()).cookie_name("id");
+    let refused = |b: Builder<F>| matches!(F::build(b), Err(session_kit::Error::Config(_)));
+    let plain = || F::builder(m.clone()).cookie_name("id");
     // Browsers match the prefixes ignoring case.
     for name in ["__host-id", "__HOST-id", "__secure-id", "__SeCuRe-id"] {
         assert!(refused(plain().cookie_name(name).secure(false)), "{name}");
@@ -1000,12 +1109,11 @@ async fn cookie_settings_that_could_break_or_inject_the_header_are_refused() {
     }
     assert!(!refused(plain().path("/app/a b")));
     // The default name is __Host-, so turning Secure off needs another name.
-    assert!(refused(SessionLayer::builder(m.clone()).secure(false)));
+    assert!(refused(F::builder(m.clone()).secure(false)));
 }
 
-#[tokio::test]
-async fn every_response_whose_session_was_used_varies_on_cookie() {
-    let s = serve(|b| b).await;
+async fn every_response_whose_session_was_used_varies_on_cookie<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let c = browser();
     let vary = |res: &reqwest::Response| -> Vec<String> {
         res.headers()
@@ -1025,9 +1133,8 @@ async fn every_response_whose_session_was_used_varies_on_cookie() {
     assert!(vary(&res).is_empty(), "the session was never looked at");
 }
 
-#[tokio::test]
-async fn sign_out_everywhere_else_keeps_the_current_session() {
-    let s = serve(|b| b).await;
+async fn sign_out_everywhere_else_keeps_the_current_session<F: Framework>() {
+    let s = serve::<F>(|b| b).await;
     let (laptop, phone, tablet, other) = (browser(), browser(), browser(), browser());
     for c in [&laptop, &phone, &tablet] {
         send(c.post(format!("{}/login/ann", s.base))).await;
@@ -1049,3 +1156,191 @@ async fn sign_out_everywhere_else_keeps_the_current_session() {
     assert_eq!(s.manager.sessions_of("ann").await.expect("list").len(), 1);
     assert_eq!(s.manager.sessions_of("bob").await.expect("list").len(), 1);
 }
+
+/// Whether a `Set-Cookie` header makes a persistent cookie.
+fn is_persistent(header: &str) -> bool {
+    header.contains("Max-Age=") || header.contains("Expires=")
+}
+
+async fn remember_me_chooses_a_persistent_or_browser_session_cookie_per_session<F: Framework>() {
+    let s = serve::<F>(|b| b.lifetime(Duration::from_secs(3600))).await;
+    let c = raw();
+    let cookie = log_in(&s, "ann").await;
+    // Not remembered: the same id again, now as a browser-session cookie.
+    let res = with_cookie(c.post(format!("{}/remember/no", s.base)), &cookie).await;
+    let (value, header) = set_cookie(&res).expect("a changed expiry re-sends the cookie");
+    assert_eq!(value, cookie, "the id stays");
+    assert!(!is_persistent(&header), "{header}");
+    // Stored with the session: later requests keep it and send no cookie.
+    let res = with_cookie(c.get(format!("{}/count", s.base)), &cookie).await;
+    assert!(set_cookie(&res).is_none());
+    let res = with_cookie(c.get(format!("{}/expiry", s.base)), &cookie).await;
+    assert_eq!(text(res).await, "Some(BrowserSession)");
+    // It moves with the session on rotation.
+    let res = with_cookie(c.post(format!("{}/login/ann", s.base)), &cookie).await;
+    let (rotated, header) = set_cookie(&res).expect("rotated cookie");
+    assert_ne!(rotated, cookie);
+    assert!(
+        !is_persistent(&header),
+        "rotation keeps the choice: {header}"
+    );
+    // A failing request's choice is not saved and sends nothing.
+    let res = with_cookie(c.post(format!("{}/remember/yes", s.base)), &rotated).await;
+    let (value, header) = set_cookie(&res).expect("cookie");
+    assert_eq!(value, rotated);
+    let max_age: u64 = header
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("remembered: a persistent cookie: {header}"));
+    assert!(
+        max_age <= 3600,
+        "within the absolute lifetime: Max-Age={max_age}"
+    );
+    let res = with_cookie(c.post(format!("{}/fail/remember", s.base)), &rotated).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(set_cookie(&res).is_none(), "a 5xx changes no cookie");
+    let res = with_cookie(c.get(format!("{}/expiry", s.base)), &rotated).await;
+    assert_eq!(text(res).await, "Some(Persistent)");
+    // Back to the default.
+    let res = with_cookie(c.post(format!("{}/remember/default", s.base)), &rotated).await;
+    let (_, header) = set_cookie(&res).expect("cookie");
+    assert!(
+        is_persistent(&header),
+        "the builder's default is persistent"
+    );
+}
+
+async fn remember_me_overrides_a_browser_session_default<F: Framework>() {
+    let store = Probe::new();
+    let m = SessionManager::builder(store.clone())
+        .build()
+        .expect("manager");
+    let layer = plain_layer::<F>(&m).persistent(false);
+    let s = serve_with::<F>(m, store, layer).await;
+    let c = raw();
+    let (cookie, header) =
+        set_cookie(&send(c.get(format!("{}/count", s.base))).await).expect("cookie");
+    assert!(!is_persistent(&header), "{header}");
+    let res = with_cookie(c.post(format!("{}/remember/yes", s.base)), &cookie).await;
+    let (value, header) = set_cookie(&res).expect("cookie");
+    assert_eq!(value, cookie);
+    assert!(header.contains("Max-Age=86400"), "{header}");
+    let res = with_cookie(c.get(format!("{}/count", s.base)), &cookie).await;
+    assert!(set_cookie(&res).is_none());
+    assert_eq!(text(res).await, "2");
+}
+
+type Stores = Vec<(
+    &'static str,
+    Arc<dyn SessionStore>,
+    Option<tempfile::TempDir>,
+)>;
+
+/// Each store the concurrency test runs on, with what keeps it alive (a temp dir), and the
+/// PostgreSQL table to drop afterwards. Server-backed stores whose server is missing are
+/// skipped visibly (or fail under `SESSION_REQUIRE_SERVICES=1`).
+async fn every_store() -> (Stores, Option<(session_postgres::sqlx::PgPool, String)>) {
+    use session_core::conformance::{Server, server_url};
+    let mut drop_after = None;
+    let mut stores: Stores = vec![("memory", Arc::new(session_memory::MemoryStore::new()), None)];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = session_files::FileStore::open(dir.path()).expect("files");
+    stores.push(("files", Arc::new(files), Some(dir)));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hybrid = session_hybrid::HybridStore::open(dir.path()).expect("hybrid");
+    stores.push(("hybrid", Arc::new(hybrid), Some(dir)));
+    if let Some(url) = server_url(Server::Postgres) {
+        let table = format!("http_{}", &SessionId::generate().key().to_hex()[..16]);
+        let store = session_postgres::PostgresStore::builder()
+            .schema("session_kit_http_test")
+            .table(table.clone())
+            .connect(&url)
+            .await
+            .expect("postgres");
+        store.migrate().await.expect("migrate");
+        drop_after = Some((store.pool().clone(), table));
+        stores.push(("postgres", Arc::new(store), None));
+    }
+    if let Some(url) = server_url(Server::Redis) {
+        let prefix = format!("http-test:{}:", &SessionId::generate().key().to_hex()[..16]);
+        let store = session_redis::RedisStore::builder()
+            .url(url)
+            .prefix(prefix)
+            .build()
+            .expect("redis");
+        stores.push(("redis", Arc::new(store), None));
+    }
+    (stores, drop_after)
+}
+
+async fn fifty_concurrent_increments_end_at_fifty_on_every_store<F: Framework>() {
+    let (stores, drop_after) = every_store().await;
+    for (name, store, _dir) in stores {
+        let m = SessionManager::builder(Arc::clone(&store))
+            .build()
+            .expect("manager");
+        let base = F::serve(m.clone(), F::build(plain_layer::<F>(&m)).expect("layer"));
+        let c = raw();
+        let cookie = {
+            let res = send(c.post(format!("{base}/login/racer"))).await;
+            set_cookie(&res).expect("login cookie").0
+        };
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (c, url, cookie) = (c.clone(), format!("{base}/count"), cookie.clone());
+                tokio::spawn(async move {
+                    let res = with_cookie(c.get(url), &cookie).await;
+                    assert_eq!(res.status(), StatusCode::OK);
+                    assert!(set_cookie(&res).is_none(), "the id never changes");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let res = with_cookie(c.get(format!("{base}/peek")), &cookie).await;
+        assert_eq!(text(res).await, "50", "{name}: every increment counted");
+        let id: SessionId = cookie.parse().expect("id");
+        assert!(m.destroy(&id).await.expect("destroy"), "{name}");
+    }
+    if let Some((pool, table)) = drop_after {
+        let drop = format!("DROP TABLE IF EXISTS \"session_kit_http_test\".\"{table}\"");
+        session_postgres::sqlx::query(&drop)
+            .execute(&pool)
+            .await
+            .expect("drop the test table");
+    }
+}
+
+both!(
+    remember_me_chooses_a_persistent_or_browser_session_cookie_per_session,
+    remember_me_overrides_a_browser_session_default,
+    fifty_concurrent_increments_end_at_fifty_on_every_store,
+    a_new_session_sets_the_cookie_and_the_next_request_sees_its_data,
+    an_untouched_session_does_no_store_io_and_sets_no_cookie,
+    login_rotates_the_id_and_the_old_one_stops_working,
+    logout_removes_the_cookie_and_the_record,
+    sign_out_everywhere_ends_the_owners_other_sessions,
+    idle_timeout_ends_an_idle_session_and_extends_a_busy_one,
+    the_absolute_lifetime_is_never_extended,
+    garbage_cookies_start_a_fresh_session,
+    fifty_concurrent_requests_on_one_session_lose_nothing,
+    store_outages_answer_503_without_a_cookie_and_lose_nothing,
+    commit_failures_go_to_the_error_handler_and_send_no_cookie,
+    signed_cookies_verify_rotate_keys_and_reject_tampering,
+    unsafe_cookie_settings_are_refused,
+    host_prefixed_partitioned_browser_session_cookies_carry_their_attributes,
+    a_logout_whose_delete_fails_or_hangs_removes_the_cookie_and_revives_nothing,
+    a_response_with_a_5xx_status_commits_nothing_but_destroy_and_rotate_stand,
+    commit_on_server_error_saves_a_failing_requests_changes,
+    session_errors_answer_with_their_status_and_reveal_nothing_internal,
+    a_non_ascii_cookie_elsewhere_in_the_header_does_not_hide_the_session,
+    duplicate_session_cookies_use_the_first_live_one,
+    duplicate_signed_cookies_skip_bad_signatures,
+    the_default_cookie_is_host_prefixed_and_kept_by_clients_on_loopback,
+    cookie_settings_that_could_break_or_inject_the_header_are_refused,
+    every_response_whose_session_was_used_varies_on_cookie,
+    sign_out_everywhere_else_keeps_the_current_session,
+);

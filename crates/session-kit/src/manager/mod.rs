@@ -1,9 +1,10 @@
 //! The session manager: lifetimes, rotation, conflict-free commits, events.
 //!
 //! The manager turns a store of opaque [`Record`]s into sessions with typed values. It knows
-//! nothing of HTTP: the tower layer (`crate::layer`, feature `axum`) reads the cookie, asks the
-//! manager for a [`Session`] handle, and calls [`Session::commit`] (or, for a 5xx response,
-//! [`Session::discard`]) once before the response goes out.
+//! nothing of HTTP: a framework adapter (`crate::axum`, `crate::actix`, over the shared cookie
+//! rules of `crate::cookie`) reads the cookie, asks the manager for a [`Session`] handle, and
+//! calls [`Session::commit`] (or, for a 5xx response, [`Session::discard`]) once before the
+//! response goes out.
 
 mod session;
 
@@ -12,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use session::{CommitOutcome, Session, Status};
+pub use session::{CommitOutcome, Expiry, Session, Status};
 
 use crate::codec::{Codec, MessagePack};
 use session_core::Record;

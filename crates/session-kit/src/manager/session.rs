@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 
 use super::{SessionEvent, SessionManager};
 use crate::codec::{Codec, MessagePack, Values};
@@ -14,6 +14,25 @@ use session_core::Record;
 use session_core::Timestamp;
 use session_core::{Error, Result};
 use session_core::{SessionId, SessionKey};
+
+/// The key the session's [`Expiry`] is stored under, with its values: no key a caller's
+/// `insert` can collide with in practice (it starts with NUL), never listed by `keys`.
+const EXPIRY_KEY: &str = "\u{0}session_kit.expiry";
+
+/// How long the session cookie lives in the browser, chosen per session with
+/// [`Session::set_expiry`] (a "remember me" box), stored with the session so later requests
+/// keep it. Either way the server ends the session at its deadline (the manager's absolute
+/// lifetime and idle timeout): a cookie never outlives the absolute cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Expiry {
+    /// A browser-session cookie (no `Max-Age`, no `Expires`): the browser drops it when it
+    /// closes.
+    BrowserSession,
+    /// A persistent cookie carrying the session's absolute deadline: it survives browser
+    /// restarts until the session ends.
+    Persistent,
+}
 
 type UpdateFn = Arc<dyn Fn(Option<&[u8]>) -> Result<Vec<u8>> + Send + Sync>;
 
@@ -26,6 +45,7 @@ enum Op {
     Clear,
     Update(String, UpdateFn),
     SetOwner(Option<String>),
+    SetExpiry(Option<Expiry>),
 }
 
 #[derive(Clone, Copy)]
@@ -34,6 +54,8 @@ struct Stored {
     created_at: Timestamp,
     expires_at: Timestamp,
     version: u64,
+    /// The expiry the stored record holds.
+    expiry: Option<Expiry>,
 }
 
 #[derive(Default)]
@@ -46,6 +68,7 @@ struct State {
     stored: Option<Stored>,
     values: Values,
     owner: Option<String>,
+    expiry: Option<Expiry>,
     ops: Vec<Op>,
     modified: bool,
     id_changed: bool,
@@ -77,8 +100,15 @@ fn decode_value<T: DeserializeOwned, C: Codec>(codec: &C, key: &str, bytes: &[u8
     }
 }
 
+/// What a session holds besides its values, replayed with them after a conflict.
+#[derive(Default)]
+struct Props {
+    owner: Option<String>,
+    expiry: Option<Expiry>,
+}
+
 impl State {
-    fn apply(values: &mut Values, owner: &mut Option<String>, op: &Op) -> Result<()> {
+    fn apply(values: &mut Values, props: &mut Props, op: &Op) -> Result<()> {
         match op {
             Op::Insert(k, v) => {
                 values.insert(k.clone(), v.clone());
@@ -91,13 +121,17 @@ impl State {
                 let new = f(values.get(k).map(Vec::as_slice))?;
                 values.insert(k.clone(), new);
             }
-            Op::SetOwner(o) => owner.clone_from(o),
+            Op::SetOwner(o) => props.owner.clone_from(o),
+            Op::SetExpiry(e) => props.expiry = *e,
         }
         Ok(())
     }
 
     fn record(&mut self, op: Op) -> Result<()> {
-        Self::apply(&mut self.values, &mut self.owner, &op)?;
+        let mut props = self.take_props();
+        let applied = Self::apply(&mut self.values, &mut props, &op);
+        self.put_props(props);
+        applied?;
         self.ops.push(op);
         self.modified = true;
         Ok(())
@@ -126,12 +160,44 @@ impl State {
         self.id = None;
         self.unsaved_id = None;
         self.values.clear();
-        self.owner = None;
+        let mut props = Props::default();
         for op in &self.ops {
-            Self::apply(&mut self.values, &mut self.owner, op)?;
+            Self::apply(&mut self.values, &mut props, op)?;
         }
+        self.put_props(props);
         Ok(())
     }
+
+    fn take_props(&mut self) -> Props {
+        Props {
+            owner: self.owner.take(),
+            expiry: self.expiry.take(),
+        }
+    }
+
+    fn put_props(&mut self, props: Props) {
+        self.owner = props.owner;
+        self.expiry = props.expiry;
+    }
+
+    /// The values as stored: with the expiry, if the session has one.
+    fn encode<C: Codec>(&mut self, codec: &C) -> Result<Vec<u8>> {
+        let Some(expiry) = self.expiry else {
+            return codec.encode_map(&self.values);
+        };
+        self.values
+            .insert(EXPIRY_KEY.to_owned(), codec.encode(&expiry)?);
+        let data = codec.encode_map(&self.values);
+        self.values.remove(EXPIRY_KEY);
+        data
+    }
+}
+
+/// Takes the stored expiry out of a session's decoded values. One that does not decode (a
+/// newer version's variant) is dropped: the cookie falls back to the adapter's default.
+fn take_expiry<C: Codec>(codec: &C, values: &mut Values) -> Option<Expiry> {
+    let bytes = values.remove(EXPIRY_KEY)?;
+    codec.decode(&bytes).ok()
 }
 
 /// Where a session stands in this request.
@@ -155,12 +221,16 @@ pub enum Status {
 pub enum CommitOutcome {
     /// Send nothing: the client's cookie (if any) is still right.
     Unchanged,
-    /// Send a cookie carrying `id` (the id is new or rotated), valid until `expires_at`.
+    /// Send a cookie carrying `id` (the id is new or rotated, or the session's expiry
+    /// changed), valid until `expires_at`.
     SetCookie {
         /// The id to put in the cookie.
         id: SessionId,
         /// The session's absolute deadline (the idle timeout is enforced by the server).
         expires_at: Timestamp,
+        /// The session's own choice of cookie lifetime; `None` leaves it to the adapter's
+        /// default (`persistent`).
+        expiry: Option<Expiry>,
     },
     /// Send a removal cookie: the session the client holds has ended.
     RemoveCookie,
@@ -300,15 +370,18 @@ impl<C: Codec> Session<C> {
             return Ok(false);
         }
         match config.codec.decode_map(&record.data) {
-            Ok(values) => {
+            Ok(mut values) => {
+                let expiry = take_expiry(&config.codec, &mut values);
                 st.values = values;
                 st.owner = record.owner;
+                st.expiry = expiry;
                 st.id = Some(id.clone());
                 st.stored = Some(Stored {
                     key,
                     created_at: record.created_at,
                     expires_at: record.expires_at,
                     version: record.version,
+                    expiry,
                 });
                 Ok(true)
             }
@@ -408,6 +481,24 @@ impl<C: Codec> Session<C> {
     /// The session's owner.
     pub async fn owner(&self) -> Result<Option<String>> {
         Ok(self.loaded().await?.owner.clone())
+    }
+
+    /// Chooses how long this session's cookie lives in the browser ("remember me"):
+    /// [`Expiry::Persistent`] until the session's absolute deadline, or
+    /// [`Expiry::BrowserSession`] until the browser closes; `None` goes back to the
+    /// adapter's default (its `persistent` setting).
+    ///
+    /// Saved with the session, so later requests keep it, and it moves with the session on
+    /// [`rotate`](Self::rotate). A change re-sends the cookie with the same id. It never
+    /// extends the session: the server ends it at its deadline either way.
+    pub async fn set_expiry(&self, expiry: Option<Expiry>) -> Result<()> {
+        let mut st = self.loaded().await?;
+        st.record(Op::SetExpiry(expiry))
+    }
+
+    /// The session's own cookie lifetime, as [`set_expiry`](Self::set_expiry) chose it.
+    pub async fn expiry(&self) -> Result<Option<Expiry>> {
+        Ok(self.loaded().await?.expiry)
     }
 
     /// The session's current id (`None` before a new session's first commit). Prints masked.
@@ -625,7 +716,7 @@ impl<C: Codec> Session<C> {
             }
             let mut conflicts = 0u32;
             loop {
-                let data = config.codec.encode_map(&st.values)?;
+                let data = st.encode(&config.codec)?;
                 session_core::check_data_len(config.max_encoded_len, data.len())?;
                 let Some(stored) = st.stored else {
                     return self.create_new(&mut st, data, now).await;
@@ -642,9 +733,12 @@ impl<C: Codec> Session<C> {
                 match config.store().save(&record).await {
                     Ok(version) => {
                         config.emit(SessionEvent::Updated { key: stored.key });
+                        // A new expiry changes the cookie even though the id stays.
+                        st.id_changed |= stored.expiry != st.expiry;
                         st.stored = Some(Stored {
                             version,
                             expires_at,
+                            expiry: st.expiry,
                             ..stored
                         });
                         return Ok(self.settle(&mut st));
@@ -704,7 +798,8 @@ impl<C: Codec> Session<C> {
         }
         st.ops.clear();
         st.modified = false;
-        if st.stored.is_some() {
+        if let Some(stored) = st.stored {
+            st.expiry = stored.expiry;
             return self.settle(&mut st);
         }
         if st.ended {
@@ -742,6 +837,7 @@ impl<C: Codec> Session<C> {
                         created_at: now,
                         expires_at,
                         version: 1,
+                        expiry: st.expiry,
                     });
                     st.id = Some(id);
                     st.unsaved_id = None;
@@ -766,17 +862,22 @@ impl<C: Codec> Session<C> {
         let Ok(mut values) = config.codec.decode_map(&fresh.data) else {
             return Ok(false);
         };
-        let mut owner = fresh.owner;
+        let expiry = take_expiry(&config.codec, &mut values);
+        let mut props = Props {
+            owner: fresh.owner,
+            expiry,
+        };
         for op in &st.ops {
-            State::apply(&mut values, &mut owner, op)?;
+            State::apply(&mut values, &mut props, op)?;
         }
         st.values = values;
-        st.owner = owner;
+        st.put_props(props);
         st.stored = Some(Stored {
             key,
             created_at: fresh.created_at,
             expires_at: fresh.expires_at,
             version: fresh.version,
+            expiry,
         });
         Ok(true)
     }
@@ -806,6 +907,7 @@ impl<C: Codec> Session<C> {
             (Some(id), Some(stored)) if send => CommitOutcome::SetCookie {
                 id: id.clone(),
                 expires_at: stored.created_at + lifetime,
+                expiry: stored.expiry,
             },
             _ => CommitOutcome::Unchanged,
         }
