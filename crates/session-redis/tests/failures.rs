@@ -3,8 +3,8 @@
 //! and an exhausted pool.
 //!
 //! Tests that kill, pause or restart a server start their own `redis-server` on a free port
-//! and never touch the shared one at `REDIS_URL`; they run wherever `REDIS_URL` is set (the
-//! sign that Redis is installed here), under the usual skip rule.
+//! and never touch the shared one at `REDIS_URL`; they run wherever `redis-server` is
+//! installed, under the usual skip rule.
 
 mod common;
 
