@@ -8,7 +8,14 @@
 //! and reports requests per second and the server's CPU time per request (from
 //! `/proc/<pid>/stat`).
 //!
-//! `cargo run --release -p session-httpbench -- [--seconds N] [--clients N]`
+//! Then tower-sessions on our stores through `session-tower-sessions` against tower-sessions on
+//! its own stores, with the same layer, handler and expiry: 0.15 on our memory store against
+//! its `MemoryStore` (`bridge-memory` vs `tower-sessions`), and, when `REDIS_URL` is set, 0.14
+//! on our Redis store (1 multiplexed connection) against `tower-sessions-redis-store` on a
+//! fred pool of 1 client (`bridge-redis` vs `ts-redis`). The harness counts the Redis
+//! connections each server opened (`INFO clients`) and fails unless both opened as many.
+//!
+//! `cargo run --release -p session-httpbench -- [--seconds N] [--clients N] [--rounds N]`
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +28,25 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-const VARIANTS: [&str; 3] = ["none", "ours", "tower-sessions"];
+const VARIANTS: [&str; 6] = [
+    "none",
+    "ours",
+    "tower-sessions",
+    "bridge-memory",
+    "bridge-redis",
+    "ts-redis",
+];
+
+/// Variants that need the Redis at `REDIS_URL`.
+const REDIS_VARIANTS: [&str; 2] = ["bridge-redis", "ts-redis"];
+
+/// Redis connections of each Redis variant: our store's shared connection, and fred's pool of one
+/// client. (With a pool of two and `multiplexed(2)`, our store was seen to share one socket
+/// twice, so two would not have been two on both sides.)
+const REDIS_CONNECTIONS: usize = 1;
+
+/// Both Redis variants' sessions idle out after this, so a run leaves nothing for long.
+const REDIS_IDLE_MINUTES: i64 = 10;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -57,6 +82,9 @@ fn serve(variant: &str) -> Result<(), Box<dyn std::error::Error>> {
             "none" => no_sessions(),
             "ours" => ours()?,
             "tower-sessions" => peer(),
+            "bridge-memory" => bridge_memory(),
+            "bridge-redis" => bridge_redis().await?,
+            "ts-redis" => ts_redis().await?,
             other => return Err(format!("unknown variant {other}").into()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -119,21 +147,100 @@ fn ours() -> Result<Router, session_kit::Error> {
         .layer(layer))
 }
 
+/// The same counter handler under tower-sessions `$ts` with `$store`: every variant built on
+/// tower-sessions runs exactly this, so only the store differs between a pair.
+macro_rules! tower_counter {
+    ($ts:ident, $store:expr, $expiry:expr) => {{
+        use $ts::{Session, SessionManagerLayer};
+        let mut layer = SessionManagerLayer::new($store).with_secure(false);
+        if let Some(expiry) = $expiry {
+            layer = layer.with_expiry(expiry);
+        }
+        Router::new()
+            .route(
+                "/",
+                get(|session: Session| async move {
+                    let n: u64 = session.get("n").await.ok().flatten().unwrap_or(0) + 1;
+                    match session.insert("n", n).await {
+                        Ok(()) => n.to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                }),
+            )
+            .layer(layer)
+    }};
+}
+
 fn peer() -> Router {
-    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-    let layer = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
-    Router::new()
-        .route(
-            "/",
-            get(|session: Session| async move {
-                let n: u64 = session.get("n").await.ok().flatten().unwrap_or(0) + 1;
-                match session.insert("n", n).await {
-                    Ok(()) => n.to_string(),
-                    Err(e) => e.to_string(),
-                }
-            }),
-        )
-        .layer(layer)
+    tower_counter!(
+        tower_sessions,
+        tower_sessions::MemoryStore::default(),
+        None::<tower_sessions::Expiry>
+    )
+}
+
+/// tower-sessions 0.15 on our memory store through the bridge.
+fn bridge_memory() -> Router {
+    let store = session_tower_sessions::TowerSessionStore::new(session_memory::MemoryStore::new());
+    tower_counter!(tower_sessions, store, None::<tower_sessions::Expiry>)
+}
+
+fn redis_url() -> Result<String, Box<dyn std::error::Error>> {
+    std::env::var("REDIS_URL").map_err(|_| "REDIS_URL is not set".into())
+}
+
+fn redis_expiry() -> Option<tower_sessions_014::Expiry> {
+    Some(tower_sessions_014::Expiry::OnInactivity(
+        time::Duration::minutes(REDIS_IDLE_MINUTES),
+    ))
+}
+
+/// tower-sessions 0.14 on our Redis store (shared multiplexed connections) through the bridge.
+async fn bridge_redis() -> Result<Router, Box<dyn std::error::Error>> {
+    let store = session_redis::RedisStore::builder()
+        .url(redis_url()?)
+        .prefix(format!("httpbench:{}:", std::process::id()))
+        // A pool of as many connections as it shares, so no idle pooled connection adds to
+        // the count.
+        .pool_size(REDIS_CONNECTIONS)
+        .multiplexed(REDIS_CONNECTIONS)
+        .build()?;
+    let store = session_tower_sessions::TowerSessionStore::new(store);
+    // One round trip before serving, so the connections are open when the harness counts.
+    let _ = session_tower_sessions::tower_sessions_core_014::SessionStore::load(
+        &store,
+        &tower_sessions_014::session::Id::default(),
+    )
+    .await?;
+    Ok(tower_counter!(tower_sessions_014, store, redis_expiry()))
+}
+
+/// tower-sessions 0.14 on tower-sessions-redis-store 0.16, a fred pool of as many clients.
+async fn ts_redis() -> Result<Router, Box<dyn std::error::Error>> {
+    use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+    let pool = Pool::new(
+        Config::from_url(&redis_url()?)?,
+        None,
+        None,
+        None,
+        REDIS_CONNECTIONS,
+    )?;
+    pool.init().await?;
+    let store = tower_sessions_redis_store::RedisStore::new(pool);
+    Ok(tower_counter!(tower_sessions_014, store, redis_expiry()))
+}
+
+/// Clients connected to the Redis at `REDIS_URL` (`INFO clients`), the asker included.
+fn redis_clients(
+    conn: &mut session_redis::redis::Connection,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let info: String = session_redis::redis::cmd("INFO")
+        .arg("clients")
+        .query(conn)?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| "INFO clients has no connected_clients".into())
 }
 
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -148,6 +255,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 struct Measured {
     rps: f64,
     cpu_us_per_req: f64,
+    redis_connections: Option<usize>,
 }
 
 async fn drive(
@@ -158,9 +266,24 @@ async fn drive(
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe()?;
     let mut results: HashMap<&str, Vec<Measured>> = HashMap::new();
+    let mut redis = match std::env::var("REDIS_URL") {
+        Ok(url) => Some(session_redis::redis::Client::open(url)?.get_connection()?),
+        Err(_) => {
+            eprintln!("REDIS_URL is not set: the Redis variants do not run");
+            None
+        }
+    };
     // Rounds interleave the variants so drift on the machine hits all of them alike.
     for round in 0..rounds {
         for variant in VARIANTS {
+            let is_redis = REDIS_VARIANTS.contains(&variant);
+            if is_redis && redis.is_none() {
+                continue;
+            }
+            let clients_before = match (&mut redis, is_redis) {
+                (Some(conn), true) => Some(redis_clients(conn)?),
+                _ => None,
+            };
             let mut child = tokio::process::Command::new(&exe)
                 .args(["--serve", variant])
                 .stdout(std::process::Stdio::piped())
@@ -173,10 +296,24 @@ async fn drive(
                 .read_line(&mut line)
                 .await?;
             let port: u16 = line.trim().parse()?;
-            let m = load(port, pid, seconds, clients).await?;
+            let mut m = load(port, pid, seconds, clients).await?;
+            if let (Some(conn), Some(before)) = (&mut redis, clients_before) {
+                let opened = redis_clients(conn)?.saturating_sub(before);
+                if opened != REDIS_CONNECTIONS {
+                    return Err(format!(
+                        "{variant} opened {opened} Redis connections, not {REDIS_CONNECTIONS}: the pair would not compare like with like"
+                    )
+                    .into());
+                }
+                m.redis_connections = Some(opened);
+            }
             eprintln!(
-                "round {round} {variant:>15}: {:>9.0} req/s  {:>6.1} µs server CPU/req",
-                m.rps, m.cpu_us_per_req
+                "round {round} {variant:>15}: {:>9.0} req/s  {:>6.1} µs server CPU/req{}",
+                m.rps,
+                m.cpu_us_per_req,
+                m.redis_connections
+                    .map(|n| format!("  {n} Redis connections"))
+                    .unwrap_or_default()
             );
             results.entry(variant).or_default().push(m);
             child.kill().await?;
@@ -211,6 +348,44 @@ async fn drive(
         "\nours / peer: {:.2}× requests per second; {clients} keep-alive clients, {seconds} s per run",
         ours_rps / peer_rps
     );
+    // The bridge against the peer's own store, paired round by round (each pair ran back to
+    // back in the same round, under the same layer, handler and expiry).
+    println!(
+        "\n| pair | per-round req/s ratios | median | bridge req/s (median) | peer req/s (median) | server CPU µs/req bridge / peer (median) |"
+    );
+    println!("|---|---|---:|---:|---:|---|");
+    for (name, ours, theirs) in [
+        (
+            "tower-sessions 0.15: our MemoryStore via bridge / its MemoryStore",
+            "bridge-memory",
+            "tower-sessions",
+        ),
+        (
+            "tower-sessions 0.14: our RedisStore via bridge / tower-sessions-redis-store",
+            "bridge-redis",
+            "ts-redis",
+        ),
+    ] {
+        let (Some(a), Some(b)) = (results.get(ours), results.get(theirs)) else {
+            continue;
+        };
+        let mut ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a.rps / b.rps).collect();
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {} | {:.2}× | {:.0} | {:.0} | {:.1} / {:.1} |",
+            shown.join(", "),
+            ratios[ratios.len() / 2],
+            median(a.iter().map(|m| m.rps).collect()),
+            median(b.iter().map(|m| m.rps).collect()),
+            median(a.iter().map(|m| m.cpu_us_per_req).collect()),
+            median(b.iter().map(|m| m.cpu_us_per_req).collect()),
+        );
+    }
     Ok(())
 }
 
@@ -275,5 +450,6 @@ async fn load(
     Ok(Measured {
         rps: total as f64 / elapsed.as_secs_f64(),
         cpu_us_per_req: cpu_secs * 1e6 / total.max(1) as f64,
+        redis_connections: None,
     })
 }

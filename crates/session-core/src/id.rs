@@ -69,7 +69,7 @@ impl SessionId {
 
     /// The one-way hash of this id that stores key records by.
     pub fn key(&self) -> SessionKey {
-        SessionKey(Sha256::digest(self.text).into())
+        SessionKey::derive(&self.text)
     }
 }
 
@@ -115,6 +115,13 @@ impl fmt::Debug for SessionId {
 pub struct SessionKey([u8; 32]);
 
 impl SessionKey {
+    /// The key for the id whose bytes are `id`: their SHA-256. [`SessionId::key`] is this over
+    /// the id's text; bridges to other libraries' session ids call it on those ids' bytes, so
+    /// their stores, too, see only a hash.
+    pub fn derive(id: &[u8]) -> Self {
+        Self(Sha256::digest(id).into())
+    }
+
     /// Builds a key from its 32 raw bytes (as a store reads them back).
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)

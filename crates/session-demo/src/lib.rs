@@ -25,8 +25,12 @@ pub enum StoreChoice {
     Files(PathBuf),
     /// `hybrid:PATH`: memory plus a modification log under `PATH`.
     Hybrid(PathBuf),
+    /// `sqlite:PATH`: one SQLite database file at `PATH` (created if missing).
+    Sqlite(PathBuf),
     /// `postgres://…` or `postgresql://…`.
     Postgres(String),
+    /// `mysql://…` or `mariadb://…`.
+    MySql(String),
     /// `redis://…` or `rediss://…`.
     Redis(String),
 }
@@ -53,13 +57,17 @@ impl StoreChoice {
             Ok(Self::Files(path(p)?))
         } else if let Some(p) = value.strip_prefix("hybrid:") {
             Ok(Self::Hybrid(path(p)?))
+        } else if let Some(p) = value.strip_prefix("sqlite:") {
+            Ok(Self::Sqlite(path(p.strip_prefix("//").unwrap_or(p))?))
         } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
             Ok(Self::Postgres(value.to_owned()))
+        } else if value.starts_with("mysql://") || value.starts_with("mariadb://") {
+            Ok(Self::MySql(value.to_owned()))
         } else if value.starts_with("redis://") || value.starts_with("rediss://") {
             Ok(Self::Redis(value.to_owned()))
         } else {
             Err(Error::Config(
-                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `postgres://…` or `redis://…`".into(),
+                "SESSION_STORE must be `memory`, `files:PATH`, `hybrid:PATH`, `sqlite:PATH`, `postgres://…`, `mysql://…` or `redis://…`".into(),
             ))
         }
     }
@@ -73,8 +81,18 @@ impl StoreChoice {
             Self::Memory => Arc::new(session_kit::memory::MemoryStore::new()),
             Self::Files(path) => Arc::new(session_kit::files::FileStore::open(path.clone())?),
             Self::Hybrid(path) => Arc::new(session_kit::hybrid::HybridStore::open(path)?),
+            Self::Sqlite(path) => {
+                let store = session_kit::sqlite::SqliteStore::open(path).await?;
+                store.migrate().await?;
+                Arc::new(store)
+            }
             Self::Postgres(url) => {
                 let store = session_kit::postgres::PostgresStore::connect(url).await?;
+                store.migrate().await?;
+                Arc::new(store)
+            }
+            Self::MySql(url) => {
+                let store = session_kit::mysql::MySqlStore::connect(url).await?;
                 store.migrate().await?;
                 Arc::new(store)
             }

@@ -157,15 +157,29 @@ fn store_choice_parses_and_refuses_unknown_values() {
         StoreChoice::parse(Some("hybrid:/tmp/h")).expect("hybrid"),
         StoreChoice::Hybrid("/tmp/h".into())
     );
+    assert_eq!(
+        StoreChoice::parse(Some("sqlite:/tmp/s.db")).expect("sqlite"),
+        StoreChoice::Sqlite("/tmp/s.db".into())
+    );
+    assert_eq!(
+        StoreChoice::parse(Some("sqlite://rel/s.db")).expect("sqlite"),
+        StoreChoice::Sqlite("rel/s.db".into())
+    );
     assert!(matches!(
         StoreChoice::parse(Some("postgres://u@h/db")),
         Ok(StoreChoice::Postgres(_))
     ));
+    for url in ["mysql://root@h/db", "mariadb://root@h/db"] {
+        assert!(matches!(
+            StoreChoice::parse(Some(url)),
+            Ok(StoreChoice::MySql(_))
+        ));
+    }
     assert!(matches!(
         StoreChoice::parse(Some("redis://127.0.0.1")),
         Ok(StoreChoice::Redis(_))
     ));
-    for bad in ["mongo://x", "files:", "hybrid:", "disk"] {
+    for bad in ["mongo://x", "files:", "hybrid:", "sqlite:", "disk"] {
         assert!(StoreChoice::parse(Some(bad)).is_err(), "{bad}");
     }
 }
@@ -175,12 +189,17 @@ fn store_choice_parses_and_refuses_unknown_values() {
 #[tokio::test]
 async fn the_flow_works_on_every_store() {
     let dir = std::env::temp_dir().join(format!("session-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("the test directory");
     let mut choices = vec![
         StoreChoice::Files(dir.join("files")),
         StoreChoice::Hybrid(dir.join("hybrid")),
+        StoreChoice::Sqlite(dir.join("sessions.db")),
     ];
     if let Some(url) = session_core::conformance::service_url("DATABASE_URL") {
         choices.push(StoreChoice::Postgres(url));
+    }
+    if let Some(url) = session_core::conformance::service_url("MYSQL_URL") {
+        choices.push(StoreChoice::MySql(url));
     }
     if let Some(url) = session_core::conformance::service_url("REDIS_URL") {
         choices.push(StoreChoice::Redis(url));

@@ -51,6 +51,18 @@ pub mod postgres {
     pub use session_postgres::*;
 }
 
+/// The SQLite store: one database file, WAL mode, no server (feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub mod sqlite {
+    pub use session_sqlite::*;
+}
+
+/// The MySQL 8 / MariaDB store (feature `mysql`).
+#[cfg(feature = "mysql")]
+pub mod mysql {
+    pub use session_mysql::*;
+}
+
 #[cfg(test)]
 mod send_sync {
     fn check<T: Send + Sync>() {}

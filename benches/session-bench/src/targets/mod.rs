@@ -11,6 +11,7 @@ mod limit;
 mod memory;
 mod postgres;
 mod redis;
+mod sqlite;
 mod tower_sessions;
 
 /// Every target, in table order: ours, then the limit, then the peers.
@@ -21,6 +22,7 @@ pub(crate) fn all() -> Vec<Target> {
     targets.extend(tower_sessions::targets());
     targets.extend(redis::targets());
     targets.extend(postgres::targets());
+    targets.extend(sqlite::targets());
     targets.extend(files::targets());
     targets.extend(hybrid::targets());
     targets

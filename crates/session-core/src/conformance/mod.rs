@@ -57,6 +57,7 @@
 //! ```
 
 mod cases;
+pub mod child;
 mod servers;
 mod skip;
 

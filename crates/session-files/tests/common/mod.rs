@@ -3,14 +3,14 @@
 
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     reason = "each test file uses a different part"
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+pub use session_core::conformance::child::{reexec, wait_exit, wait_for_file};
 use session_core::{Error, SessionKey};
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -42,54 +42,6 @@ pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("{what} failed: {e}"),
-    }
-}
-
-/// Starts this test binary again, running only `test` (which sees `envs` and so plays the
-/// child's part).
-pub fn reexec(test: &str, envs: &[(&str, String)]) -> Child {
-    let exe = io("finding the test binary", std::env::current_exe());
-    let mut cmd = Command::new(exe);
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    io("spawning the child process", cmd.spawn())
-}
-
-/// Waits until `path` exists, failing if `child` exits first or `limit` passes.
-pub fn wait_for_file(path: &Path, child: &mut Child, limit: Duration) {
-    let start = Instant::now();
-    while !path.exists() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the child exited ({status}) before writing {}",
-                path.display()
-            );
-        }
-        assert!(
-            start.elapsed() < limit,
-            "the child did not write {} within {limit:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits for `child` to exit, killing it and failing after `limit`.
-pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = io("waiting for the child", child.try_wait()) {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the child process hung for {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
