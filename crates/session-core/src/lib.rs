@@ -30,7 +30,7 @@ pub use bytes::Bytes;
 pub use cleanup::CleanupTask;
 pub use error::{BoxError, Error, Result};
 pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, KeyBuildHasher, KeyHasher, SessionId, SessionKey};
-pub use record::Record;
+pub use record::{MAX_OWNER_LEN, Record};
 pub use store::{SessionStore, check_data_len};
 pub use time::Timestamp;
 

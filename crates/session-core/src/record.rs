@@ -66,3 +66,9 @@ impl fmt::Debug for Record {
             .finish()
     }
 }
+
+/// The longest owner a store built on local files keeps, in bytes (4096): `session-files` and
+/// `session-hybrid` refuse a longer one on `create` and `save` with
+/// [`Error::TooLarge`](crate::Error::TooLarge). Owners are account ids; the bound is what
+/// lets a reader refuse a length read from disk before allocating anything.
+pub const MAX_OWNER_LEN: usize = 4096;

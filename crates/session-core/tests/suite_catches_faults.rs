@@ -17,6 +17,10 @@ enum Fault {
     SaveResurrects,
     /// rotate copies instead of moving.
     RotateCopies,
+    /// rotate copies to the new key, then deletes the old one: both are live for a while.
+    RotateLeavesBoth,
+    /// rotate deletes the old key, then creates the new one: neither is live for a while.
+    RotateLeavesNeither,
     /// create replaces a live record.
     CreateOverwrites,
     /// Reports a limit but enforces none.
@@ -128,6 +132,26 @@ impl SessionStore for Faulty {
                 })
                 .await;
         }
+        if matches!(
+            self.fault,
+            Fault::RotateLeavesBoth | Fault::RotateLeavesNeither
+        ) {
+            let record = self.inner.load(old).await?.ok_or(Error::NotFound)?;
+            let moved = Record {
+                key: *new,
+                ..record
+            };
+            if self.fault == Fault::RotateLeavesBoth {
+                self.inner.create(&moved).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                self.inner.delete(old).await?;
+            } else {
+                self.inner.delete(old).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                self.inner.create(&moved).await?;
+            }
+            return Ok(());
+        }
         self.inner.rotate(old, new).await
     }
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
@@ -233,6 +257,12 @@ async fn resurrection_is_caught() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copying_rotate_is_caught() {
     caught(Fault::RotateCopies, conformance::rotate_keeps_everything).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_atomic_rotate_is_caught() {
+    caught(Fault::RotateLeavesBoth, conformance::rotate_is_atomic).await;
+    caught(Fault::RotateLeavesNeither, conformance::rotate_is_atomic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

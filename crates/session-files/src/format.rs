@@ -28,11 +28,7 @@ const MAGIC: [u8; 4] = *b"SESF";
 pub(crate) const FORMAT_VERSION: u16 = 1;
 const FLAG_OWNER: u16 = 1;
 
-/// The longest owner a [`FileStore`](crate::FileStore) session may have, in bytes (4096):
-/// `create` and `save` refuse a longer one with
-/// [`Error::TooLarge`](session_core::Error::TooLarge). Owners are account ids; the bound is
-/// what lets a reader refuse a header claiming more before allocating anything.
-pub const MAX_OWNER_LEN: usize = 4096;
+pub use session_core::MAX_OWNER_LEN;
 
 /// The largest lengths a reader accepts from a header: the store's data limit and
 /// [`MAX_OWNER_LEN`]. A header claiming more is corrupt (or written under a larger limit) and

@@ -16,7 +16,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use session_core::SessionKey;
 use session_memory::MemoryStore;
 
-use crate::codec::{self, Entry};
+use crate::format::{self, Entry};
 
 /// Payload bytes handed over at once: large enough that the channel costs nothing per entry.
 const BATCH_BYTES: usize = 256 << 10;
@@ -103,7 +103,7 @@ impl<'scope> Appliers<'scope> {
             self.memory.restore_remove(key);
             return;
         }
-        self.send(key, &codec::delete_payload(key));
+        self.send(key, &format::delete_payload(key));
     }
 
     fn send(&mut self, key: &SessionKey, payload: &[u8]) {
@@ -153,7 +153,7 @@ fn drain(memory: &MemoryStore, rx: &Receiver<Vec<u8>>, back: &Sender<Vec<u8>>) {
                 break;
             };
             // The reader decoded it before sending: this cannot fail.
-            if let Some(entry) = codec::decode_entry(payload) {
+            if let Some(entry) = format::decode_entry(payload) {
                 apply(memory, entry);
             }
             rest = tail;

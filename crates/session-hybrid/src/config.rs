@@ -25,11 +25,9 @@ pub const DEFAULT_MAX_UNFLUSHED_BYTES: usize = 64 << 20;
 pub const DEFAULT_COMPACT_LOG_BYTES: u64 = 256 << 20;
 /// Default log size below which the log is never compacted: 64 MiB.
 pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 << 20;
-/// The longest owner id the store accepts, in bytes: 4096, as `session_files::MAX_OWNER_LEN`.
-/// With [`max_data_len`](HybridStoreBuilder::max_data_len) it bounds the size of every entry,
-/// so replay never reads a length from disk it cannot check first. `create` and `save`
-/// refuse a longer owner with `Error::TooLarge`.
-pub const MAX_OWNER_LEN: usize = 4096;
+// With `max_data_len` it bounds the size of every entry, so replay never reads a length from
+// disk it cannot check first.
+pub use session_core::MAX_OWNER_LEN;
 const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// When a change reaches the disk, relative to the store call that made it.

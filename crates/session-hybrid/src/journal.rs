@@ -24,7 +24,7 @@ use session_core::{Error, Result};
 use session_memory::{Change, ChangeObserver, MemoryStore};
 use tokio::sync::watch;
 
-use crate::codec;
+use crate::format;
 use crate::fsio::{self, sync_dir};
 use crate::health::{BacklogFull, DiskError, Health};
 use crate::replay::{self, segment_path, snapshot_path, snapshot_tmp_path};
@@ -137,7 +137,7 @@ impl ChangeObserver for Journal {
         }
         if let Some(chunk) = p.chunks.last_mut() {
             let before = chunk.len();
-            codec::encode_change(chunk, &change);
+            format::encode_change(chunk, &change);
             p.bytes += chunk.len() - before;
         }
         p.buffered = p.seq;
@@ -707,7 +707,7 @@ impl Snapshot {
     fn write_to(&self, tmp: &Path) -> io::Result<u64> {
         let mut out = BufWriter::with_capacity(1 << 20, fsio::create_temp(tmp)?);
         let mut frame = Vec::with_capacity(4096);
-        codec::encode_snapshot_header(&mut frame, self.segment);
+        format::encode_snapshot_header(&mut frame, self.segment);
         out.write_all(&frame)?;
         let mut failed = None;
         // Records are encoded into `pending` while their shard is read-locked (copies only,
@@ -718,7 +718,7 @@ impl Snapshot {
         self.memory.for_each_live_shard(
             |record| {
                 if !stopped.get() {
-                    codec::encode_change(&mut pending.borrow_mut(), &record);
+                    format::encode_change(&mut pending.borrow_mut(), &record);
                     count.set(count.get() + 1);
                 }
             },
@@ -740,7 +740,7 @@ impl Snapshot {
             return Err(error);
         }
         frame.clear();
-        codec::encode_snapshot_end(&mut frame, count.get());
+        format::encode_snapshot_end(&mut frame, count.get());
         out.write_all(&frame)?;
         let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;

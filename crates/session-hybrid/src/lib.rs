@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod apply;
-mod codec;
 mod config;
+mod format;
 mod fsio;
 mod health;
 mod journal;

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use session_memory::MemoryStore;
 
 use crate::apply::Appliers;
-use crate::codec::{self, Entry, FrameReader, Next};
 use crate::config::ReplayReport;
+use crate::format::{self, Entry, FrameReader, Next};
 use crate::fsio::{self, is_symlink_error, sync_dir};
 
 pub(crate) fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -101,7 +101,7 @@ fn load_snapshot(
     let len = file.metadata()?.len();
     let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len, max_payload);
     if !matches!(reader.next_frame()?, Next::Frame)
-        || codec::decode_snapshot_header(&reader.payload) != Some(n)
+        || format::decode_snapshot_header(&reader.payload) != Some(n)
     {
         return Ok(None);
     }
@@ -110,7 +110,7 @@ fn load_snapshot(
         match reader.next_frame()? {
             Next::Frame => {}
             Next::Oversized => {
-                if !matches!(codec::oversized_keys(&reader.payload), Some((_, None))) {
+                if !matches!(format::oversized_keys(&reader.payload), Some((_, None))) {
                     return Ok(None);
                 }
                 *oversized += 1;
@@ -119,11 +119,11 @@ fn load_snapshot(
             }
             _ => return Ok(None),
         }
-        if let Some(count) = codec::decode_snapshot_end(&reader.payload) {
+        if let Some(count) = format::decode_snapshot_end(&reader.payload) {
             let complete = count == loaded && matches!(reader.next_frame()?, Next::End);
             return Ok(complete.then_some((loaded, len)));
         }
-        match codec::decode_entry(&reader.payload) {
+        match format::decode_entry(&reader.payload) {
             Some(entry @ Entry::Put(_)) => {
                 out.push(&reader.payload, entry);
                 loaded += 1;
@@ -161,7 +161,7 @@ fn replay_segment(
     let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, file), len, max_payload);
     loop {
         match reader.next_frame()? {
-            Next::Frame => match codec::decode_entry(&reader.payload) {
+            Next::Frame => match format::decode_entry(&reader.payload) {
                 Some(entry) => {
                     out.push(&reader.payload, entry);
                     report.entries_applied += 1;
@@ -177,7 +177,7 @@ fn replay_segment(
                 }
             },
             // Written under a larger size limit: the session it sets is dropped, not loaded.
-            Next::Oversized => match codec::oversized_keys(&reader.payload) {
+            Next::Oversized => match format::oversized_keys(&reader.payload) {
                 Some((key, moved_to)) => {
                     out.remove(&key);
                     if let Some(new) = moved_to {

@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use session_core::{Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait};
 use session_memory::MemoryStore;
 
-use crate::codec;
 use crate::config::{Durability, HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport};
+use crate::format;
 use crate::fsio::{self, sync_dir};
 use crate::health::Health;
 use crate::journal::{Compaction, Flusher, FlusherStart, Journal};
@@ -108,7 +108,7 @@ impl HybridStore {
         let replayed = replay::replay(
             &dir,
             &memory,
-            codec::max_payload(config.max_data_len),
+            format::max_payload(config.max_data_len),
             threads,
         )
         .map_err(backend)?;

@@ -279,22 +279,30 @@ impl MemoryStoreBuilder {
     /// # Errors
     /// [`Error::Config`] when the cleanup interval is not zero and there is no Tokio runtime.
     pub fn build(self) -> Result<MemoryStore> {
+        let interval = self.cleanup_interval;
+        let store = self.build_without_cleanup();
+        let cleanup = CleanupTask::spawn(
+            "memory",
+            interval,
+            Arc::downgrade(&store.shared),
+            |shared: Arc<Shared>| async move { Ok(shared.sweep(Timestamp::now())) },
+        )?;
+        *lock(&store.cleanup) = cleanup;
+        Ok(store)
+    }
+
+    /// The store without its background sweep, which cannot fail.
+    fn build_without_cleanup(self) -> MemoryStore {
         let shared = Arc::new(Shared::new(
             self.max_data_len,
             self.max_sessions,
             self.name,
             self.observer,
         ));
-        let cleanup = CleanupTask::spawn(
-            "memory",
-            self.cleanup_interval,
-            Arc::downgrade(&shared),
-            |shared: Arc<Shared>| async move { Ok(shared.sweep(Timestamp::now())) },
-        )?;
-        Ok(MemoryStore {
+        MemoryStore {
             shared,
-            cleanup: Arc::new(Mutex::new(cleanup)),
-        })
+            cleanup: Arc::new(Mutex::new(None)),
+        }
     }
 }
 
@@ -305,18 +313,20 @@ impl MemoryStore {
     /// whose `build` refuses a cleanup interval it cannot honour with [`Error::Config`].
     pub fn new() -> Self {
         let builder = MemoryStoreBuilder::default();
-        let builder = if tokio::runtime::Handle::try_current().is_ok() {
-            builder
-        } else {
+        if tokio::runtime::Handle::try_current().is_err() {
             tracing::warn!(
                 "MemoryStore::new() outside a Tokio runtime: no background cleanup will run; expired sessions stay in memory until sweep() is called (build the store inside a runtime, or use MemoryStore::builder() to choose)"
             );
-            builder.cleanup_interval(Duration::ZERO)
-        };
-        match builder.build() {
+            return builder.build_without_cleanup();
+        }
+        match builder.clone().build() {
             Ok(store) => store,
-            // Unreachable: the only failure is a missing runtime with a non-zero interval.
-            Err(_) => unreachable_store(),
+            // Only a missing runtime fails `build`, and there is one; if that ever changes,
+            // the store still works, without its sweep.
+            Err(error) => {
+                tracing::warn!(%error, "MemoryStore::new(): no background cleanup will run");
+                builder.build_without_cleanup()
+            }
         }
     }
 
@@ -336,20 +346,6 @@ impl MemoryStore {
     /// Removes every record expired at `now`, returning how many. Costs O(expired records).
     pub fn sweep(&self, now: Timestamp) -> u64 {
         self.shared.sweep(now)
-    }
-
-    /// Calls `f` with every live record, one shard at a time (a shard is read-locked while
-    /// its records are visited, so keep `f` short).
-    pub fn for_each_live(&self, mut f: impl FnMut(Record)) {
-        let now = Timestamp::now();
-        for shard in self.shared.shards.iter() {
-            let shard = read(shard);
-            for (key, entry) in &shard.records {
-                if entry.live(now) {
-                    f(entry.record(*key));
-                }
-            }
-        }
     }
 
     /// Visits every live record, one shard at a time, as a borrowed [`Change::Put`] (no
@@ -485,20 +481,6 @@ impl MemoryStore {
     /// Whether the store holds no record at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-#[cold]
-fn unreachable_store() -> MemoryStore {
-    let shared = Arc::new(Shared::new(
-        Some(DEFAULT_MAX_DATA_LEN),
-        None,
-        "memory",
-        None,
-    ));
-    MemoryStore {
-        shared,
-        cleanup: Arc::new(Mutex::new(None)),
     }
 }
 
@@ -803,19 +785,7 @@ impl SessionStore for MemoryStore {
             Some(other) if a < b => (&mut *first, other),
             Some(other) => (other, &mut *first),
         };
-        if !from.records.get(old).is_some_and(|e| e.live(now)) {
-            return Err(Error::NotFound);
-        }
-        if to.records.get(new).is_some_and(|e| e.live(now)) {
-            return Err(Error::AlreadyExists);
-        }
-        if let Some(stale) = to.records.remove(new) {
-            shared.removed();
-            shared.unindex(to, new, &stale);
-        }
-        let Some(entry) = from.records.remove(old) else {
-            return Err(Error::NotFound);
-        };
+        let entry = take_movable(shared, from, to, old, new, now)?;
         shared.unindex(from, old, &entry);
         shared.index(to, new, &entry);
         shared.observe(|| Change::Move {
@@ -944,6 +914,31 @@ impl SessionStore for MemoryStore {
     }
 }
 
+/// Takes the live record at `old` out of `from` for a move to `new` in `to`, after dropping an
+/// expired record at `new`; fails, changing nothing, when `old` is not live or `new` is.
+fn take_movable(
+    shared: &Shared,
+    from: &mut Shard,
+    to: &mut Shard,
+    old: &SessionKey,
+    new: &SessionKey,
+    now: Timestamp,
+) -> Result<Entry> {
+    if !from.records.get(old).is_some_and(|e| e.live(now)) {
+        return Err(Error::NotFound);
+    }
+    if to.records.get(new).is_some_and(|e| e.live(now)) {
+        return Err(Error::AlreadyExists);
+    }
+    if let Some(stale) = to.records.remove(new) {
+        shared.removed();
+        shared.unindex(to, new, &stale);
+    }
+    // Present: it was found live above, under the same lock.
+    from.records.remove(old).ok_or(Error::NotFound)
+}
+
+/// [`SessionStore::rotate`] when both keys live in one shard.
 fn move_within(
     shared: &Shared,
     shard: &mut Shard,
@@ -954,19 +949,16 @@ fn move_within(
     if !shard.records.get(old).is_some_and(|e| e.live(now)) {
         return Err(Error::NotFound);
     }
+    // Also refuses `old == new`: a live key is a taken target.
     if shard.records.get(new).is_some_and(|e| e.live(now)) {
         return Err(Error::AlreadyExists);
-    }
-    if old == new {
-        return Ok(());
     }
     if let Some(stale) = shard.records.remove(new) {
         shared.removed();
         shared.unindex(shard, new, &stale);
     }
-    let Some(entry) = shard.records.remove(old) else {
-        return Err(Error::NotFound);
-    };
+    // Present: it was found live above, under the same lock.
+    let entry = shard.records.remove(old).ok_or(Error::NotFound)?;
     shared.unindex(shard, old, &entry);
     shared.index(shard, new, &entry);
     shared.observe(|| Change::Move {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
-mod codec;
+mod error;
+mod format;
 mod sql;
 mod store;
 

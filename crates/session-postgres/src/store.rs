@@ -12,10 +12,8 @@ use session_core::{
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
-use crate::codec::{
-    PgMillis, STORE, is_broken_connection, is_unique_violation, map_err, version_from_db,
-    version_to_db,
-};
+use crate::error::{DbError, STORE, is_broken_connection, is_unique_violation};
+use crate::format::{PgMillis, version_from_db, version_to_db};
 use crate::sql::{Queries, migration_lock_key, validate_schema, validate_table};
 
 /// Default largest session payload, in bytes: 4096, as Go's pgstore.
@@ -76,7 +74,7 @@ impl fmt::Debug for PostgresStore {
 pub struct PostgresStoreBuilder {
     schema: String,
     table: String,
-    max_data_len: usize,
+    max_data_len: Option<usize>,
     cleanup_batch: usize,
     cleanup_interval: Duration,
     max_connections: u32,
@@ -88,7 +86,7 @@ impl Default for PostgresStoreBuilder {
         Self {
             schema: DEFAULT_SCHEMA.to_owned(),
             table: DEFAULT_TABLE.to_owned(),
-            max_data_len: DEFAULT_MAX_DATA_LEN,
+            max_data_len: Some(DEFAULT_MAX_DATA_LEN),
             cleanup_batch: DEFAULT_CLEANUP_BATCH,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -114,8 +112,8 @@ impl PostgresStoreBuilder {
     }
 
     /// The largest session payload accepted, in bytes (default [`DEFAULT_MAX_DATA_LEN`]);
-    /// `0` for no limit. Larger payloads fail with [`Error::TooLarge`] before any query.
-    pub fn max_data_len(mut self, limit: usize) -> Self {
+    /// `None` for no limit. Larger payloads fail with [`Error::TooLarge`] before any query.
+    pub fn max_data_len(mut self, limit: Option<usize>) -> Self {
         self.max_data_len = limit;
         self
     }
@@ -187,7 +185,7 @@ impl PostgresStoreBuilder {
             schema: self.schema,
             table: self.table,
             sql,
-            max_data_len: (self.max_data_len > 0).then_some(self.max_data_len),
+            max_data_len: self.max_data_len,
             cleanup_batch,
             cleanup_interval: self.cleanup_interval,
         });
@@ -266,7 +264,7 @@ impl PostgresStoreBuilder {
                      it: enable its `tls` feature (`postgres-tls` in the `sessions` crate)"
                         .into(),
                 ),
-                e => map_err(e),
+                e => Error::from(DbError(e)),
             })?;
         self.build(pool)
     }
@@ -322,12 +320,12 @@ impl PostgresStore {
     /// refuses (e.g. no `CREATE` privilege).
     pub async fn migrate(&self) -> Result<()> {
         let inner = &*self.inner;
-        let mut tx = inner.pool.begin().await.map_err(map_err)?;
+        let mut tx = inner.pool.begin().await.map_err(DbError)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(migration_lock_key(&inner.schema))
             .execute(&mut *tx)
             .await
-            .map_err(map_err)?;
+            .map_err(DbError)?;
         // Look before creating: `CREATE SCHEMA IF NOT EXISTS` needs the database's CREATE
         // privilege even when the schema exists, and `CREATE INDEX IF NOT EXISTS` takes a
         // SHARE lock on the table (blocking writes) before it finds the index there. So a
@@ -342,7 +340,7 @@ impl PostgresStore {
         .bind(&inner.sql.owner_index)
         .fetch_one(&mut *tx)
         .await
-        .map_err(map_err)?;
+        .map_err(DbError)?;
         let steps = [
             (schema_ok, &inner.sql.create_schema),
             (table_ok, &inner.sql.create_table),
@@ -350,9 +348,9 @@ impl PostgresStore {
             (owner_ok, &inner.sql.create_owner_index),
         ];
         for (_, ddl) in steps.iter().filter(|(exists, _)| !exists) {
-            sqlx::query(ddl).execute(&mut *tx).await.map_err(map_err)?;
+            sqlx::query(ddl).execute(&mut *tx).await.map_err(DbError)?;
         }
-        tx.commit().await.map_err(map_err)
+        Ok(tx.commit().await.map_err(DbError)?)
     }
 
     /// Stops the background sweep and waits until it has ended (a sweep under way finishes
@@ -386,9 +384,9 @@ impl Inner {
         match op(&self.pool).await {
             Err(e) if is_broken_connection(&e) => {
                 tracing::debug!(store = STORE, error = %e, "connection lost; retrying an idempotent statement once");
-                op(&self.pool).await.map_err(map_err)
+                Ok(op(&self.pool).await.map_err(DbError)?)
             }
-            other => other.map_err(map_err),
+            other => other.map_err(|e| DbError(e).into()),
         }
     }
 
@@ -422,12 +420,12 @@ fn key_from_db(bytes: &[u8]) -> Result<SessionKey> {
 
 /// Reads a row of `key, data, created_at, expires_at, version, owner`.
 fn record_from_row(row: &PgRow) -> Result<Record> {
-    let key: &[u8] = row.try_get(0).map_err(map_err)?;
-    let data: Vec<u8> = row.try_get(1).map_err(map_err)?;
-    let created_at: PgMillis = row.try_get(2).map_err(map_err)?;
-    let expires_at: PgMillis = row.try_get(3).map_err(map_err)?;
-    let version: i64 = row.try_get(4).map_err(map_err)?;
-    let owner: Option<String> = row.try_get(5).map_err(map_err)?;
+    let key: &[u8] = row.try_get(0).map_err(DbError)?;
+    let data: Vec<u8> = row.try_get(1).map_err(DbError)?;
+    let created_at: PgMillis = row.try_get(2).map_err(DbError)?;
+    let expires_at: PgMillis = row.try_get(3).map_err(DbError)?;
+    let version: i64 = row.try_get(4).map_err(DbError)?;
+    let owner: Option<String> = row.try_get(5).map_err(DbError)?;
     Ok(Record {
         key: key_from_db(key)?,
         data: Bytes::from(data),
@@ -457,7 +455,7 @@ impl SessionStore for PostgresStore {
             .bind(record.owner.as_deref())
             .execute(&inner.pool)
             .await
-            .map_err(map_err)?
+            .map_err(DbError)?
             .rows_affected();
         if inserted == 0 {
             Err(Error::AlreadyExists)
@@ -489,9 +487,9 @@ impl SessionStore for PostgresStore {
             .bind(record.owner.as_deref())
             .fetch_one(&inner.pool)
             .await
-            .map_err(map_err)?;
-        let new_version: Option<i64> = row.try_get(0).map_err(map_err)?;
-        let was_live: bool = row.try_get(1).map_err(map_err)?;
+            .map_err(DbError)?;
+        let new_version: Option<i64> = row.try_get(0).map_err(DbError)?;
+        let was_live: bool = row.try_get(1).map_err(DbError)?;
         match (new_version, was_live) {
             (Some(v), _) => version_from_db(v),
             (None, true) => Err(Error::Conflict),
@@ -549,7 +547,7 @@ impl SessionStore for PostgresStore {
                 if is_unique_violation(&e) {
                     Error::AlreadyExists
                 } else {
-                    map_err(e)
+                    Error::from(DbError(e))
                 }
             })?
             .rows_affected();

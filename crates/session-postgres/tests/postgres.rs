@@ -454,7 +454,7 @@ async fn hostile_names_are_refused_and_odd_valid_ones_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn size_limit_defaults_to_4096_and_zero_means_unlimited() {
+async fn size_limit_defaults_to_4096_and_none_means_unlimited() {
     let Some(url) = common::database_url() else {
         return;
     };
@@ -496,7 +496,7 @@ async fn size_limit_defaults_to_4096_and_zero_means_unlimited() {
     let unlimited = PostgresStore::builder()
         .schema(store.schema())
         .table(store.table())
-        .max_data_len(0)
+        .max_data_len(None)
         .build(store.pool().clone())
         .expect("build");
     assert_eq!(unlimited.max_data_len(), None);

@@ -130,8 +130,8 @@ impl RedisStoreBuilder {
     /// The store builds its own pool, with the size and timeouts set on this builder.
     ///
     /// `rediss://` (TLS) needs the `tls` feature; the server's certificate is checked against
-    /// the system's roots, or those given to
-    /// [`tls_root_certificates`](Self::tls_root_certificates), and must name the URL's host.
+    /// the system's roots, or those given to `tls_root_certificates` (also feature `tls`), and
+    /// must name the URL's host.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.source = Some(Source::Url(url.into()));
         self

@@ -25,18 +25,38 @@ fn is_unavailable(e: &RedisError) -> bool {
         )
 }
 
-pub(crate) fn redis_error(e: RedisError) -> Error {
-    if is_unavailable(&e) {
-        Error::unavailable(STORE, e)
-    } else {
-        Error::backend(STORE, e)
+/// A Redis or pool failure on its way to the session layer's [`Error`]; `?` maps it.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The server or the connection failed.
+    Redis(RedisError),
+    /// No connection could be checked out of the pool.
+    Pool(PoolError),
+}
+
+impl From<RedisError> for Failure {
+    fn from(e: RedisError) -> Self {
+        Self::Redis(e)
     }
 }
 
-pub(crate) fn pool_error(e: PoolError) -> Error {
-    match e {
-        PoolError::Backend(e) => redis_error(e),
-        PoolError::Timeout(_) | PoolError::Closed => Error::unavailable(STORE, e),
-        other => Error::backend(STORE, other),
+impl From<PoolError> for Failure {
+    fn from(e: PoolError) -> Self {
+        Self::Pool(e)
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Redis(e) | Failure::Pool(PoolError::Backend(e)) if is_unavailable(&e) => {
+                Error::unavailable(STORE, e)
+            }
+            Failure::Redis(e) | Failure::Pool(PoolError::Backend(e)) => Error::backend(STORE, e),
+            Failure::Pool(e @ (PoolError::Timeout(_) | PoolError::Closed)) => {
+                Error::unavailable(STORE, e)
+            }
+            Failure::Pool(other) => Error::backend(STORE, other),
+        }
     }
 }

@@ -1,9 +1,9 @@
 #![doc = include_str!("../README.md")]
 
 mod builder;
-mod codec;
 mod conn;
 mod error;
+mod format;
 mod scripts;
 mod store;
 #[cfg(feature = "tls")]

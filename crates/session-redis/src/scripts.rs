@@ -1,6 +1,6 @@
 //! The Lua scripts that make each multi-step operation atomic and one round trip.
 //!
-//! Every script reads the record's 30-byte header (see `codec.rs`) with `GETRANGE`, so a
+//! Every script reads the record's 30-byte header (see `format.rs`) with `GETRANGE`, so a
 //! save, touch or move never copies the session data into Lua just to look at its version or
 //! owner. Keys the scripts derive themselves (the owner index of a stored owner) share the
 //! store's prefix, which in cluster mode is the hash tag, so they live in the declared keys' slot.

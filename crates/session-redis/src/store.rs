@@ -1,7 +1,7 @@
 //! The Redis store: key layout and the trait implementation.
 //!
 //! Keys, for a prefix `P` (default `session:`):
-//! - `P<64 hex chars of the SessionKey>`: one string per session (layout in `codec.rs`), with
+//! - `P<64 hex chars of the SessionKey>`: one string per session (layout in `format.rs`), with
 //!   a server-side expiry;
 //! - `Powner:<owner>`: a sorted set per owner of the hex keys of that owner's sessions, scored by
 //!   their deadlines (unix ms), trimmed of expired members when read and expiring with its
@@ -25,9 +25,9 @@ use session_core::{
 };
 
 use crate::builder::RedisStoreBuilder;
-use crate::codec::{self, HEADER_LEN};
 use crate::conn::{Conn, Pools, Shared};
-use crate::error::{STORE, pool_error, redis_error};
+use crate::error::{Failure, STORE};
+use crate::format::{self, HEADER_LEN};
 use crate::scripts::Scripts;
 
 /// What follows the prefix in an owner index's key (the scripts spell it out too). No prefix
@@ -152,9 +152,11 @@ impl RedisStore {
             match op(self.checkout().await?).await {
                 Err(e) if retry == Retry::Once && self.may_retry(&e) => {
                     self.before_retry(&e);
-                    op(self.checkout().await?).await.map_err(redis_error)
+                    op(self.checkout().await?)
+                        .await
+                        .map_err(|e| Failure::from(e).into())
                 }
-                other => other.map_err(redis_error),
+                other => other.map_err(|e| Failure::from(e).into()),
             }
         });
         let result = self.timed(work).await;
@@ -188,8 +190,8 @@ impl RedisStore {
     async fn checkout(&self) -> Result<Conn> {
         let inner = &*self.inner;
         let mut conn = match &inner.shared {
-            None => inner.pools.get().await.map_err(pool_error)?,
-            Some(shared) => shared.get(&inner.pools).await.map_err(pool_error)?,
+            None => inner.pools.get().await.map_err(Failure::from)?,
+            Some(shared) => shared.get(&inner.pools).await.map_err(Failure::from)?,
         };
         if !inner.policy_checked.swap(true, Ordering::Relaxed) {
             self.check_eviction_policy(&mut conn).await;
@@ -288,9 +290,9 @@ impl RedisStore {
                         conn = self.checkout().await?;
                         conn.query_routed(&cmd, &inner.prefix)
                             .await
-                            .map_err(redis_error)
+                            .map_err(|e| Failure::from(e).into())
                     }
-                    other => other.map_err(redis_error),
+                    other => other.map_err(|e| Failure::from(e).into()),
                 }
             };
             let result = self.timed(step).await;
@@ -351,7 +353,7 @@ impl SessionStore for RedisStore {
     /// the caller gets `Unavailable` and must not assume nothing was written.
     async fn create(&self, record: &Record) -> Result<()> {
         check_data_len(self.inner.max_data_len, record.data.len())?;
-        let value = &codec::encode(record, record.version)?;
+        let value = &format::encode(record, record.version)?;
         let key = &self.key(&record.key);
         let at = pxat(record.expires_at);
         let created = match &record.owner {
@@ -409,7 +411,7 @@ impl SessionStore for RedisStore {
             .await?;
         match value {
             None => Ok(None),
-            Some(value) => codec::decode(*key, value).map(Some),
+            Some(value) => format::decode(*key, value).map(Some),
         }
     }
 
@@ -420,7 +422,7 @@ impl SessionStore for RedisStore {
         let version = record.version.checked_add(1).ok_or_else(|| {
             Error::backend(STORE, "the session version cannot be bumped past u64::MAX")
         })?;
-        let value = &codec::encode(record, version)?;
+        let value = &format::encode(record, version)?;
         let key = &self.key(&record.key);
         let zset = &record.owner.as_deref().map(|o| self.owner_key(o));
         let reply: i64 = self
@@ -585,7 +587,7 @@ impl SessionStore for RedisStore {
                     .and_then(SessionKey::from_hex)
                     .ok_or_else(|| Error::corrupt("an owner index member is not a session key"))?;
                 if seen.insert(key) {
-                    records.push(codec::decode(key, value)?);
+                    records.push(format::decode(key, value)?);
                 }
             }
             if next == "0" {

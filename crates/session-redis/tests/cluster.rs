@@ -4,9 +4,11 @@
 //! One cluster serves every case of this test binary (each case under its own prefix). Each
 //! node runs under a small shell watchdog that stops it and removes its directory once this
 //! process is gone, so no node outlives the tests even when a case panics.
-//! Runs wherever `REDIS_URL` is set (the sign that Redis is installed here), under the usual
+//! Runs wherever `redis-server` and `redis-cli` are installed, under the usual
 //! skip rule; it never touches the server at `REDIS_URL`.
 #![cfg(feature = "cluster")]
+
+mod common;
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -15,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use session_core::conformance::{Fixture, service_url};
+use common::redis_installed;
+use session_core::conformance::Fixture;
 use session_core::{Record, SessionId, SessionStore, Timestamp};
 use session_redis::RedisStore;
 use session_redis::redis::{self, Commands};
@@ -212,8 +215,8 @@ impl Drop for Cleanup {
 }
 
 async fn fixture(multiplexed: usize) -> Fixture {
-    if service_url("REDIS_URL").is_none() {
-        return Fixture::skipped("REDIS_URL is not set, so Redis is not expected to be installed");
+    if !redis_installed(&["redis-server", "redis-cli"]) {
+        return Fixture::skipped("redis-server or redis-cli is not installed");
     }
     let prefix = random_prefix("cluster");
     let again = prefix.clone();
@@ -246,7 +249,7 @@ mod multiplexed {
 /// hash tag (so on one master), and stores with different prefixes spread over the masters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_share_one_slot_per_prefix_and_prefixes_spread() {
-    if service_url("REDIS_URL").is_none() {
+    if !redis_installed(&["redis-server", "redis-cli"]) {
         return;
     }
     let cluster = cluster();

@@ -3,8 +3,8 @@
 //! and an exhausted pool.
 //!
 //! Tests that kill, pause or restart a server start their own `redis-server` on a free port
-//! and never touch the shared one at `REDIS_URL`; they run wherever `REDIS_URL` is set (the
-//! sign that Redis is installed here), under the usual skip rule.
+//! and never touch the shared one at `REDIS_URL`; they run wherever `redis-server` is
+//! installed, under the usual skip rule.
 
 mod common;
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HOUR, Server, assert_unavailable, build, must, record};
+use common::{HOUR, Server, assert_unavailable, build, must, record, redis_installed};
 use session_core::conformance::service_url;
 use session_core::{Error, SessionId, SessionStore, Timestamp};
 use session_redis::RedisStore;
@@ -81,7 +81,7 @@ async fn joined<T>(what: &str, task: tokio::task::JoinHandle<T>) -> T {
 /// is sent again on a fresh connection and succeeds once the server resumes. The store works
 /// on without being rebuilt.
 async fn client_kill_during_a_call_fails_a_save_retries_a_touch_in(multiplexed: usize) {
-    if service_url("REDIS_URL").is_none() {
+    if !redis_installed(&["redis-server"]) {
         return;
     }
     let server = Server::start();
@@ -131,7 +131,7 @@ async fn client_kill_during_a_call_fails_a_save_retries_a_touch_in(multiplexed: 
 /// every failure is `Unavailable` (never a panic, a hang or a wrong answer), and once the
 /// killing stops the same store works.
 async fn client_kill_under_load_gives_typed_errors_then_recovers_in(multiplexed: usize) {
-    if service_url("REDIS_URL").is_none() {
+    if !redis_installed(&["redis-server"]) {
         return;
     }
     let server = Arc::new(Server::start());
@@ -223,7 +223,7 @@ async fn client_kill_under_load_gives_typed_errors_then_recovers_in(multiplexed:
 /// While the server is down every call fails with `Unavailable`; when it is back on the same
 /// port the same store works again (its data is gone: this server keeps nothing on disk).
 async fn server_restart_is_unavailable_then_recovers_in(multiplexed: usize) {
-    if service_url("REDIS_URL").is_none() {
+    if !redis_installed(&["redis-server"]) {
         return;
     }
     let mut server = Server::start();
@@ -258,7 +258,7 @@ async fn server_restart_is_unavailable_then_recovers_in(multiplexed: usize) {
 /// A server that stops answering (SIGSTOP) makes calls fail with `Unavailable` after the
 /// command timeout instead of hanging; when it resumes, the store works.
 async fn hung_server_times_out_then_recovers_in(multiplexed: usize) {
-    if service_url("REDIS_URL").is_none() {
+    if !redis_installed(&["redis-server"]) {
         return;
     }
     let server = Server::start();

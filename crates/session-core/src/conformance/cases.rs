@@ -2,7 +2,6 @@
 //! store under test breaks it.
 
 use std::collections::HashSet;
-use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +38,19 @@ async fn must<T>(what: &str, op: impl Future<Output = Result<T>>) -> T {
     }
 }
 
-async fn must_fail<T: Debug>(what: &str, op: impl Future<Output = Result<T>>) -> Error {
-    match op.await {
-        Ok(v) => panic!("{what} should have failed but returned {v:?}"),
-        Err(e) => e,
-    }
+/// Awaits `op` and fails the case unless it returned an error matching `pattern`, naming
+/// `what` and what came back instead.
+macro_rules! assert_err {
+    ($what:expr, $op:expr, $pattern:pat $(if $guard:expr)? $(,)?) => {
+        match $op.await {
+            Err($pattern) $(if $guard)? => {}
+            other => panic!(
+                "{} must fail with {}, got {other:?}",
+                $what,
+                stringify!($pattern $(if $guard)?)
+            ),
+        }
+    };
 }
 
 async fn load(store: &dyn SessionStore, key: &SessionKey) -> Option<Record> {
@@ -64,28 +71,24 @@ async fn round_trip(store: &dyn SessionStore, record: Record) {
     );
 }
 
-/// Every byte value survives a round trip.
-pub async fn round_trip_binary(store: Arc<dyn SessionStore>) {
+pub(super) async fn round_trip_binary(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
     round_trip(store, live(data)).await;
 }
 
-/// Unicode data and a unicode owner survive a round trip.
-pub async fn round_trip_unicode(store: Arc<dyn SessionStore>) {
+pub(super) async fn round_trip_unicode(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let text = "Grüße, 世界! 🦀 \u{0} zero-width:\u{200b} rtl:\u{202e}";
     round_trip(store, live(text.as_bytes().to_vec()).with_owner("Zoë 👩‍💻")).await;
 }
 
-/// An empty payload is kept as empty, not as absent.
-pub async fn round_trip_empty_data(store: Arc<dyn SessionStore>) {
+pub(super) async fn round_trip_empty_data(store: Arc<dyn SessionStore>) {
     let store = &*store;
     round_trip(store, live(Vec::new())).await;
 }
 
-/// Created and expiry times come back to the millisecond, and version as given.
-pub async fn timestamps_are_exact(store: Arc<dyn SessionStore>) {
+pub(super) async fn timestamps_are_exact(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let mut r = live(&b"t"[..]);
     r.created_at = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 12_345);
@@ -94,8 +97,7 @@ pub async fn timestamps_are_exact(store: Arc<dyn SessionStore>) {
     round_trip(store, r).await;
 }
 
-/// Loading a key never stored gives `None`.
-pub async fn missing_is_none(store: Arc<dyn SessionStore>) {
+pub(super) async fn missing_is_none(store: Arc<dyn SessionStore>) {
     let store = &*store;
     assert_eq!(
         load(store, &fresh_key()).await,
@@ -105,8 +107,7 @@ pub async fn missing_is_none(store: Arc<dyn SessionStore>) {
     assert!(!must("exists", store.exists(&fresh_key())).await);
 }
 
-/// Loading unknown keys stores nothing (Django CVE-2015-5143).
-pub async fn loading_unknown_creates_nothing(store: Arc<dyn SessionStore>) {
+pub(super) async fn loading_unknown_creates_nothing(store: Arc<dyn SessionStore>) {
     let store = &*store;
     for _ in 0..10 {
         let key = fresh_key();
@@ -122,8 +123,7 @@ pub async fn loading_unknown_creates_nothing(store: Arc<dyn SessionStore>) {
     assert!(must("list", store.list()).await.is_empty());
 }
 
-/// An expired record loads as `None` and is not counted live.
-pub async fn expired_is_none(store: Arc<dyn SessionStore>) {
+pub(super) async fn expired_is_none(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = expired(&b"old"[..]);
     create(store, &r).await;
@@ -140,17 +140,16 @@ pub async fn expired_is_none(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// `create` on a live key fails with `AlreadyExists` and keeps the first record.
-pub async fn create_on_taken_key_fails_without_overwriting(store: Arc<dyn SessionStore>) {
+pub(super) async fn create_on_taken_key_fails_without_overwriting(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let first = live(&b"first"[..]);
     create(store, &first).await;
     let mut second = first.clone();
     second.data = Bytes::from_static(b"second");
-    let err = must_fail("create on a taken key", store.create(&second)).await;
-    assert!(
-        matches!(err, Error::AlreadyExists),
-        "expected AlreadyExists, got {err:?}"
+    assert_err!(
+        "create on a taken key",
+        store.create(&second),
+        Error::AlreadyExists
     );
     assert_eq!(
         load(store, &first.key).await,
@@ -159,8 +158,7 @@ pub async fn create_on_taken_key_fails_without_overwriting(store: Arc<dyn Sessio
     );
 }
 
-/// `create` may reuse the key of an expired record.
-pub async fn create_over_expired_key_succeeds(store: Arc<dyn SessionStore>) {
+pub(super) async fn create_over_expired_key_succeeds(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let old = expired(&b"old"[..]);
     create(store, &old).await;
@@ -170,9 +168,7 @@ pub async fn create_over_expired_key_succeeds(store: Arc<dyn SessionStore>) {
     assert_eq!(load(store, &new.key).await, Some(new));
 }
 
-/// Of many concurrent creates on one key (on parallel tasks), exactly one wins and its data
-/// is stored.
-pub async fn concurrent_creates_one_winner(store: Arc<dyn SessionStore>) {
+pub(super) async fn concurrent_creates_one_winner(store: Arc<dyn SessionStore>) {
     let key = fresh_key();
     let expires = Timestamp::now() + HOUR;
     let results = on_tasks(&store, 0..16u8, move |store, i| async move {
@@ -202,8 +198,7 @@ pub async fn concurrent_creates_one_winner(store: Arc<dyn SessionStore>) {
     assert_eq!(stored, Some(Bytes::from(vec![winners[0]; 64])));
 }
 
-/// `save` with the loaded version replaces data, expiry and owner.
-pub async fn save_overwrites(store: Arc<dyn SessionStore>) {
+pub(super) async fn save_overwrites(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"before"[..]);
     create(store, &r).await;
@@ -221,8 +216,7 @@ pub async fn save_overwrites(store: Arc<dyn SessionStore>) {
     assert_eq!(back, Some(expected));
 }
 
-/// Each save bumps the version by one, and the next save names the new version.
-pub async fn save_bumps_version(store: Arc<dyn SessionStore>) {
+pub(super) async fn save_bumps_version(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let mut r = live(&b"0"[..]);
     create(store, &r).await;
@@ -234,8 +228,7 @@ pub async fn save_bumps_version(store: Arc<dyn SessionStore>) {
     assert_eq!(load(store, &r.key).await, Some(r));
 }
 
-/// A save keeps the stored `created_at`, whatever the caller passes.
-pub async fn save_keeps_created_at(store: Arc<dyn SessionStore>) {
+pub(super) async fn save_keeps_created_at(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let mut r = live(&b"x"[..]);
     r.created_at = Timestamp::now() - HOUR;
@@ -247,8 +240,7 @@ pub async fn save_keeps_created_at(store: Arc<dyn SessionStore>) {
     assert_eq!(back, Some(r.created_at), "save must not move created_at");
 }
 
-/// A save naming a stale version gets `Conflict` and changes nothing.
-pub async fn stale_save_conflicts_and_changes_nothing(store: Arc<dyn SessionStore>) {
+pub(super) async fn stale_save_conflicts_and_changes_nothing(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"v1"[..]);
     create(store, &r).await;
@@ -258,11 +250,7 @@ pub async fn stale_save_conflicts_and_changes_nothing(store: Arc<dyn SessionStor
     let mut b = r.clone();
     b.data = Bytes::from_static(b"from b");
     b.expires_at = r.expires_at + HOUR;
-    let err = must_fail("save with a stale version", store.save(&b)).await;
-    assert!(
-        matches!(err, Error::Conflict),
-        "expected Conflict, got {err:?}"
-    );
+    assert_err!("save with a stale version", store.save(&b), Error::Conflict);
     let back = load(store, &r.key).await;
     assert_eq!(
         back,
@@ -271,9 +259,7 @@ pub async fn stale_save_conflicts_and_changes_nothing(store: Arc<dyn SessionStor
     );
 }
 
-/// A save of a record deleted after it was loaded fails and does not bring it back
-/// (Rack CVE-2025-46336, gorilla/sessions #10, Spring Session gh-1031).
-pub async fn save_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) {
+pub(super) async fn save_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"logged in"[..]);
     create(store, &r).await;
@@ -281,11 +267,7 @@ pub async fn save_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) 
     assert!(must("delete", store.delete(&r.key)).await);
     let mut stale = loaded.unwrap_or(r.clone());
     stale.data = Bytes::from_static(b"written after logout");
-    let err = must_fail("save after delete", store.save(&stale)).await;
-    assert!(
-        matches!(err, Error::NotFound),
-        "expected NotFound, got {err:?}"
-    );
+    assert_err!("save after delete", store.save(&stale), Error::NotFound);
     assert_eq!(
         load(store, &r.key).await,
         None,
@@ -294,8 +276,7 @@ pub async fn save_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) 
     assert_eq!(must("count", store.count()).await, 0);
 }
 
-/// A save to the old key of a record moved by `rotate` fails and revives nothing.
-pub async fn save_after_rotate_does_not_resurrect(store: Arc<dyn SessionStore>) {
+pub(super) async fn save_after_rotate_does_not_resurrect(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"data"[..]);
     create(store, &r).await;
@@ -303,11 +284,7 @@ pub async fn save_after_rotate_does_not_resurrect(store: Arc<dyn SessionStore>) 
     must("rotate", store.rotate(&r.key, &new_key)).await;
     let mut stale = r.clone();
     stale.data = Bytes::from_static(b"stale writer");
-    let err = must_fail("save to a moved key", store.save(&stale)).await;
-    assert!(
-        matches!(err, Error::NotFound),
-        "expected NotFound, got {err:?}"
-    );
+    assert_err!("save to a moved key", store.save(&stale), Error::NotFound);
     assert_eq!(
         load(store, &r.key).await,
         None,
@@ -317,23 +294,21 @@ pub async fn save_after_rotate_does_not_resurrect(store: Arc<dyn SessionStore>) 
     assert_eq!(moved, Some(r.data), "the moved record must keep its data");
 }
 
-/// A save of a record that has expired fails with `NotFound` and does not revive it.
-pub async fn save_of_expired_is_not_found(store: Arc<dyn SessionStore>) {
+pub(super) async fn save_of_expired_is_not_found(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = expired(&b"old"[..]);
     create(store, &r).await;
     let mut revived = r.clone();
     revived.expires_at = Timestamp::now() + HOUR;
-    let err = must_fail("save of an expired record", store.save(&revived)).await;
-    assert!(
-        matches!(err, Error::NotFound),
-        "expected NotFound, got {err:?}"
+    assert_err!(
+        "save of an expired record",
+        store.save(&revived),
+        Error::NotFound
     );
     assert_eq!(load(store, &r.key).await, None);
 }
 
-/// `touch` moves the deadline and leaves data and version alone.
-pub async fn touch_extends_without_changing_data(store: Arc<dyn SessionStore>) {
+pub(super) async fn touch_extends_without_changing_data(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"keep me"[..]);
     create(store, &r).await;
@@ -349,53 +324,38 @@ pub async fn touch_extends_without_changing_data(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// A touch of a deleted record fails with `NotFound` and creates nothing.
-pub async fn touch_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) {
+pub(super) async fn touch_after_delete_does_not_resurrect(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"x"[..]);
     create(store, &r).await;
     must("delete", store.delete(&r.key)).await;
-    let err = must_fail(
+    assert_err!(
         "touch after delete",
         store.touch(&r.key, Timestamp::now() + HOUR),
-    )
-    .await;
-    assert!(
-        matches!(err, Error::NotFound),
-        "expected NotFound, got {err:?}"
+        Error::NotFound
     );
     assert_eq!(load(store, &r.key).await, None);
-    let err = must_fail(
+    assert_err!(
         "touch of an unknown key",
         store.touch(&fresh_key(), Timestamp::now() + HOUR),
-    )
-    .await;
-    assert!(
-        matches!(err, Error::NotFound),
-        "expected NotFound, got {err:?}"
+        Error::NotFound
     );
     assert_eq!(must("count", store.count()).await, 0);
 }
 
-/// A touch of an expired record does not revive it.
-pub async fn touch_of_expired_does_not_revive(store: Arc<dyn SessionStore>) {
+pub(super) async fn touch_of_expired_does_not_revive(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = expired(&b"x"[..]);
     create(store, &r).await;
-    let err = must_fail(
+    assert_err!(
         "touch of an expired record",
         store.touch(&r.key, Timestamp::now() + HOUR),
-    )
-    .await;
-    assert!(
-        matches!(err, Error::NotFound),
-        "expected NotFound, got {err:?}"
+        Error::NotFound
     );
     assert_eq!(load(store, &r.key).await, None);
 }
 
-/// `delete` removes a live record and reports it.
-pub async fn delete_removes(store: Arc<dyn SessionStore>) {
+pub(super) async fn delete_removes(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"x"[..]);
     let other = live(&b"y"[..]);
@@ -413,8 +373,7 @@ pub async fn delete_removes(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// Deleting a missing key succeeds with `false`.
-pub async fn delete_missing_is_false(store: Arc<dyn SessionStore>) {
+pub(super) async fn delete_missing_is_false(store: Arc<dyn SessionStore>) {
     let store = &*store;
     assert!(!must("delete of a missing key", store.delete(&fresh_key())).await);
     let r = live(&b"x"[..]);
@@ -423,8 +382,7 @@ pub async fn delete_missing_is_false(store: Arc<dyn SessionStore>) {
     assert!(!must("second delete", store.delete(&r.key)).await);
 }
 
-/// `delete_many` removes exactly the listed live keys and counts them.
-pub async fn delete_many_removes_listed_only(store: Arc<dyn SessionStore>) {
+pub(super) async fn delete_many_removes_listed_only(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let records: Vec<Record> = (0..6u8).map(|i| live(vec![i])).collect();
     for r in &records {
@@ -438,8 +396,7 @@ pub async fn delete_many_removes_listed_only(store: Arc<dyn SessionStore>) {
     }
 }
 
-/// `delete_many` with no keys does nothing.
-pub async fn delete_many_empty_is_noop(store: Arc<dyn SessionStore>) {
+pub(super) async fn delete_many_empty_is_noop(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"x"[..]);
     create(store, &r).await;
@@ -447,8 +404,7 @@ pub async fn delete_many_empty_is_noop(store: Arc<dyn SessionStore>) {
     assert_eq!(must("count", store.count()).await, 1);
 }
 
-/// `exists` is true for live records only.
-pub async fn exists_sees_live_only(store: Arc<dyn SessionStore>) {
+pub(super) async fn exists_sees_live_only(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"x"[..]);
     let e = expired(&b"y"[..]);
@@ -459,8 +415,7 @@ pub async fn exists_sees_live_only(store: Arc<dyn SessionStore>) {
     assert!(!must("exists", store.exists(&fresh_key())).await);
 }
 
-/// `rotate` keeps data, times, version and owner; the old key is gone at once.
-pub async fn rotate_keeps_everything(store: Arc<dyn SessionStore>) {
+pub(super) async fn rotate_keeps_everything(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let mut r = live(&b"payload"[..]).with_owner("ann");
     create(store, &r).await;
@@ -478,47 +433,136 @@ pub async fn rotate_keeps_everything(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// `rotate` onto a live key fails with `AlreadyExists` and changes neither record.
-pub async fn rotate_to_taken_key_fails(store: Arc<dyn SessionStore>) {
+pub(super) async fn rotate_is_atomic(store: Arc<dyn SessionStore>) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+    const ROTATIONS: usize = 24;
+    let first = live(&b"moving"[..]);
+    create(&*store, &first).await;
+    let keys: Arc<Vec<SessionKey>> = Arc::new(
+        std::iter::once(first.key)
+            .chain((0..ROTATIONS).map(|_| fresh_key()))
+            .collect(),
+    );
+    // `started` is the number of rotations begun: rotation `i` moves `keys[i]` to
+    // `keys[i + 1]`. A probe of that pair counts only if no later rotation began before it
+    // ended, so it saw the pair before or after rotation `i` (or, if the move is not atomic,
+    // in between).
+    let started = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let probes = Arc::new(AtomicU64::new(0));
+    // Reading the new key first can only see both live if the move is not atomic; reading
+    // the old key first can only see neither if it is not.
+    let readers: Vec<_> = [true, false]
+        .into_iter()
+        .map(|new_first| {
+            let (store, keys) = (Arc::clone(&store), Arc::clone(&keys));
+            let (started, done, probes) =
+                (Arc::clone(&started), Arc::clone(&done), Arc::clone(&probes));
+            tokio::spawn(async move {
+                while !done.load(SeqCst) {
+                    tokio::task::yield_now().await;
+                    let s = started.load(SeqCst);
+                    let Some(i) = s.checked_sub(1) else { continue };
+                    let (old, new) = (keys[i], keys[i + 1]);
+                    let (old_live, new_live) = if new_first {
+                        let new_live = store.load(&new).await?.is_some();
+                        (store.load(&old).await?.is_some(), new_live)
+                    } else {
+                        let old_live = store.load(&old).await?.is_some();
+                        (old_live, store.load(&new).await?.is_some())
+                    };
+                    if started.load(SeqCst) != s {
+                        continue;
+                    }
+                    if new_first {
+                        assert!(
+                            !(old_live && new_live),
+                            "a reader saw both the old and the new key live during rotate"
+                        );
+                    } else {
+                        assert!(
+                            old_live || new_live,
+                            "a reader saw neither the old nor the new key live during rotate"
+                        );
+                    }
+                    probes.fetch_add(1, SeqCst);
+                }
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    let mut writer_result = Ok(());
+    for i in 0..ROTATIONS {
+        let before = probes.load(SeqCst);
+        started.store(i + 1, SeqCst);
+        if let Err(e) = store.rotate(&keys[i], &keys[i + 1]).await {
+            writer_result = Err(e);
+            break;
+        }
+        // Let both readers look at this pair before moving on, so every rotation is probed.
+        while probes.load(SeqCst) < before + 2 && !readers.iter().any(|r| r.is_finished()) {
+            tokio::task::yield_now().await;
+        }
+    }
+    done.store(true, SeqCst);
+    for reader in readers {
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("a load during rotate failed: {e:?}"),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    if let Err(e) = writer_result {
+        panic!("rotate failed unexpectedly: {e:?}");
+    }
+    let last = keys[ROTATIONS];
+    assert_eq!(
+        load(&*store, &last).await.map(|r| r.data),
+        Some(first.data),
+        "the record must arrive whole after every rotation"
+    );
+    assert_eq!(
+        must("count", store.count()).await,
+        1,
+        "rotate must not copy"
+    );
+}
+
+pub(super) async fn rotate_to_taken_key_fails(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let a = live(&b"a"[..]);
     let b = live(&b"b"[..]);
     create(store, &a).await;
     create(store, &b).await;
-    let err = must_fail("rotate onto a taken key", store.rotate(&a.key, &b.key)).await;
-    assert!(
-        matches!(err, Error::AlreadyExists),
-        "expected AlreadyExists, got {err:?}"
+    assert_err!(
+        "rotate onto a taken key",
+        store.rotate(&a.key, &b.key),
+        Error::AlreadyExists
     );
     assert_eq!(load(store, &a.key).await, Some(a));
     assert_eq!(load(store, &b.key).await, Some(b));
 }
 
-/// `rotate` of a missing or expired key fails with `NotFound` and creates nothing.
-pub async fn rotate_of_missing_fails(store: Arc<dyn SessionStore>) {
+pub(super) async fn rotate_of_missing_fails(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let target = fresh_key();
-    let err = must_fail(
+    assert_err!(
         "rotate of a missing key",
         store.rotate(&fresh_key(), &target),
-    )
-    .await;
-    assert!(
-        matches!(err, Error::NotFound),
-        "expected NotFound, got {err:?}"
+        Error::NotFound
     );
     let e = expired(&b"e"[..]);
     create(store, &e).await;
-    let err = must_fail("rotate of an expired key", store.rotate(&e.key, &target)).await;
-    assert!(
-        matches!(err, Error::NotFound),
-        "expected NotFound, got {err:?}"
+    assert_err!(
+        "rotate of an expired key",
+        store.rotate(&e.key, &target),
+        Error::NotFound
     );
     assert_eq!(load(store, &target).await, None);
 }
 
-/// `count`, `count_expired` and `delete_expired` agree, and a sweep spares live records.
-pub async fn counts_and_sweep_agree(store: Arc<dyn SessionStore>) {
+pub(super) async fn counts_and_sweep_agree(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let lives: Vec<Record> = (0..4u8).map(|i| live(vec![i])).collect();
     let deads: Vec<Record> = (0..3u8).map(|i| expired(vec![i])).collect();
@@ -552,8 +596,7 @@ pub async fn counts_and_sweep_agree(store: Arc<dyn SessionStore>) {
     assert_eq!(must("second sweep", store.delete_expired()).await, 0);
 }
 
-/// `list` returns every live key and no expired or deleted one.
-pub async fn list_shows_only_live(store: Arc<dyn SessionStore>) {
+pub(super) async fn list_shows_only_live(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let lives: Vec<Record> = (0..5u8).map(|i| live(vec![i])).collect();
     for r in &lives {
@@ -602,9 +645,7 @@ async fn walk_pages(store: &dyn SessionStore, limit: usize, max_pages: usize) ->
     panic!("list_page did not finish within {max_pages} pages");
 }
 
-/// Following `list_page` cursors from the start returns every live key exactly once, in
-/// ascending order, and no expired or deleted key, whatever the page size (0 counts as 1).
-pub async fn list_page_walks_every_live_key_once(store: Arc<dyn SessionStore>) {
+pub(super) async fn list_page_walks_every_live_key_once(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let lives: Vec<Record> = (0..23u8).map(|i| live(vec![i])).collect();
     for r in &lives {
@@ -637,10 +678,7 @@ pub async fn list_page_walks_every_live_key_once(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// While other tasks create, delete and expire sessions, a `list_page` walk still returns
-/// every key that stays live throughout exactly once, never a key twice, and only keys that
-/// were live at some point of the walk.
-pub async fn list_page_is_stable_under_concurrent_writes(store: Arc<dyn SessionStore>) {
+pub(super) async fn list_page_is_stable_under_concurrent_writes(store: Arc<dyn SessionStore>) {
     let steady: Vec<Record> = (0..40u8).map(|i| live(vec![i])).collect();
     let doomed: Vec<Record> = (0..20u8).map(|i| live(vec![i])).collect();
     for r in steady.iter().chain(&doomed) {
@@ -691,8 +729,7 @@ pub async fn list_page_is_stable_under_concurrent_writes(store: Arc<dyn SessionS
     );
 }
 
-/// 64 concurrent tasks on distinct sessions lose nothing.
-pub async fn concurrent_distinct_sessions_lose_nothing(store: Arc<dyn SessionStore>) {
+pub(super) async fn concurrent_distinct_sessions_lose_nothing(store: Arc<dyn SessionStore>) {
     let results = on_tasks(&store, 0..64u32, |store, i| async move {
         let mut r = live(format!("task {i} v1").into_bytes());
         store.create(&r).await?;
@@ -712,9 +749,7 @@ pub async fn concurrent_distinct_sessions_lose_nothing(store: Arc<dyn SessionSto
     assert_eq!(must("count", store.count()).await, 64);
 }
 
-/// Concurrent read-modify-write saves to one session leave one whole value, never a mix; no
-/// increment is lost; and the version counts exactly the saves that succeeded.
-pub async fn concurrent_saves_leave_one_whole_value(store: Arc<dyn SessionStore>) {
+pub(super) async fn concurrent_saves_leave_one_whole_value(store: Arc<dyn SessionStore>) {
     // Layout: an 8-byte big-endian counter, then `1000 + writer` copies of the writer's byte.
     fn payload(counter: u64, fill: u8) -> Bytes {
         let mut data = counter.to_be_bytes().to_vec();
@@ -792,8 +827,7 @@ fn keys_of(records: &[Record]) -> HashSet<SessionKey> {
     records.iter().map(|r| r.key).collect()
 }
 
-/// Listing by owner returns exactly that owner's live sessions.
-pub async fn owner_listing_is_exact(store: Arc<dyn SessionStore>) {
+pub(super) async fn owner_listing_is_exact(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let (ann, bob, _) = owned_population(store).await;
     let listed = must("list_by_owner", store.list_by_owner("ann")).await;
@@ -812,8 +846,7 @@ pub async fn owner_listing_is_exact(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// Deleting by owner removes exactly that owner's live sessions.
-pub async fn owner_deletion_is_exact(store: Arc<dyn SessionStore>) {
+pub(super) async fn owner_deletion_is_exact(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let (ann, bob, anon) = owned_population(store).await;
     assert_eq!(
@@ -847,8 +880,7 @@ pub async fn owner_deletion_is_exact(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// A save that changes or clears the owner moves the session between owner listings.
-pub async fn owner_moves_with_save(store: Arc<dyn SessionStore>) {
+pub(super) async fn owner_moves_with_save(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let mut r = live(&b"x"[..]).with_owner("ann");
     create(store, &r).await;
@@ -877,8 +909,7 @@ pub async fn owner_moves_with_save(store: Arc<dyn SessionStore>) {
     assert!(load(store, &r.key).await.is_some());
 }
 
-/// After `rotate`, owner listing and deletion see the new key and not the old one.
-pub async fn owner_follows_rotate(store: Arc<dyn SessionStore>) {
+pub(super) async fn owner_follows_rotate(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"x"[..]).with_owner("ann");
     create(store, &r).await;
@@ -893,9 +924,7 @@ pub async fn owner_follows_rotate(store: Arc<dyn SessionStore>) {
     assert_eq!(load(store, &new_key).await, None);
 }
 
-/// The largest allowed record round-trips; one byte more is refused with `TooLarge` by both
-/// `create` and `save`, writing nothing. Unlimited stores round-trip 1 MiB.
-pub async fn size_limit_is_exact(store: Arc<dyn SessionStore>) {
+pub(super) async fn size_limit_is_exact(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let Some(limit) = store.max_data_len() else {
         round_trip(store, live(vec![7u8; 1 << 20])).await;
@@ -904,11 +933,7 @@ pub async fn size_limit_is_exact(store: Arc<dyn SessionStore>) {
     let fits = live(vec![1u8; limit]);
     round_trip(store, fits.clone()).await;
     let big = live(vec![2u8; limit + 1]);
-    let err = must_fail("create one byte over the limit", store.create(&big)).await;
-    assert!(
-        matches!(err, Error::TooLarge { size, limit: l } if size == limit + 1 && l == limit),
-        "expected TooLarge, got {err:?}"
-    );
+    assert_err!("create one byte over the limit", store.create(&big), Error::TooLarge { size, limit: l } if size == limit + 1 && l == limit);
     assert_eq!(
         load(store, &big.key).await,
         None,
@@ -916,10 +941,10 @@ pub async fn size_limit_is_exact(store: Arc<dyn SessionStore>) {
     );
     let mut grown = fits.clone();
     grown.data = Bytes::from(vec![3u8; limit + 1]);
-    let err = must_fail("save one byte over the limit", store.save(&grown)).await;
-    assert!(
-        matches!(err, Error::TooLarge { .. }),
-        "expected TooLarge, got {err:?}"
+    assert_err!(
+        "save one byte over the limit",
+        store.save(&grown),
+        Error::TooLarge { .. }
     );
     assert_eq!(
         load(store, &fits.key).await,
@@ -928,8 +953,7 @@ pub async fn size_limit_is_exact(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// A deleted key can be created again, starting from the new record.
-pub async fn delete_then_create_again(store: Arc<dyn SessionStore>) {
+pub(super) async fn delete_then_create_again(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let r = live(&b"first life"[..]).with_owner("ann");
     create(store, &r).await;

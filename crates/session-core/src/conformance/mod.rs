@@ -67,7 +67,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use cases::*;
+pub use cases::survives_reopen;
 pub use servers::{Server, server_url};
 pub use skip::{services_required, skip_test, skipped_tests};
 
@@ -223,7 +223,10 @@ pub fn run<F: Future<Output = ()>>(case: F) {
     });
 }
 
-/// Expands to one `#[test]` per conformance case, each on a fresh store from `$factory`.
+/// Expands to one `#[test]` per conformance case, each on a fresh store from `$factory`, and
+/// the same again through `Arc<dyn SessionStore>` (module `through_arc`) and
+/// `Box<dyn SessionStore>` (module `through_box`), so a forwarding impl that drops a method
+/// is caught too.
 ///
 /// `$factory` is the path of an async function returning a store or a
 /// [`Fixture`](crate::conformance::Fixture); a server-backed store returns
@@ -231,27 +234,14 @@ pub fn run<F: Future<Output = ()>>(case: F) {
 /// Add `, durable` when the fixture can reopen its
 /// data, to also run [`survives_reopen`](crate::conformance::survives_reopen). See the
 /// [module docs](crate::conformance).
+///
+/// The list of cases below is the only one: it also defines the public case functions (whose
+/// bodies are private, so one left out of the list fails the build as dead code) and
+/// [`CASES`](crate::conformance::CASES).
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:path) => {
-        $crate::conformance_tests!(@cases $factory;
-            round_trip_binary, round_trip_unicode, round_trip_empty_data, timestamps_are_exact,
-            missing_is_none, loading_unknown_creates_nothing, expired_is_none,
-            create_on_taken_key_fails_without_overwriting, create_over_expired_key_succeeds,
-            concurrent_creates_one_winner, save_overwrites, save_bumps_version,
-            save_keeps_created_at, stale_save_conflicts_and_changes_nothing,
-            save_after_delete_does_not_resurrect, save_after_rotate_does_not_resurrect,
-            save_of_expired_is_not_found, touch_extends_without_changing_data,
-            touch_after_delete_does_not_resurrect, touch_of_expired_does_not_revive,
-            delete_removes, delete_missing_is_false, delete_many_removes_listed_only,
-            delete_many_empty_is_noop, exists_sees_live_only, rotate_keeps_everything,
-            rotate_to_taken_key_fails, rotate_of_missing_fails,
-            counts_and_sweep_agree, list_shows_only_live,
-            list_page_walks_every_live_key_once, list_page_is_stable_under_concurrent_writes,
-            concurrent_distinct_sessions_lose_nothing, concurrent_saves_leave_one_whole_value,
-            owner_listing_is_exact, owner_deletion_is_exact, owner_moves_with_save,
-            owner_follows_rotate, size_limit_is_exact, delete_then_create_again,
-        );
+        $crate::conformance_tests!(@with_cases tests $factory);
     };
     ($factory:path, durable) => {
         $crate::conformance_tests!($factory);
@@ -266,18 +256,193 @@ macro_rules! conformance_tests {
             });
         }
     };
-    (@cases $factory:path; $($case:ident),* $(,)?) => {
+    (@with_cases $then:ident $($args:path)?) => {
+        $crate::conformance_tests!(@$then $($args)?;
+            /// Every byte value survives a round trip.
+            round_trip_binary,
+            /// Unicode data and a unicode owner survive a round trip.
+            round_trip_unicode,
+            /// An empty payload is kept as empty, not as absent.
+            round_trip_empty_data,
+            /// Created and expiry times come back to the millisecond, and version as given.
+            timestamps_are_exact,
+            /// Loading a key never stored gives `None`.
+            missing_is_none,
+            /// Loading unknown keys stores nothing (Django CVE-2015-5143).
+            loading_unknown_creates_nothing,
+            /// An expired record loads as `None` and is not counted live.
+            expired_is_none,
+            /// `create` on a live key fails with `AlreadyExists` and keeps the first record.
+            create_on_taken_key_fails_without_overwriting,
+            /// `create` may reuse the key of an expired record.
+            create_over_expired_key_succeeds,
+            /// Of many concurrent creates on one key (on parallel tasks), exactly one wins and its data
+            /// is stored.
+            concurrent_creates_one_winner,
+            /// `save` with the loaded version replaces data, expiry and owner.
+            save_overwrites,
+            /// Each save bumps the version by one, and the next save names the new version.
+            save_bumps_version,
+            /// A save keeps the stored `created_at`, whatever the caller passes.
+            save_keeps_created_at,
+            /// A save naming a stale version gets `Conflict` and changes nothing.
+            stale_save_conflicts_and_changes_nothing,
+            /// A save of a record deleted after it was loaded fails and does not bring it back
+            /// (Rack CVE-2025-46336, gorilla/sessions #10, Spring Session gh-1031).
+            save_after_delete_does_not_resurrect,
+            /// A save to the old key of a record moved by `rotate` fails and revives nothing.
+            save_after_rotate_does_not_resurrect,
+            /// A save of a record that has expired fails with `NotFound` and does not revive it.
+            save_of_expired_is_not_found,
+            /// `touch` moves the deadline and leaves data and version alone.
+            touch_extends_without_changing_data,
+            /// A touch of a deleted record fails with `NotFound` and creates nothing.
+            touch_after_delete_does_not_resurrect,
+            /// A touch of an expired record does not revive it.
+            touch_of_expired_does_not_revive,
+            /// `delete` removes a live record and reports it.
+            delete_removes,
+            /// Deleting a missing key succeeds with `false`.
+            delete_missing_is_false,
+            /// `delete_many` removes exactly the listed live keys and counts them.
+            delete_many_removes_listed_only,
+            /// `delete_many` with no keys does nothing.
+            delete_many_empty_is_noop,
+            /// `exists` is true for live records only.
+            exists_sees_live_only,
+            /// `rotate` keeps data, times, version and owner; the old key is gone at once.
+            rotate_keeps_everything,
+            /// While other tasks keep loading both keys, `rotate` never lets one see both the old
+            /// and the new key live, or neither.
+            rotate_is_atomic,
+            /// `rotate` onto a live key fails with `AlreadyExists` and changes neither record.
+            rotate_to_taken_key_fails,
+            /// `rotate` of a missing or expired key fails with `NotFound` and creates nothing.
+            rotate_of_missing_fails,
+            /// `count`, `count_expired` and `delete_expired` agree, and a sweep spares live records.
+            counts_and_sweep_agree,
+            /// `list` returns every live key and no expired or deleted one.
+            list_shows_only_live,
+            /// Following `list_page` cursors from the start returns every live key exactly once, in
+            /// ascending order, and no expired or deleted key, whatever the page size (0 counts as 1).
+            list_page_walks_every_live_key_once,
+            /// While other tasks create, delete and expire sessions, a `list_page` walk still returns
+            /// every key that stays live throughout exactly once, never a key twice, and only keys that
+            /// were live at some point of the walk.
+            list_page_is_stable_under_concurrent_writes,
+            /// 64 concurrent tasks on distinct sessions lose nothing.
+            concurrent_distinct_sessions_lose_nothing,
+            /// Concurrent read-modify-write saves to one session leave one whole value, never a mix; no
+            /// increment is lost; and the version counts exactly the saves that succeeded.
+            concurrent_saves_leave_one_whole_value,
+            /// Listing by owner returns exactly that owner's live sessions.
+            owner_listing_is_exact,
+            /// Deleting by owner removes exactly that owner's live sessions.
+            owner_deletion_is_exact,
+            /// A save that changes or clears the owner moves the session between owner listings.
+            owner_moves_with_save,
+            /// After `rotate`, owner listing and deletion see the new key and not the old one.
+            owner_follows_rotate,
+            /// The largest allowed record round-trips; one byte more is refused with `TooLarge` by both
+            /// `create` and `save`, writing nothing. Unlimited stores round-trip 1 MiB.
+            size_limit_is_exact,
+            /// A deleted key can be created again, starting from the new record.
+            delete_then_create_again,
+        );
+    };
+    (@define; $($(#[$doc:meta])* $case:ident,)*) => {
         $(
-            #[test]
-            fn $case() {
-                $crate::conformance::run(async {
-                    let fixture: $crate::conformance::Fixture = $factory().await.into();
-                    if fixture.skip_notice().is_some() {
-                        return;
-                    }
-                    $crate::conformance::$case(fixture.store()).await;
-                });
+            $(#[$doc])*
+            pub async fn $case(store: Arc<dyn SessionStore>) {
+                cases::$case(store).await
             }
         )*
+        /// The name of every case [`conformance_tests!`](crate::conformance_tests) runs, in
+        /// order (without [`survives_reopen`], which only durable stores run).
+        pub const CASES: &[&str] = &[$(stringify!($case)),*];
     };
+    (@tests $factory:path; $($(#[$doc:meta])* $case:ident,)*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $case() {
+                $crate::conformance::run_case(
+                    $factory,
+                    $crate::conformance::Through::Store,
+                    $crate::conformance::$case,
+                );
+            }
+        )*
+        /// Every case again, on the store behind a second `Arc<dyn SessionStore>`.
+        mod through_arc {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    $crate::conformance::run_case(
+                        $factory,
+                        $crate::conformance::Through::Arc,
+                        $crate::conformance::$case,
+                    );
+                }
+            )*
+        }
+        /// Every case again, on the store behind a `Box<dyn SessionStore>`.
+        mod through_box {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    $crate::conformance::run_case(
+                        $factory,
+                        $crate::conformance::Through::Box,
+                        $crate::conformance::$case,
+                    );
+                }
+            )*
+        }
+    };
+}
+
+conformance_tests!(@with_cases define);
+
+/// How [`run_case`] hands the fixture's store to a case.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Through {
+    /// As the fixture holds it.
+    Store,
+    /// Wrapped in another `Arc`, so calls go through `impl SessionStore for Arc<T>`.
+    Arc,
+    /// Wrapped in a `Box<dyn SessionStore>`, so calls go through `impl SessionStore for Box<T>`.
+    Box,
+}
+
+/// Runs one case on a fresh fixture from `factory`, handed over as `through` says; what
+/// [`conformance_tests!`](crate::conformance_tests) expands to.
+#[doc(hidden)]
+pub fn run_case<F, Fut, X, C, CFut>(factory: F, through: Through, case: C)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = X>,
+    X: Into<Fixture>,
+    C: FnOnce(Arc<dyn SessionStore>) -> CFut,
+    CFut: Future<Output = ()>,
+{
+    run(async move {
+        let fixture: Fixture = factory().await.into();
+        if fixture.skip_notice().is_some() {
+            return;
+        }
+        let store = fixture.store();
+        let store: Arc<dyn SessionStore> = match through {
+            Through::Store => store,
+            Through::Arc => Arc::new(store),
+            Through::Box => Arc::new(Box::new(store) as Box<dyn SessionStore>),
+        };
+        case(store).await;
+        drop(fixture);
+    });
 }

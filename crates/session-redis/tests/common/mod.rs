@@ -19,6 +19,23 @@ use session_redis::{RedisStore, RedisStoreBuilder, redis};
 
 pub const HOUR: Duration = Duration::from_secs(3600);
 
+/// Whether the binaries the tests that start their own servers need (`redis-server`, and
+/// `redis-cli` for the cluster) are on `PATH`. When one is missing the test skips visibly
+/// ([`skip_test`](session_core::conformance::skip_test)), or fails under
+/// `SESSION_REQUIRE_SERVICES=1`; the shared server at `REDIS_URL` is not what they need.
+pub fn redis_installed(binaries: &[&str]) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for binary in binaries {
+        if !std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()) {
+            session_core::conformance::skip_test(&format!(
+                "{binary} is not installed, so this test cannot start a Redis server of its own"
+            ));
+            return false;
+        }
+    }
+    true
+}
+
 /// A free port on 127.0.0.1 (free when asked; the server that takes it binds it soon after).
 pub fn free_port() -> u16 {
     match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
