@@ -91,7 +91,7 @@ pub async fn open(kind: Kind) -> Option<Backend> {
             let url = server_url(Server::Postgres)?;
             let store = PostgresStore::builder()
                 .table(format!("tower_bridge_{}", unique()))
-                .max_data_len(MAX_DATA_LEN)
+                .max_data_len(Some(MAX_DATA_LEN))
                 .max_connections(4)
                 .connect(&url)
                 .await
