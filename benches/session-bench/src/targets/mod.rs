@@ -9,6 +9,7 @@ mod files;
 mod hybrid;
 mod limit;
 mod memory;
+mod mysql;
 mod postgres;
 mod redis;
 mod sqlite;
@@ -23,6 +24,7 @@ pub(crate) fn all() -> Vec<Target> {
     targets.extend(redis::targets());
     targets.extend(postgres::targets());
     targets.extend(sqlite::targets());
+    targets.extend(mysql::targets());
     targets.extend(files::targets());
     targets.extend(hybrid::targets());
     targets
