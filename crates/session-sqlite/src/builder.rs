@@ -7,7 +7,7 @@ use std::time::Duration;
 use session_core::{CleanupTask, Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::error::{ResultExt as _, STORE};
+use crate::error::{ResultExt as _, STORE, retry_busy};
 use crate::sql::{Queries, validate_table};
 use crate::store::{Inner, SqliteStore};
 
@@ -249,7 +249,7 @@ impl SqliteStoreBuilder {
                     .busy_timeout(self.busy_timeout)
                     .synchronous(self.synchronous);
                 let writer = self.pool(self.write_connections, options.clone()).await?;
-                wal_mode(&writer).await?;
+                wal_mode(&writer, self.busy_timeout).await?;
                 // Readers open after the switch to WAL, and refuse writes should a bug ever
                 // send one their way.
                 let reader = self
@@ -269,6 +269,7 @@ impl SqliteStoreBuilder {
             cleanup_batch,
             cleanup_interval: self.cleanup_interval,
             synchronous: self.synchronous,
+            busy_timeout: self.busy_timeout,
         });
         let cleanup = CleanupTask::spawn(
             STORE,
@@ -286,16 +287,18 @@ impl SqliteStoreBuilder {
     /// database lives only while a connection is open, and a file's connections are cheap to
     /// keep. There is no network to check, so connections are not pinged before use.
     async fn pool(&self, max: u32, options: SqliteConnectOptions) -> Result<SqlitePool> {
-        SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .test_before_acquire(false)
-            .acquire_timeout(self.acquire_timeout)
-            .connect_with(options)
-            .await
-            .db()
+        retry_busy(self.busy_timeout, || {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false)
+                .acquire_timeout(self.acquire_timeout)
+                .connect_with(options.clone())
+        })
+        .await
+        .db()
     }
 }
 
@@ -344,11 +347,12 @@ fn create_private(path: &Path) -> Result<()> {
 /// Puts the file in WAL mode (a setting the file keeps; later opens find it set). Several
 /// stores switching a new file at once wait for each other through `busy_timeout`, as
 /// `concurrent_opens_and_migrations_of_a_new_file_all_succeed` checks.
-async fn wal_mode(pool: &SqlitePool) -> Result<()> {
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
-        .fetch_one(pool)
-        .await
-        .db()?;
+async fn wal_mode(pool: &SqlitePool, busy_timeout: Duration) -> Result<()> {
+    let mode: String = retry_busy(busy_timeout, || {
+        sqlx::query_scalar("PRAGMA journal_mode = WAL").fetch_one(pool)
+    })
+    .await
+    .db()?;
     if mode.eq_ignore_ascii_case("wal") {
         Ok(())
     } else {

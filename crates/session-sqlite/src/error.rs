@@ -84,3 +84,35 @@ impl<T> ResultExt<T> for Result<T, sqlx::Error> {
         self.map_err(|e| SqliteError(e).into())
     }
 }
+
+/// Retries `op` while SQLite answers `SQLITE_BUSY` at once, for up to `timeout`.
+///
+/// Around a new file SQLite returns `SQLITE_BUSY` without calling the busy handler: when two
+/// connections switch it to WAL mode at the same moment, and when one connects while another is
+/// still creating the WAL index. Opening and migrating go through this, so stores opening one
+/// new file together wait for each other as `busy_timeout` promises
+/// (`concurrent_opens_and_migrations_of_a_new_file_all_succeed`).
+pub(crate) async fn retry_busy<T, F, Fut>(
+    timeout: std::time::Duration,
+    mut op: F,
+) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match op().await {
+            Err(e) => {
+                let error = SqliteError(e);
+                if !(error.is_busy() && tokio::time::Instant::now() < deadline) {
+                    return Err(error.0);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            ok => return ok,
+        }
+    }
+}

@@ -12,7 +12,7 @@ use session_core::{
 use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
 
 use crate::builder::SqliteStoreBuilder;
-use crate::error::{ResultExt as _, SqliteError};
+use crate::error::{ResultExt as _, SqliteError, retry_busy};
 use crate::format::{
     key_from_db, keys_as_json, millis, now, record_from_row, version_from_db, version_to_db,
 };
@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) cleanup_batch: i64,
     pub(crate) cleanup_interval: Duration,
     pub(crate) synchronous: SqliteSynchronous,
+    /// How long a lock wait may take; also bounds the retries of [`retry_busy`].
+    pub(crate) busy_timeout: Duration,
 }
 
 /// A [`SessionStore`] keeping one row per session in a SQLite database: a file (WAL mode,
@@ -140,18 +142,20 @@ impl SqliteStore {
     /// with another shape is reported by the first operation instead).
     pub async fn migrate(&self) -> Result<()> {
         let inner = &*self.inner;
-        let mut conn = inner.writer.acquire().await.db()?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-            .await
-            .db()?;
-        for ddl in [
-            &inner.sql.create_table,
-            &inner.sql.create_expiry_index,
-            &inner.sql.create_owner_index,
-        ] {
-            sqlx::query(ddl).execute(&mut *tx).await.db()?;
-        }
-        tx.commit().await.db()
+        retry_busy(inner.busy_timeout, || async move {
+            let mut conn = inner.writer.acquire().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            for ddl in [
+                &inner.sql.create_table,
+                &inner.sql.create_expiry_index,
+                &inner.sql.create_owner_index,
+            ] {
+                sqlx::query(ddl).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
+        .await
+        .db()
     }
 
     /// Stops the background sweep and waits until it has ended (a sweep under way finishes
