@@ -39,6 +39,11 @@ const STEPS: &[(&str, &str, Step)] = &[
         core_deps,
     ),
     (
+        "package",
+        "cargo package: every publishable crate packs, in dependency order (no build)",
+        package,
+    ),
+    (
         "features",
         "cargo hack: every feature of session-kit alone, session-core's powerset; session-kit's tests without features",
         features,
@@ -207,6 +212,28 @@ fn core_deps() -> Result<Option<String>, String> {
             "session-core must not depend on a backend driver: {drivers:?}"
         ))
     }
+}
+
+fn package() -> Result<Option<String>, String> {
+    // `--no-verify`: building each packed crate again from its tarball would double the
+    // run's compile time; what packing checks (metadata, the README each crate's docs
+    // include, path-only dev-dependencies where a versioned one would be a cycle, internal
+    // dependencies resolved in order through a local registry) is what breaks.
+    run(
+        &cargo(),
+        &[
+            "package",
+            "--workspace",
+            "--locked",
+            "--no-verify",
+            "--exclude",
+            "session-demo",
+            "--exclude",
+            "xtask",
+        ],
+        &[],
+    )?;
+    Ok(None)
 }
 
 fn features() -> Result<Option<String>, String> {
