@@ -13,7 +13,23 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::run;
+/// Like `crate::run`, but the child's standard output goes to our standard error: this
+/// command's standard output is the `export` lines `.ci/run` sources, and debootstrap's
+/// progress lines (`I: Retrieving ...`) must not land among them.
+fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(std::io::stderr())
+        .status()
+        .map_err(|e| format!("could not start {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {} failed: {status}", args.join(" ")))
+    }
+}
 
 const SUITE: &str = "bookworm";
 const PACKAGES: &str = "postgresql,redis-server,mariadb-server";
@@ -180,6 +196,7 @@ fn build_in(
             image,
         ])
         .stdin(tar_out)
+        .stdout(std::io::stderr())
         .status()
         .map_err(|e| format!("could not start docker import: {e}"))?;
     let tar_status = tar.wait().map_err(|e| format!("tar: {e}"))?;
