@@ -195,8 +195,13 @@ impl Inner {
         let mut total = 0u64;
         loop {
             let deleted = self
-                .retrying(|pool| self.delete_expired_batch(pool))
-                .await?;
+                .retrying(|pool| {
+                    sqlx::query(&self.sql.delete_expired_batch)
+                        .bind(self.cleanup_batch)
+                        .execute(pool)
+                })
+                .await?
+                .rows_affected();
             total += deleted;
             // A short batch means nothing expired is left (or the rest is locked by requests
             // right now and will be swept next time).
@@ -204,27 +209,6 @@ impl Inner {
                 return Ok(total);
             }
         }
-    }
-
-    /// Deletes one batch of expired rows in its own transaction, committed without waiting
-    /// for the WAL flush. That wait (one fsync per batch) was most of a sweep's time: ten
-    /// batches of 1,000 took 6× one bare `DELETE` of the same 10,000 rows (BENCHMARKS.md).
-    /// Not waiting is safe here and only here: a crash can lose the last batches' deletes,
-    /// and the rows come back still expired, so they are still never returned and the next
-    /// sweep deletes them again. `SET LOCAL` ends with the transaction, also when it is rolled
-    /// back or the future is dropped, so no connection goes back to the pool with it.
-    async fn delete_expired_batch(&self, pool: &PgPool) -> Result<u64, sqlx::Error> {
-        let mut tx = pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        let deleted = sqlx::query(&self.sql.delete_expired_batch)
-            .bind(self.cleanup_batch)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(deleted)
     }
 }
 
