@@ -585,3 +585,44 @@ async fn a_page_reads_only_its_own_rows() {
     let read = rows_read().await - before;
     assert!(read >= 5000, "list read {read} rows of 5000");
 }
+
+/// The sweep commits its batches without waiting for the WAL flush, but only its own: the
+/// setting ends with each batch's statement, so the pooled connection it ran on (the only one
+/// here) goes on committing durably, and every expired row is still gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeps_asynchronous_commit_does_not_outlive_its_statement() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let table = common::unique_name("asyncsweep");
+    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("pool of one");
+    let store = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .cleanup_batch(100)
+        .cleanup_interval(Duration::ZERO)
+        .build(pool.clone())
+        .expect("build");
+    store.migrate().await.expect("migrate");
+    let before: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await
+        .expect("show");
+    insert_expired_rows(&store, 250).await;
+    assert_eq!(store.delete_expired().await.expect("sweep"), 250);
+    assert_eq!(store.count_expired().await.expect("count_expired"), 0);
+    let after: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await
+        .expect("show");
+    assert_eq!(
+        after, before,
+        "the sweep's setting leaked to the connection"
+    );
+    assert_ne!(after, "off", "the server's own setting is durable here");
+}
