@@ -62,8 +62,9 @@ impl FileError {
     }
 }
 
-/// A transient failure is [`Error::Unavailable`], anything else [`Error::Backend`] (see
-/// [`FileError::is_transient`]); the [`FileError`] is the source either way.
+/// A failure that may pass (out of file descriptors or memory, interrupted, timed out) is
+/// [`Error::Unavailable`], anything else [`Error::Backend`]; the [`FileError`] is the source
+/// either way.
 impl From<FileError> for Error {
     fn from(err: FileError) -> Self {
         if err.is_transient() {

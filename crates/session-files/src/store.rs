@@ -55,7 +55,7 @@ impl FileStore {
     /// starts its sweep every [`DEFAULT_CLEANUP_INTERVAL`](crate::DEFAULT_CLEANUP_INTERVAL).
     ///
     /// # Errors
-    /// As [`FileStoreBuilder::open`]; in particular [`Error::Config`] outside a Tokio runtime,
+    /// As [`FileStoreBuilder::open`]; in particular [`Error::Config`](session_core::Error::Config) outside a Tokio runtime,
     /// where the sweep cannot run (open the store inside the runtime, or use the builder with
     /// a zero [`cleanup_interval`](FileStoreBuilder::cleanup_interval)).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
