@@ -19,6 +19,7 @@ mod cleanup;
 mod error;
 mod id;
 mod record;
+pub mod sql;
 mod store;
 mod time;
 

@@ -210,6 +210,17 @@ pub(crate) fn decode_owner(header: &Header, bytes: &[u8]) -> Result<Option<Strin
     }
 }
 
+/// Refuses an owner longer than [`MAX_OWNER_LEN`] before anything is written.
+pub(crate) fn check_owner(owner: Option<&str>) -> session_core::Result<()> {
+    match owner {
+        Some(o) if o.len() > MAX_OWNER_LEN => Err(session_core::Error::TooLarge {
+            size: o.len(),
+            limit: MAX_OWNER_LEN,
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
-//! Small filesystem helpers: the error type that keeps the path and the OS error, durable temp
-//! files, directory fsync, and the striped advisory locks shared between processes.
+//! Small filesystem helpers: durable temp files, directory fsync, opening without following
+//! symlinks, and the striped advisory locks shared between processes.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -10,84 +10,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rustix::fs::FlockOperation;
 use session_core::{Error, SessionKey};
 
-use crate::layout::{TEMP_PREFIX, hex};
-
-pub(crate) const STORE: &str = "files";
-
-/// A filesystem operation that failed: what was done, to which path, and what the operating
-/// system said. It is the `source` of the [`Error::Backend`] or [`Error::Unavailable`] the store
-/// returns; [`FileError::io_error`] gives the OS error (e.g. to check for `ENOSPC`).
-#[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {source}", path.display())]
-pub struct FileError {
-    op: &'static str,
-    path: PathBuf,
-    #[source]
-    source: io::Error,
-}
-
-impl FileError {
-    pub(crate) fn from_parts(op: &'static str, path: &Path, source: io::Error) -> Self {
-        Self {
-            op,
-            path: path.to_owned(),
-            source,
-        }
-    }
-
-    /// What the store was doing (`"write"`, `"rename"`, …).
-    pub fn op(&self) -> &'static str {
-        self.op
-    }
-
-    /// The path it was doing it to.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The operating system's error.
-    pub fn io_error(&self) -> &io::Error {
-        &self.source
-    }
-}
-
-/// Maps an I/O error to the store's error: running out of file descriptors or memory, or an
-/// interrupted or timed-out call, may pass ([`Error::Unavailable`]); anything else (a full disk,
-/// a quota, a read-only or vanished filesystem, permissions) needs an operator
-/// ([`Error::Backend`]).
-pub(crate) fn fail(op: &'static str, path: &Path, source: io::Error) -> Error {
-    let transient = matches!(
-        source.kind(),
-        io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-            | io::ErrorKind::TimedOut
-            | io::ErrorKind::OutOfMemory
-    ) || matches!(
-        source.raw_os_error(),
-        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error() || code == rustix::io::Errno::NFILE.raw_os_error()
-    );
-    let err = FileError {
-        op,
-        path: path.to_owned(),
-        source,
-    };
-    if transient {
-        Error::unavailable(STORE, err)
-    } else {
-        Error::backend(STORE, err)
-    }
-}
-
-/// Extension to attach the operation and path to an `io::Result`.
-pub(crate) trait Context<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T, Error>;
-}
-
-impl<T> Context<T> for io::Result<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T, Error> {
-        self.map_err(|e| fail(op, path, e))
-    }
-}
+use crate::error::{Context, FileError, STORE};
+use crate::layout::TEMP_PREFIX;
 
 pub(crate) fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
@@ -106,10 +30,10 @@ pub(crate) fn make_dir_all(dir: &Path) -> Result<(), Error> {
             match DirBuilder::new().mode(0o700).create(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-                Err(e) => return Err(fail("create directory", dir, e)),
+                Err(e) => return Err(FileError::new("create directory", dir, e).into()),
             }
         }
-        Err(e) => return Err(fail("create directory", dir, e)),
+        Err(e) => return Err(FileError::new("create directory", dir, e).into()),
     }
     if let Some(parent) = dir.parent() {
         sync_dir(parent)?;
@@ -160,7 +84,7 @@ pub(crate) fn remove_file(path: &Path) -> Result<bool, Error> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(fail("remove", path, e)),
+        Err(e) => Err(FileError::new("remove", path, e).into()),
     }
 }
 
@@ -178,14 +102,18 @@ impl TempFile {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random)
             .map_err(|e| Error::backend(STORE, io::Error::other(e.to_string())))?;
-        let path = dir.join(format!("{TEMP_PREFIX}{}-{}", key.to_hex(), hex(&random)));
+        let path = dir.join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            key.to_hex(),
+            hex::encode(random)
+        ));
         let mut file = match create_new(&path) {
             Ok(f) => f,
             Err(e) if is_not_found(&e) => {
                 make_dir_all(dir)?;
                 create_new(&path).ctx("create", &path)?
             }
-            Err(e) => return Err(fail("create", &path, e)),
+            Err(e) => return Err(FileError::new("create", &path, e).into()),
         };
         let temp = Self { path: Some(path) };
         let path = temp.path();
@@ -206,7 +134,7 @@ impl TempFile {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.path = Some(from);
-                Err(fail("rename", target, e))
+                Err(FileError::new("rename", target, e).into())
             }
         }
     }
@@ -217,7 +145,7 @@ impl TempFile {
         match fs::hard_link(self.path(), target) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(fail("link", target, e)),
+            Err(e) => Err(FileError::new("link", target, e).into()),
         }
         // Dropping `self` removes the temp name; the data stays under `target`.
     }
@@ -286,7 +214,7 @@ impl Locks {
         let mut guard = self.stripes[stripe]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let path = self.dir.join(hex(&[stripe as u8]));
+        let path = self.dir.join(hex::encode([stripe as u8]));
         if guard.is_none() {
             // Not following a symlink: a link planted at a lock's name would otherwise make
             // the store create (and lock) a file wherever it points. Refused, it fails every
@@ -307,7 +235,7 @@ impl Locks {
                 match rustix::fs::flock(file, FlockOperation::LockExclusive) {
                     Ok(()) => break,
                     Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(fail("lock", &path, e.into())),
+                    Err(e) => return Err(FileError::new("lock", &path, e.into()).into()),
                 }
             }
         }

@@ -52,7 +52,7 @@ impl Layout {
     /// `owners/<first two hex>/<sha256(owner) hex>`: one more level than the hash alone so a
     /// site with millions of users does not put millions of directories in one.
     pub(crate) fn owner_dir(&self, owner: &str) -> PathBuf {
-        let hash = hex(&Sha256::digest(owner.as_bytes()));
+        let hash = hex::encode(Sha256::digest(owner.as_bytes()));
         self.owners_dir().join(&hash[0..2]).join(hash)
     }
 
@@ -71,16 +71,6 @@ pub(crate) fn is_shard_name(name: &str) -> bool {
 pub(crate) fn key_in_shard(outer: &str, inner: &str, name: &str) -> Option<SessionKey> {
     let key = SessionKey::from_hex(name)?;
     (name[0..2] == *outer && name[2..4] == *inner).then_some(key)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
 }
 
 #[cfg(test)]

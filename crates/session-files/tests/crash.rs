@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{key, ok, reexec, runtime, temp_files, tempdir, wait_for_file};
+use common::{key, ok, runtime, temp_files, tempdir};
+use session_core::conformance::child::kill_9_after_ready;
 use session_core::{Bytes, Error, Record, SessionKey, SessionStore, Timestamp};
 use session_files::FileStore;
 
@@ -74,23 +75,15 @@ fn kill_9_mid_write_leaves_every_file_old_or_new() {
     let mut seed = common::seed();
     for round in 0..ROUNDS {
         let ready = dir.path().join(format!("ready-{round}"));
-        let mut child = reexec(
+        // SIGKILL: no destructor, no flush, no cleanup runs.
+        kill_9_after_ready(
             "kill_9_mid_write_leaves_every_file_old_or_new",
-            &[
-                (CHILD_DIR, dir.path().display().to_string()),
-                ("CRASH_READY", ready.display().to_string()),
-            ],
+            &[(CHILD_DIR, dir.path().display().to_string())],
+            &ready,
+            &mut seed,
+            Duration::from_millis(50),
+            Duration::from_millis(400),
         );
-        wait_for_file(&ready, &mut child, Duration::from_secs(60));
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(50 + (seed >> 33) % 400));
-        // `Child::kill` is SIGKILL on Unix: no destructor, no flush, no cleanup runs.
-        if let Err(e) = child.kill() {
-            panic!("killing the child failed: {e}");
-        }
-        let _ = child.wait();
         leftovers += temp_files(&root).len();
         verify(&root);
     }

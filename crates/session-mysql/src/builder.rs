@@ -110,19 +110,7 @@ impl MySqlStoreBuilder {
             validate_database(db)?;
         }
         validate_table(&self.table)?;
-        i64::try_from(self.cleanup_batch)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                Error::Config(
-                    format!(
-                        "cleanup batch must be 1 to {}, got {}",
-                        i64::MAX,
-                        self.cleanup_batch
-                    )
-                    .into(),
-                )
-            })
+        session_core::sql::cleanup_batch(self.cleanup_batch)
     }
 
     /// Builds the store over `pool` and starts its background sweep (unless

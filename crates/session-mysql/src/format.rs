@@ -8,7 +8,8 @@
 //! | `version` | `BIGINT UNSIGNED` | the record's version |
 //! | `owner` | `TEXT` utf8mb4 | the owner, or `NULL` |
 
-use session_core::{Bytes, Error, Record, Result, SessionKey, Timestamp};
+use session_core::sql::key_from_column;
+use session_core::{Bytes, Error, Record, Result, Timestamp};
 use sqlx::Row as _;
 use sqlx::mysql::MySqlRow;
 
@@ -29,14 +30,6 @@ pub(crate) fn check_owner(owner: Option<&str>) -> Result<()> {
     }
 }
 
-/// A stored key back as a [`SessionKey`]; anything but 32 bytes was not written by this store.
-pub(crate) fn key_from_db(bytes: &[u8]) -> Result<SessionKey> {
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| Error::corrupt(format!("stored key is {} bytes, not 32", bytes.len())))?;
-    Ok(SessionKey::from_bytes(bytes))
-}
-
 /// Reads a row of `key, data, created_at, expires_at, version, owner`.
 pub(crate) fn record_from_row(row: &MySqlRow) -> Result<Record> {
     let key: &[u8] = row.try_get(0).map_err(DbError)?;
@@ -52,16 +45,11 @@ pub(crate) fn record_from_row(row: &MySqlRow) -> Result<Record> {
         .transpose()
         .map_err(|e| Error::corrupt(format!("stored owner is not UTF-8: {e}")))?;
     Ok(Record {
-        key: key_from_db(key)?,
+        key: key_from_column(key)?,
         data: Bytes::from(data),
         created_at: Timestamp::from_unix_millis(created_at),
         expires_at: Timestamp::from_unix_millis(expires_at),
         version,
         owner,
     })
-}
-
-/// A `COUNT(*)`, which is never negative.
-pub(crate) fn count_from_db(n: i64) -> u64 {
-    n.unsigned_abs()
 }

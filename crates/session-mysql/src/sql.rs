@@ -5,6 +5,7 @@
 //! clock in the same unit ([`NOW_MS`]), so neither the server's nor the session's
 //! `time_zone` plays any part, and every app server agrees on what has expired.
 
+use session_core::sql::validate_identifier;
 use session_core::{Error, Result};
 
 /// MySQL and MariaDB keep identifiers of up to 64 characters.
@@ -26,10 +27,13 @@ pub(crate) const NOW_MS: &str =
 /// The most keys one `delete_many` statement binds; longer lists take several statements.
 pub(crate) const DELETE_MANY_CHUNK: usize = 500;
 
-/// Checks a database name: a plain identifier (see [`validate_identifier`]) that is not one of
-/// the server's system databases.
+/// Checks a database name: a plain identifier
+/// ([`validate_identifier`](session_core::sql::validate_identifier)) of at most 64 bytes that
+/// is not one of the server's system databases. Names are also backtick-quoted wherever they
+/// are used; whether case matters depends on `lower_case_table_names`, as the server stores
+/// tables as files.
 pub(crate) fn validate_database(name: &str) -> Result<()> {
-    validate_identifier("database", name)?;
+    validate_identifier("database", name, MAX_IDENTIFIER_LEN)?;
     if SYSTEM_DATABASES
         .iter()
         .any(|system| system.eq_ignore_ascii_case(name))
@@ -41,30 +45,9 @@ pub(crate) fn validate_database(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a table name: a plain identifier.
+/// Checks a table name: a plain identifier of at most 64 bytes.
 pub(crate) fn validate_table(name: &str) -> Result<()> {
-    validate_identifier("table", name)
-}
-
-/// Checks that `name` is a plain SQL identifier: an ASCII letter or `_`, then ASCII letters,
-/// digits or `_`, at most 64 bytes. Names are also backtick-quoted wherever they are used, so
-/// this is defence in depth, and it keeps names portable across file systems (the server
-/// stores tables as files; whether case matters depends on `lower_case_table_names`).
-fn validate_identifier(what: &str, name: &str) -> Result<()> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !first_ok || !rest_ok || name.len() > MAX_IDENTIFIER_LEN {
-        return Err(Error::Config(
-            format!(
-                "{what} name {name:?} is not a plain identifier: use 1 to {MAX_IDENTIFIER_LEN} ASCII letters, digits or underscores, not starting with a digit"
-            )
-            .into(),
-        ));
-    }
-    Ok(())
+    validate_identifier("table", name, MAX_IDENTIFIER_LEN)
 }
 
 /// Quotes a validated identifier. Validation already rules out the backtick; quoting keeps

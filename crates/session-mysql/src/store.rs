@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use session_core::sql::{count_from_column, key_from_column};
 use session_core::{
     CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
     check_data_len,
@@ -18,7 +19,7 @@ use sqlx::mysql::MySqlPool;
 
 use crate::builder::MySqlStoreBuilder;
 use crate::error::{DbError, STORE, is_broken_connection, is_duplicate_key};
-use crate::format::{check_owner, count_from_db, key_from_db, record_from_row};
+use crate::format::{check_owner, record_from_row};
 use crate::sql::{DELETE_MANY_CHUNK, Queries, migration_lock_name};
 
 /// MySQL: a duplicate index name (an index created meanwhile by an older migration).
@@ -515,7 +516,7 @@ impl SessionStore for MySqlStore {
         let n: i64 = inner
             .retrying(|pool| sqlx::query_scalar(&inner.sql.count).fetch_one(pool))
             .await?;
-        Ok(count_from_db(n))
+        Ok(count_from_column(n))
     }
 
     async fn count_expired(&self) -> Result<u64> {
@@ -523,7 +524,7 @@ impl SessionStore for MySqlStore {
         let n: i64 = inner
             .retrying(|pool| sqlx::query_scalar(&inner.sql.count_expired).fetch_one(pool))
             .await?;
-        Ok(count_from_db(n))
+        Ok(count_from_column(n))
     }
 
     async fn delete_expired(&self) -> Result<u64> {
@@ -535,7 +536,7 @@ impl SessionStore for MySqlStore {
         let rows: Vec<Vec<u8>> = inner
             .retrying(|pool| sqlx::query_scalar(&inner.sql.list).fetch_all(pool))
             .await?;
-        rows.iter().map(|k| key_from_db(k)).collect()
+        rows.iter().map(|k| key_from_column(k)).collect()
     }
 
     async fn list_page(
@@ -561,7 +562,7 @@ impl SessionStore for MySqlStore {
             .await?;
         let mut keys = rows
             .iter()
-            .map(|k| key_from_db(k))
+            .map(|k| key_from_column(k))
             .collect::<Result<Vec<_>>>()?;
         let more = keys.len() > limit;
         keys.truncate(limit);

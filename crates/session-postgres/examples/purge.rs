@@ -9,6 +9,20 @@
 //!
 //! Defaults: 1,000,000 live rows, 100,000 expired, 8 loading tasks. The table is created in
 //! the schema `session_bench` and dropped at the end.
+//!
+//! With `compare` first, it times the sweep against one bare `DELETE ... WHERE expires_at <=
+//! now()` of the same rows instead, in paired rounds on one table (each round refills the
+//! expired rows, then runs each contestant in turn, the order alternating), and prints each
+//! round's times and ratios:
+//!
+//! ```text
+//! cargo run --release -p session-postgres --example purge -- compare [LIVE] [EXPIRED] [ROUNDS] [BATCH]
+//! ```
+//!
+//! Defaults there: 90,000 live rows, 10,000 expired, 9 rounds, the store's default
+//! `cleanup_batch`. A third contestant,
+//! `autocommit`, runs the sweep as it was before issue 17: its old batch statement, one
+//! statement per batch of 1,000, each commit waiting for the WAL flush.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +35,21 @@ use session_postgres::sqlx;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let url = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL")?;
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<i64>());
-    let live = args.next().transpose()?.unwrap_or(1_000_000);
-    let expired = args.next().transpose()?.unwrap_or(100_000);
-    let tasks = args.next().transpose()?.unwrap_or(8);
+    let mut args = std::env::args().skip(1).peekable();
+    let compare = args.next_if(|a| a == "compare").is_some();
+    let mut args = args.map(|a| a.parse::<i64>());
+    let (live, expired, third) = if compare {
+        (90_000, 10_000, 9)
+    } else {
+        (1_000_000, 100_000, 8)
+    };
+    let live = args.next().transpose()?.unwrap_or(live);
+    let expired = args.next().transpose()?.unwrap_or(expired);
+    let third = args.next().transpose()?.unwrap_or(third);
+    let batch = args
+        .next()
+        .transpose()?
+        .map_or(Ok(session_postgres::DEFAULT_CLEANUP_BATCH), usize::try_from)?;
 
     let table = format!("purge_{}", &SessionId::generate().key().to_hex()[..12]);
     let store = PostgresStore::builder()
@@ -32,41 +57,150 @@ async fn main() -> Result<(), BoxError> {
         .table(&table)
         // The sweep measured here is the explicit one; a background sweep must not race it.
         .cleanup_interval(Duration::ZERO)
+        .cleanup_batch(batch)
         .connect(&url)
         .await?;
     store.migrate().await?;
-    let result = run(&store, live, expired, tasks).await;
+    let result = if compare {
+        versus_bare(&store, live, expired, third).await
+    } else {
+        run(&store, live, expired, third).await
+    };
     sqlx::query(&format!("DROP TABLE \"session_bench\".\"{table}\""))
         .execute(store.pool())
         .await?;
     result
 }
 
-async fn run(store: &PostgresStore, live: i64, expired: i64, tasks: i64) -> Result<(), BoxError> {
-    let t = format!("\"{}\".\"{}\"", store.schema(), store.table());
-    // 328 bytes of data, the size of the benchmark harness's signed-in session.
-    let fill = format!(
+fn quoted_table(store: &PostgresStore) -> String {
+    format!("\"{}\".\"{}\"", store.schema(), store.table())
+}
+
+/// Inserts `n` rows named `prefix` and a number, expiring `secs` from now (one millisecond
+/// apart, as sessions created over time do); 328 bytes of data each, the size of the benchmark
+/// harness's signed-in session. Then vacuums, so every round starts from the same state.
+async fn fill(store: &PostgresStore, prefix: &str, secs: i64, n: i64) -> Result<(), BoxError> {
+    let t = quoted_table(store);
+    sqlx::query(&format!(
         "INSERT INTO {t} (key, data, created_at, expires_at, version)
          SELECT sha256(convert_to($1 || i::text, 'UTF8')), decode(repeat('ab', 328), 'hex'),
-                now(), now() + $2 * interval '1 second', 1
+                now(), now() + $2 * interval '1 second' - i * interval '1 millisecond', 1
          FROM generate_series(1, $3) AS i"
-    );
-    let started = Instant::now();
-    sqlx::query(&fill)
-        .bind("live")
-        .bind(3600)
-        .bind(live)
-        .execute(store.pool())
-        .await?;
-    sqlx::query(&fill)
-        .bind("expired")
-        .bind(-3600)
-        .bind(expired)
-        .execute(store.pool())
-        .await?;
+    ))
+    .bind(prefix)
+    .bind(secs)
+    .bind(n)
+    .execute(store.pool())
+    .await?;
     sqlx::query(&format!("VACUUM ANALYZE {t}"))
         .execute(store.pool())
         .await?;
+    Ok(())
+}
+
+/// The store's sweep, the same statements autocommitted one by one, and one bare `DELETE`, in
+/// paired rounds.
+async fn versus_bare(
+    store: &PostgresStore,
+    live: i64,
+    expired: i64,
+    rounds: i64,
+) -> Result<(), BoxError> {
+    let t = quoted_table(store);
+    fill(store, "live", 3600, live).await?;
+    // The store's batch statement as it was before issue 17 (no `ORDER BY`, so the planner
+    // chose a sequential or bitmap scan per batch; a commit that waits for the WAL flush), one
+    // statement per batch of 1,000 as the sweep ran it.
+    let batch = format!(
+        "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
+            SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
+         )) AND expires_at <= now()"
+    );
+    let bare = format!("DELETE FROM {t} WHERE expires_at <= now()");
+    let names = ["store", "autocommit", "bare"];
+    let mut times = vec![Vec::new(); names.len()];
+    println!(
+        "{live} live + {expired} expired rows, {rounds} rounds, store batches of {}; times in ms",
+        store_batch(store)
+    );
+    for round in 0..rounds {
+        let mut order = [0, 1, 2];
+        order.rotate_left(usize::try_from(round).unwrap_or(0) % 3);
+        for &which in &order {
+            fill(store, &format!("expired{round}-{which}-"), -3600, expired).await?;
+            let started = Instant::now();
+            let removed = match which {
+                0 => store.delete_expired().await?,
+                1 => {
+                    let mut total = 0;
+                    loop {
+                        let n = sqlx::query(&batch)
+                            .bind(1000_i64)
+                            .execute(store.pool())
+                            .await?
+                            .rows_affected();
+                        total += n;
+                        if n < 1000 {
+                            break total;
+                        }
+                    }
+                }
+                _ => sqlx::query(&bare)
+                    .execute(store.pool())
+                    .await?
+                    .rows_affected(),
+            };
+            times[which].push(started.elapsed().as_secs_f64() * 1000.0);
+            if u64::try_from(expired).ok() != Some(removed) {
+                return Err(format!("{}: swept {removed} of {expired}", names[which]).into());
+            }
+        }
+        let [s, a, b] = [0, 1, 2].map(|i| times[i][times[i].len() - 1]);
+        println!(
+            "round {round}: store {s:.1}, autocommit {a:.1}, bare {b:.1}; store/bare {:.2}x, autocommit/bare {:.2}x",
+            s / b,
+            a / b
+        );
+    }
+    let ratios = |i: usize| -> Vec<f64> {
+        (0..times[i].len())
+            .map(|r| times[i][r] / times[2][r])
+            .collect()
+    };
+    for (i, name) in names.iter().enumerate().take(2) {
+        println!(
+            "{name}/bare per round: median {:.2}x (min {:.2}x, max {:.2}x); {name} median {:.1} ms, bare median {:.1} ms",
+            median(ratios(i)),
+            ratios(i).iter().copied().fold(f64::INFINITY, f64::min),
+            ratios(i).iter().copied().fold(0.0, f64::max),
+            median(times[i].clone()),
+            median(times[2].clone())
+        );
+    }
+    Ok(())
+}
+
+/// The batch size the store was built with, as its `Debug` shows it.
+fn store_batch(store: &PostgresStore) -> String {
+    let debug = format!("{store:?}");
+    debug
+        .split("cleanup_batch: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+async fn run(store: &PostgresStore, live: i64, expired: i64, tasks: i64) -> Result<(), BoxError> {
+    let t = quoted_table(store);
+    let started = Instant::now();
+    fill(store, "live", 3600, live).await?;
+    fill(store, "expired", -3600, expired).await?;
     println!(
         "filled {live} live + {expired} expired rows in {:.1} s",
         started.elapsed().as_secs_f64()

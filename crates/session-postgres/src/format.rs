@@ -1,9 +1,12 @@
 //! The on-the-wire form of a record's fields: millisecond timestamps as `timestamptz`, and
-//! versions as `bigint`.
+//! versions as `bigint`, and a row read back as a [`Record`].
 
-use session_core::{Error, Timestamp};
+use session_core::sql::key_from_column;
+use session_core::{Bytes, Error, Record, Result, Timestamp};
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
 
-use crate::error::STORE;
+use crate::error::{DbError, STORE};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
@@ -31,7 +34,10 @@ impl Type<Postgres> for PgMillis {
 }
 
 impl Encode<'_, Postgres> for PgMillis {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+    fn encode_by_ref(
+        &self,
+        buf: &mut PgArgumentBuffer,
+    ) -> std::result::Result<IsNull, BoxDynError> {
         let micros = self
             .0
             .unix_millis()
@@ -47,7 +53,7 @@ impl Encode<'_, Postgres> for PgMillis {
 }
 
 impl<'r> Decode<'r, Postgres> for PgMillis {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+    fn decode(value: PgValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
         if value.format() != PgValueFormat::Binary {
             return Err(
                 "timestamptz arrived in text format; this store reads only binary results".into(),
@@ -62,7 +68,7 @@ impl<'r> Decode<'r, Postgres> for PgMillis {
 }
 
 /// A record version as the `bigint` column holds it.
-pub(crate) fn version_to_db(version: u64) -> Result<i64, Error> {
+pub(crate) fn version_to_db(version: u64) -> Result<i64> {
     i64::try_from(version).map_err(|_| {
         Error::backend(
             STORE,
@@ -72,7 +78,25 @@ pub(crate) fn version_to_db(version: u64) -> Result<i64, Error> {
 }
 
 /// A stored version back as the record's; a negative one was not written by this store.
-pub(crate) fn version_from_db(version: i64) -> Result<u64, Error> {
+pub(crate) fn version_from_db(version: i64) -> Result<u64> {
     u64::try_from(version)
         .map_err(|_| Error::corrupt(format!("stored version {version} is negative")))
+}
+
+/// Reads a row of `key, data, created_at, expires_at, version, owner`.
+pub(crate) fn record_from_row(row: &PgRow) -> Result<Record> {
+    let key: &[u8] = row.try_get(0).map_err(DbError)?;
+    let data: Vec<u8> = row.try_get(1).map_err(DbError)?;
+    let created_at: PgMillis = row.try_get(2).map_err(DbError)?;
+    let expires_at: PgMillis = row.try_get(3).map_err(DbError)?;
+    let version: i64 = row.try_get(4).map_err(DbError)?;
+    let owner: Option<String> = row.try_get(5).map_err(DbError)?;
+    Ok(Record {
+        key: key_from_column(key)?,
+        data: Bytes::from(data),
+        created_at: created_at.0,
+        expires_at: expires_at.0,
+        version: version_from_db(version)?,
+        owner,
+    })
 }

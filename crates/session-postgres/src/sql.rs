@@ -4,7 +4,8 @@
 //! connection and reuses the plan. "Live" is `expires_at > now()` with the server's clock, so
 //! every app server agrees on what has expired.
 
-use session_core::{Error, Result};
+use session_core::Result;
+use session_core::sql::{refuse_reserved_prefix, validate_identifier};
 
 /// The longest table name accepted: PostgreSQL truncates identifiers at 63 bytes, and the
 /// index names add up to 15 (`_expires_at_idx`). Without this, two long names could truncate
@@ -13,41 +14,17 @@ const MAX_TABLE_LEN: usize = 48;
 /// The longest schema name PostgreSQL keeps untruncated.
 const MAX_SCHEMA_LEN: usize = 63;
 
-/// Checks a schema name: a plain identifier (see [`validate_identifier`]) outside the `pg_`
-/// names PostgreSQL reserves for itself.
+/// Checks a schema name: a plain identifier
+/// ([`validate_identifier`](session_core::sql::validate_identifier)) outside the `pg_` names
+/// PostgreSQL reserves for itself.
 pub(crate) fn validate_schema(name: &str) -> Result<()> {
     validate_identifier("schema", name, MAX_SCHEMA_LEN)?;
-    if name.to_ascii_lowercase().starts_with("pg_") {
-        return Err(Error::Config(
-            format!("schema name {name:?} is reserved: PostgreSQL keeps names starting with pg_ for itself").into(),
-        ));
-    }
-    Ok(())
+    refuse_reserved_prefix("schema", name, "pg_", "PostgreSQL")
 }
 
 /// Checks a table name: a plain identifier of at most [`MAX_TABLE_LEN`] bytes.
 pub(crate) fn validate_table(name: &str) -> Result<()> {
     validate_identifier("table", name, MAX_TABLE_LEN)
-}
-
-/// Checks that `name` is a plain SQL identifier: an ASCII letter or `_`, then ASCII letters,
-/// digits or `_`, at most `max` bytes. Names are also double-quoted wherever they are used, so
-/// this is defence in depth, and it keeps names readable in `psql` and logs.
-fn validate_identifier(what: &str, name: &str, max: usize) -> Result<()> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !first_ok || !rest_ok || name.len() > max {
-        return Err(Error::Config(
-            format!(
-                "{what} name {name:?} is not a plain identifier: use 1 to {max} ASCII letters, digits or underscores, not starting with a digit"
-            )
-            .into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Quotes a validated identifier. Validation already rules out `"`; quoting keeps reserved
@@ -164,14 +141,27 @@ impl Queries {
             ),
             count: format!("SELECT count(*) FROM {t} WHERE expires_at > now()"),
             count_expired: format!("SELECT count(*) FROM {t} WHERE expires_at <= now()"),
-            // Deleting by physical row id keeps each statement to one index range scan plus a
-            // TID scan, and `LIMIT` bounds how many row locks it holds. `SKIP LOCKED` steps over
-            // rows a request is touching right now; the outer `expires_at` check re-reads rows
-            // that changed meanwhile, so a session extended a moment ago is never deleted.
+            // Deleting by physical row id keeps each statement to one walk of the expiry index
+            // plus a TID scan, and `LIMIT` bounds how many row locks it holds. `ORDER BY
+            // expires_at` makes that walk an index scan that stops after `$1` rows: without
+            // it the planner may pick a sequential scan (it assumes expired rows are spread
+            // evenly, when they are the oldest) or a bitmap scan, which reads every expired
+            // entry of the index for each batch. `SKIP LOCKED` steps over rows a request is
+            // touching right now; the outer `expires_at` check re-reads rows that changed
+            // meanwhile, so a session extended a moment ago is never deleted.
+            //
+            // The last condition, a one-time filter evaluated before any row is touched, turns
+            // `synchronous_commit` off for this statement's own transaction: its commit does
+            // not wait for the WAL flush, which was most of a sweep's time (one fsync per
+            // batch). A crash can then lose the last batches' deletes; those rows come back
+            // still expired, never returned, and the next sweep takes them. `set_config(…,
+            // true)` ends with the transaction, so no pooled connection keeps it.
             delete_expired_batch: format!(
                 "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
-                    SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
-                 )) AND expires_at <= now()"
+                    SELECT ctid FROM {t} WHERE expires_at <= now()
+                    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+                 )) AND expires_at <= now()
+                 AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
             ),
             list: format!("SELECT key FROM {t} WHERE expires_at > now()"),
             // Keyset pagination on the primary key: each page is one index range scan that
@@ -211,6 +201,7 @@ pub(crate) fn migration_lock_key(schema: &str) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use session_core::Error;
 
     #[test]
     fn identifiers_are_strict() {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use session_core::{Error, Record, SessionId, SessionKey, SessionStore, Timestamp};
+use session_core::conformance::sweeps;
+use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
 use session_postgres::PostgresStore;
 use session_postgres::sqlx::postgres::PgPoolOptions;
 use session_postgres::sqlx::{self, Connection as _};
@@ -164,87 +163,20 @@ async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    let lives: Vec<Record> = (0..50).map(|_| live(b"live")).collect();
-    for r in &lives {
-        store.create(r).await.expect("create live");
-    }
-    insert_expired_rows(&store, 2_500).await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let loads = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let (store, stop, loads, lives) =
-            (store.clone(), stop.clone(), loads.clone(), lives.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                for r in &lives {
-                    let back = store
-                        .load(&r.key)
-                        .await
-                        .expect("a load during cleanup failed");
-                    assert_eq!(
-                        back.as_ref(),
-                        Some(r),
-                        "a live session vanished during cleanup"
-                    );
-                    loads.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while store.count_expired().await.expect("count_expired") > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "cleanup did not finish in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    store.stop_cleanup().await;
-    stop.store(true, Ordering::Relaxed);
-    reader
-        .await
-        .expect("the reader saw every live session throughout");
-    assert!(
-        loads.load(Ordering::Relaxed) > 0,
-        "loads ran during the cleanup"
-    );
-    assert_eq!(
-        store.count().await.expect("count"),
-        50,
-        "cleanup must spare live rows"
-    );
-    let mut listed = store.list().await.expect("list");
-    listed.sort();
-    let mut expected: Vec<SessionKey> = lives.iter().map(|r| r.key).collect();
-    expected.sort();
-    assert_eq!(listed, expected);
-
-    // A stopped task sweeps no more.
-    let late = expired(b"late");
-    store.create(&late).await.expect("create expired");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        store.count_expired().await.expect("count_expired"),
-        1,
-        "no sweep after stop"
-    );
-
-    // Dropping the last handle of a store stops its task too.
-    let other = PostgresStore::builder()
-        .schema(TEST_SCHEMA)
-        .table(&table)
-        .cleanup_interval(Duration::from_millis(100))
-        .build(store.pool().clone())
-        .expect("build");
-    drop(other.clone());
-    drop(other);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        store.count_expired().await.expect("count_expired"),
-        1,
-        "no sweep after drop"
-    );
+    sweeps::background_sweep_removes_only_expired_sessions(
+        &store,
+        insert_expired_rows(&store, 2_500),
+        store.stop_cleanup(),
+        || {
+            PostgresStore::builder()
+                .schema(TEST_SCHEMA)
+                .table(&table)
+                .cleanup_interval(Duration::from_millis(100))
+                .build(store.pool().clone())
+                .expect("build")
+        },
+    )
+    .await;
 }
 
 /// The default store sweeps by itself: building it starts the task, and expired rows
@@ -258,27 +190,16 @@ async fn expired_rows_are_swept_without_being_asked() {
     let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
     let setup = common::store(&url, &table).await;
     setup.stop_cleanup().await;
-    insert_expired_rows(&setup, 300).await;
-    let keep = live(b"keep");
-    setup.create(&keep).await.expect("create");
-    assert_eq!(setup.count_expired().await.expect("count_expired"), 300);
-
-    let store = PostgresStore::builder()
-        .schema(TEST_SCHEMA)
-        .table(&table)
-        .cleanup_interval(Duration::from_millis(100))
-        .connect(&url)
-        .await
-        .expect("connect");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while store.count_expired().await.expect("count_expired") > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no background sweep ran within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(store.load(&keep.key).await.expect("load"), Some(keep));
+    sweeps::sweeps_without_being_asked(&setup, insert_expired_rows(&setup, 300), 300, async {
+        PostgresStore::builder()
+            .schema(TEST_SCHEMA)
+            .table(&table)
+            .cleanup_interval(Duration::from_millis(100))
+            .connect(&url)
+            .await
+            .expect("connect")
+    })
+    .await;
 }
 
 /// Outside a Tokio runtime a store cannot run its sweep: building one with a non-zero cleanup
@@ -663,4 +584,45 @@ async fn a_page_reads_only_its_own_rows() {
     assert_eq!(store.list().await.expect("list").len(), 5000);
     let read = rows_read().await - before;
     assert!(read >= 5000, "list read {read} rows of 5000");
+}
+
+/// The sweep commits its batches without waiting for the WAL flush, but only its own: the
+/// setting ends with each batch's statement, so the pooled connection it ran on (the only one
+/// here) goes on committing durably, and every expired row is still gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeps_asynchronous_commit_does_not_outlive_its_statement() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let table = common::unique_name("asyncsweep");
+    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("pool of one");
+    let store = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .cleanup_batch(100)
+        .cleanup_interval(Duration::ZERO)
+        .build(pool.clone())
+        .expect("build");
+    store.migrate().await.expect("migrate");
+    let before: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await
+        .expect("show");
+    insert_expired_rows(&store, 250).await;
+    assert_eq!(store.delete_expired().await.expect("sweep"), 250);
+    assert_eq!(store.count_expired().await.expect("count_expired"), 0);
+    let after: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await
+        .expect("show");
+    assert_eq!(
+        after, before,
+        "the sweep's setting leaked to the connection"
+    );
+    assert_ne!(after, "off", "the server's own setting is durable here");
 }

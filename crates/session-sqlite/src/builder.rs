@@ -172,19 +172,7 @@ impl SqliteStoreBuilder {
                 "read_connections and write_connections must be at least 1".into(),
             ));
         }
-        i64::try_from(self.cleanup_batch)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                Error::Config(
-                    format!(
-                        "cleanup batch must be 1 to {}, got {}",
-                        i64::MAX,
-                        self.cleanup_batch
-                    )
-                    .into(),
-                )
-            })
+        session_core::sql::cleanup_batch(self.cleanup_batch)
     }
 
     /// Opens (creating it if missing, with mode 0600 on Unix) the database file at `path`,

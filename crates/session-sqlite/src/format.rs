@@ -1,6 +1,7 @@
 //! The at-rest form of a record: one row of `key BLOB(32), data BLOB, created_at INTEGER,
 //! expires_at INTEGER, version INTEGER, owner TEXT`, timestamps in Unix milliseconds.
 
+use session_core::sql::key_from_column;
 use session_core::{Bytes, Error, Record, Result, SessionKey, Timestamp};
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
@@ -34,14 +35,6 @@ pub(crate) fn version_from_db(version: i64) -> Result<u64> {
         .map_err(|_| Error::corrupt(format!("stored version {version} is negative")))
 }
 
-/// A stored key back as a [`SessionKey`]; the table's `CHECK` keeps every key 32 bytes.
-pub(crate) fn key_from_db(bytes: &[u8]) -> Result<SessionKey> {
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| Error::corrupt(format!("stored key is {} bytes, not 32", bytes.len())))?;
-    Ok(SessionKey::from_bytes(bytes))
-}
-
 /// Keys as the JSON array of hex strings that `delete_many` unpacks with `json_each`.
 pub(crate) fn keys_as_json(keys: &[SessionKey]) -> String {
     let mut json = String::with_capacity(2 + keys.len() * 67);
@@ -67,7 +60,7 @@ pub(crate) fn record_from_row(row: &SqliteRow) -> Result<Record> {
     let version: i64 = row.try_get(4).db()?;
     let owner: Option<String> = row.try_get(5).db()?;
     Ok(Record {
-        key: key_from_db(key)?,
+        key: key_from_column(key)?,
         data: Bytes::from(data),
         created_at: Timestamp::from_unix_millis(created_at),
         expires_at: Timestamp::from_unix_millis(expires_at),
@@ -95,9 +88,9 @@ mod tests {
     fn versions_and_keys_are_checked() {
         assert!(version_to_db(u64::MAX).is_err());
         assert!(matches!(version_from_db(-1), Err(Error::Corrupt(_))));
-        assert!(matches!(key_from_db(&[0; 31]), Err(Error::Corrupt(_))));
+        assert!(matches!(key_from_column(&[0; 31]), Err(Error::Corrupt(_))));
         assert_eq!(
-            key_from_db(&[7; 32]).ok(),
+            key_from_column(&[7; 32]).ok(),
             Some(SessionKey::from_bytes([7; 32]))
         );
     }

@@ -6,34 +6,19 @@
 //! reads the same clock, and a bound value keeps the statement free of SQL time functions
 //! whose precision varies between SQLite versions.
 
-use session_core::{Error, Result};
+use session_core::Result;
+use session_core::sql::{refuse_reserved_prefix, validate_identifier};
 
 /// The longest table name accepted, so the index names derived from it stay readable.
 const MAX_TABLE_LEN: usize = 48;
 
-/// Checks a table name: an ASCII letter or `_`, then ASCII letters, digits or `_`, at most
+/// Checks a table name: a plain identifier
+/// ([`validate_identifier`](session_core::sql::validate_identifier)) of at most
 /// [`MAX_TABLE_LEN`] bytes, and not `sqlite_…`, which SQLite keeps for itself. Names are also
 /// double-quoted wherever they are used, so this is defence in depth.
 pub(crate) fn validate_table(name: &str) -> Result<()> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !first_ok || !rest_ok || name.len() > MAX_TABLE_LEN {
-        return Err(Error::Config(
-            format!(
-                "table name {name:?} is not a plain identifier: use 1 to {MAX_TABLE_LEN} ASCII letters, digits or underscores, not starting with a digit"
-            )
-            .into(),
-        ));
-    }
-    if name.to_ascii_lowercase().starts_with("sqlite_") {
-        return Err(Error::Config(
-            format!("table name {name:?} is reserved: SQLite keeps names starting with sqlite_ for itself").into(),
-        ));
-    }
-    Ok(())
+    validate_identifier("table", name, MAX_TABLE_LEN)?;
+    refuse_reserved_prefix("table", name, "sqlite_", "SQLite")
 }
 
 /// Quotes a validated identifier. Validation already rules out `"`; quoting keeps keywords
@@ -169,6 +154,7 @@ impl Queries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use session_core::Error;
 
     #[test]
     fn table_names_are_strict() {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use session_core::sql::{count_from_column, key_from_column};
 use session_core::{
     CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
     check_data_len,
@@ -13,9 +14,7 @@ use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
 
 use crate::builder::SqliteStoreBuilder;
 use crate::error::{ResultExt as _, SqliteError, retry_busy};
-use crate::format::{
-    key_from_db, keys_as_json, millis, now, record_from_row, version_from_db, version_to_db,
-};
+use crate::format::{keys_as_json, millis, now, record_from_row, version_from_db, version_to_db};
 use crate::sql::Queries;
 
 pub(crate) struct Inner {
@@ -234,11 +233,6 @@ impl Inner {
     }
 }
 
-fn count_from_db(n: i64) -> u64 {
-    // `count(*)` is never negative.
-    n.unsigned_abs()
-}
-
 /// How many of the `RETURNING expires_at > now` flags of a delete are true: the live rows.
 fn live_of(flags: &[bool]) -> u64 {
     flags.iter().filter(|live| **live).count() as u64
@@ -372,7 +366,7 @@ impl SessionStore for SqliteStore {
             .fetch_one(&inner.reader)
             .await
             .db()?;
-        Ok(count_from_db(n))
+        Ok(count_from_column(n))
     }
 
     async fn count_expired(&self) -> Result<u64> {
@@ -382,7 +376,7 @@ impl SessionStore for SqliteStore {
             .fetch_one(&inner.reader)
             .await
             .db()?;
-        Ok(count_from_db(n))
+        Ok(count_from_column(n))
     }
 
     async fn delete_expired(&self) -> Result<u64> {
@@ -396,7 +390,7 @@ impl SessionStore for SqliteStore {
             .fetch_all(&inner.reader)
             .await
             .db()?;
-        rows.iter().map(|k| key_from_db(k)).collect()
+        rows.iter().map(|k| key_from_column(k)).collect()
     }
 
     async fn list_page(
@@ -421,7 +415,7 @@ impl SessionStore for SqliteStore {
         let rows: Vec<Vec<u8>> = query.fetch_all(&inner.reader).await.db()?;
         let mut keys = rows
             .iter()
-            .map(|k| key_from_db(k))
+            .map(|k| key_from_column(k))
             .collect::<Result<Vec<_>>>()?;
         let more = keys.len() > limit;
         keys.truncate(limit);

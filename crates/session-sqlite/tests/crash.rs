@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{HOUR, io, key, ok, runtime, tempdir};
-use session_core::conformance::child::{reexec, wait_for_file};
+use session_core::conformance::child::kill_9_after_ready;
 use session_core::{Bytes, Record, SessionStore, Timestamp};
 
 const CHILD_DIR: &str = "SESSION_SQLITE_CRASH_DIR";
@@ -76,23 +76,15 @@ fn kill_9_mid_write_loses_nothing_acknowledged() {
     let mut checked = 0u64;
     for round in 0..ROUNDS {
         let ready = dir.path().join(format!("ready-{round}"));
-        let mut child = reexec(
+        // SIGKILL: no destructor, no flush, no checkpoint runs.
+        kill_9_after_ready(
             "kill_9_mid_write_loses_nothing_acknowledged",
-            &[
-                (CHILD_DIR, dir.path().display().to_string()),
-                ("CRASH_READY", ready.display().to_string()),
-            ],
+            &[(CHILD_DIR, dir.path().display().to_string())],
+            &ready,
+            &mut seed,
+            Duration::from_millis(100),
+            Duration::from_millis(400),
         );
-        wait_for_file(&ready, &mut child, Duration::from_secs(60));
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(100 + (seed >> 33) % 400));
-        // `Child::kill` is SIGKILL on Unix: no destructor, no flush, no checkpoint runs.
-        if let Err(e) = child.kill() {
-            panic!("killing the child failed: {e}");
-        }
-        let _ = child.wait();
         checked += verify(&path, &read_acks(&dir.path().join("acks")));
     }
     assert!(

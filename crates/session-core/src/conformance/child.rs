@@ -80,3 +80,35 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// One round of a kill -9 test: re-runs `test` as a child with `envs` plus
+/// `CRASH_READY=<ready>`, waits (up to a minute) until the child has created `ready`, lets it
+/// run for `at_least` plus a pseudo-random share of `spread` drawn from `seed` (which advances,
+/// so rounds differ but a seed replays), then kills it with SIGKILL, so no destructor, flush
+/// or cleanup runs in it, and reaps it.
+///
+/// # Panics
+/// As [`reexec`] and [`wait_for_file`], or when the kill fails.
+pub fn kill_9_after_ready(
+    test: &str,
+    envs: &[(&str, String)],
+    ready: &Path,
+    seed: &mut u64,
+    at_least: Duration,
+    spread: Duration,
+) {
+    let mut envs = envs.to_vec();
+    envs.push(("CRASH_READY", ready.display().to_string()));
+    let mut child = reexec(test, &envs);
+    wait_for_file(ready, &mut child, Duration::from_secs(60));
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX).max(1);
+    std::thread::sleep(at_least + Duration::from_millis((*seed >> 33) % spread_ms));
+    // `Child::kill` is SIGKILL on Unix.
+    if let Err(e) = child.kill() {
+        panic!("killing the child failed: {e}");
+    }
+    let _ = child.wait();
+}

@@ -60,6 +60,7 @@ mod cases;
 pub mod child;
 mod servers;
 mod skip;
+pub mod sweeps;
 
 use std::any::Any;
 use std::future::Future;
