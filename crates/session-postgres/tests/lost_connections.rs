@@ -443,8 +443,11 @@ async fn idempotent_calls_survive_backends_killed_under_load() {
     let mut admin = sqlx::PgConnection::connect(&url)
         .await
         .expect("admin connection");
-    let (mut killed, mut active) = (0, 0);
-    for _ in 0..10 {
+    let (mut killed, mut active, mut rounds) = (0, 0, 0);
+    // Ten rounds at least, and more (up to 50) until one kill lands mid-statement: on a
+    // loaded machine the statements are short and most kills find the connections idle.
+    while rounds < 10 || (active == 0 && rounds < 50) {
+        rounds += 1;
         // Long enough apart that a retry is done before the next round can kill it too.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let (k, a) = terminate(&mut admin, &app).await;
