@@ -144,24 +144,17 @@ impl SessionKey {
 
     /// Lowercase hex, 64 characters: a name safe for files and Redis keys.
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        out
+        hex::encode(self.0)
     }
 
-    /// Parses the 64-character lowercase hex form made by [`SessionKey::to_hex`].
+    /// Parses the 64-character lowercase hex form made by [`SessionKey::to_hex`]. Uppercase
+    /// digits are refused, so each key has exactly one text form (a file or Redis key name).
     pub fn from_hex(s: &str) -> Option<Self> {
-        let raw = s.as_bytes();
-        if raw.len() != 64 {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
             return None;
         }
         let mut out = [0u8; 32];
-        for (i, pair) in raw.chunks_exact(2).enumerate() {
-            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-        }
+        hex::decode_to_slice(s, &mut out).ok()?;
         Some(Self(out))
     }
 }
@@ -195,16 +188,6 @@ impl std::hash::Hasher for KeyHasher {
 /// The [`BuildHasher`](std::hash::BuildHasher) of [`KeyHasher`], for
 /// `HashMap<SessionKey, V, KeyBuildHasher>`.
 pub type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
 
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -292,6 +275,14 @@ mod tests {
         assert_ne!(key, SessionId::generate().key());
         assert_eq!(SessionKey::from_hex(&key.to_hex()), Some(key));
         assert_eq!(SessionKey::from_hex("zz"), None);
+        // Only the one form `to_hex` writes: 64 lowercase digits.
+        assert_eq!(SessionKey::from_hex(&key.to_hex().to_uppercase()), None);
+        assert_eq!(SessionKey::from_hex(&key.to_hex()[..62]), None);
+        assert_eq!(SessionKey::from_hex(&format!("{}0", key.to_hex())), None);
+        assert_eq!(
+            SessionKey::from_hex(&format!("{}g", &key.to_hex()[..63])),
+            None
+        );
         assert!(!key.to_hex().contains(id.expose()));
     }
 }
