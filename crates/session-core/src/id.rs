@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 
 /// Number of random bytes in a [`SessionId`]: 192 bits, well above OWASP's 64-bit floor.
@@ -24,7 +25,8 @@ pub enum InvalidId {
     Alphabet,
 }
 
-/// A session id: [`ID_BYTES`] bytes from the operating system's CSPRNG.
+/// A session id: [`ID_BYTES`] random bytes from a cryptographically secure generator seeded by
+/// the operating system (see [`SessionId::generate`]).
 ///
 /// It is the bearer secret that travels in the cookie. Its [`Debug`](fmt::Debug) and [`Display`](fmt::Display) show only
 /// the first four characters, so ids never reach logs whole; [`SessionId::expose`] gives the full
@@ -35,20 +37,53 @@ pub struct SessionId {
     text: [u8; ID_TEXT_LEN],
 }
 
+thread_local! {
+    /// This thread's handle on `rand`'s thread-local generator, kept so an id drawn while
+    /// thread-locals are being torn down can tell (and fall back) instead of panicking.
+    static RNG: rand::rngs::ThreadRng = rand::rng();
+}
+
 impl SessionId {
-    /// Draws a fresh id from the operating system's CSPRNG.
+    /// Draws a fresh id: [`ID_BYTES`] bytes (192 bits) from `rand`'s `ThreadRng`, a ChaCha12
+    /// generator per thread, seeded from the operating system's CSPRNG and reseeded from it
+    /// after every 64 KiB of output. That costs no system call per id (the OS source costs
+    /// one each, far more than the id's other work), and it is still a CSPRNG: an id says
+    /// nothing of the ids before or after it.
+    ///
+    /// The generator is not reseeded when the process forks: a child that forks without
+    /// `exec` and draws ids would repeat its parent's. Such a child must call
+    /// [`SessionId::reseed_after_fork`] first. (A Tokio runtime does not survive a fork, and
+    /// `std::process::Command` execs, so a server built on this workspace does not meet it;
+    /// a store refuses a `create` or `rotate` onto a key it holds either way.)
     ///
     /// # Panics
     /// Panics only if the operating system cannot supply randomness, in which case no secure id
     /// can exist and continuing would be worse.
     pub fn generate() -> Self {
         let mut bytes = [0u8; ID_BYTES];
+        if RNG
+            .try_with(|rng| rng.clone().fill_bytes(&mut bytes))
+            .is_err()
+        {
+            // Thread-locals are being destroyed: draw from the OS directly.
+            os_fill(&mut bytes);
+        }
+        Self::from_bytes(&bytes)
+    }
+
+    /// Reseeds this thread's generator from the operating system. Call it in a child process
+    /// after `fork` (without `exec`) and before it draws ids; elsewhere it is not needed.
+    ///
+    /// # Panics
+    /// Panics only if the operating system cannot supply randomness.
+    pub fn reseed_after_fork() {
         #[expect(
             clippy::expect_used,
             reason = "no safe fallback exists without OS randomness"
         )]
-        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-        Self::from_bytes(&bytes)
+        rand::rng()
+            .reseed()
+            .expect("the operating system's random source failed");
     }
 
     #[expect(
@@ -81,6 +116,14 @@ impl SessionId {
     pub fn key(&self) -> SessionKey {
         SessionKey::derive(&self.text)
     }
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "no safe fallback exists without OS randomness"
+)]
+fn os_fill(bytes: &mut [u8]) {
+    getrandom::fill(bytes).expect("the operating system's random source failed");
 }
 
 impl FromStr for SessionId {
@@ -144,24 +187,17 @@ impl SessionKey {
 
     /// Lowercase hex, 64 characters: a name safe for files and Redis keys.
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        out
+        hex::encode(self.0)
     }
 
-    /// Parses the 64-character lowercase hex form made by [`SessionKey::to_hex`].
+    /// Parses the 64-character lowercase hex form made by [`SessionKey::to_hex`]. Uppercase
+    /// digits are refused, so each key has exactly one text form (a file or Redis key name).
     pub fn from_hex(s: &str) -> Option<Self> {
-        let raw = s.as_bytes();
-        if raw.len() != 64 {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
             return None;
         }
         let mut out = [0u8; 32];
-        for (i, pair) in raw.chunks_exact(2).enumerate() {
-            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-        }
+        hex::decode_to_slice(s, &mut out).ok()?;
         Some(Self(out))
     }
 }
@@ -196,16 +232,6 @@ impl std::hash::Hasher for KeyHasher {
 /// `HashMap<SessionKey, V, KeyBuildHasher>`.
 pub type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
-
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
@@ -233,6 +259,59 @@ mod tests {
             a.key(),
             a.expose().parse::<SessionId>().expect("round trip").key()
         );
+    }
+
+    /// Ids drawn on many threads at once (each with its own generator, each seeded on its
+    /// own) are all distinct and all well-formed, also after a reseed and from the OS
+    /// fallback.
+    #[test]
+    fn ids_are_distinct_and_well_formed_across_threads() {
+        const THREADS: usize = 8;
+        const PER_THREAD: usize = 5_000;
+        let ids: Vec<SessionId> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut ids: Vec<SessionId> =
+                            (0..PER_THREAD).map(|_| SessionId::generate()).collect();
+                        if t % 2 == 0 {
+                            SessionId::reseed_after_fork();
+                            ids.extend((0..PER_THREAD).map(|_| SessionId::generate()));
+                        }
+                        let mut bytes = [0u8; ID_BYTES];
+                        os_fill(&mut bytes);
+                        ids.push(SessionId::from_bytes(&bytes));
+                        ids
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a generating thread panicked"))
+                .collect()
+        });
+        let distinct: std::collections::HashSet<&str> = ids.iter().map(SessionId::expose).collect();
+        assert_eq!(distinct.len(), ids.len(), "an id was drawn twice");
+        for id in &ids {
+            assert_eq!(id.expose().parse::<SessionId>().as_ref(), Ok(id));
+            let raw = URL_SAFE_NO_PAD
+                .decode(id.expose())
+                .expect("an id is base64url");
+            assert_eq!(raw.len(), ID_BYTES);
+        }
+        // 192 random bits: over 85,000 ids every bit position takes both values.
+        let (mut ones, mut zeros) = ([false; ID_BYTES * 8], [false; ID_BYTES * 8]);
+        for id in &ids {
+            let raw = URL_SAFE_NO_PAD.decode(id.expose()).expect("base64url");
+            for (i, bit) in (0..ID_BYTES * 8).map(|i| (i, raw[i / 8] >> (i % 8) & 1)) {
+                if bit == 1 {
+                    ones[i] = true;
+                } else {
+                    zeros[i] = true;
+                }
+            }
+        }
+        assert!(ones.iter().chain(zeros.iter()).all(|b| *b), "a stuck bit");
     }
 
     #[test]
@@ -292,6 +371,14 @@ mod tests {
         assert_ne!(key, SessionId::generate().key());
         assert_eq!(SessionKey::from_hex(&key.to_hex()), Some(key));
         assert_eq!(SessionKey::from_hex("zz"), None);
+        // Only the one form `to_hex` writes: 64 lowercase digits.
+        assert_eq!(SessionKey::from_hex(&key.to_hex().to_uppercase()), None);
+        assert_eq!(SessionKey::from_hex(&key.to_hex()[..62]), None);
+        assert_eq!(SessionKey::from_hex(&format!("{}0", key.to_hex())), None);
+        assert_eq!(
+            SessionKey::from_hex(&format!("{}g", &key.to_hex()[..63])),
+            None
+        );
         assert!(!key.to_hex().contains(id.expose()));
     }
 }

@@ -8,8 +8,9 @@
 //! [`conformance_tests!`] against their store.
 //!
 //! Security properties that hold for every store:
-//! - A [`SessionId`] has 192 bits from the operating system's CSPRNG, parses strictly, and
-//!   prints masked.
+//! - A [`SessionId`] has 192 bits from a CSPRNG seeded by the operating system (ChaCha12 per
+//!   thread, reseeded from the OS every 64 KiB; not on `fork`: see [`SessionId::generate`]),
+//!   parses strictly, and prints masked.
 //! - Stores only ever see a [`SessionKey`], the SHA-256 of the id, so nothing at rest can be
 //!   replayed as a cookie.
 //! - Saves are conditional on the version loaded, and never bring back a session that was
@@ -32,7 +33,7 @@ pub use cleanup::CleanupTask;
 pub use error::{BoxError, Error, Result};
 pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, KeyBuildHasher, KeyHasher, SessionId, SessionKey};
 pub use record::{MAX_OWNER_LEN, Record};
-pub use store::{SessionStore, check_data_len};
+pub use store::{SessionStore, check_data_len, shared_store};
 pub use time::Timestamp;
 
 #[cfg(test)]

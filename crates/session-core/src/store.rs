@@ -224,3 +224,30 @@ pub fn check_data_len(limit: Option<usize>, len: usize) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// `store` as one shared `Arc<dyn SessionStore>`, for whatever holds a store for many tasks
+/// (the manager, the tower-sessions bridge): a store given by value (`MemoryStore::new()`)
+/// goes behind a new `Arc`; an `Arc<dyn SessionStore>` (what `session_kit::store_from_url`
+/// returns) or a `Box<dyn SessionStore>` is reused as it is, so calls go through one pointer
+/// and one boxed future, not a forwarding layer around another. (An `Arc<S>` of a concrete
+/// store is wrapped once more: coerce it to `Arc<dyn SessionStore>` first to avoid that.)
+pub fn shared_store<S: SessionStore>(store: S) -> Arc<dyn SessionStore> {
+    let mut slot = Some(store);
+    let any: &mut dyn std::any::Any = &mut slot;
+    if let Some(arc) = any
+        .downcast_mut::<Option<Arc<dyn SessionStore>>>()
+        .and_then(Option::take)
+    {
+        return arc;
+    }
+    if let Some(boxed) = any
+        .downcast_mut::<Option<Box<dyn SessionStore>>>()
+        .and_then(Option::take)
+    {
+        return Arc::from(boxed);
+    }
+    match slot {
+        Some(store) => Arc::new(store),
+        None => unreachable!("only a matching downcast takes the store, and it returned"),
+    }
+}

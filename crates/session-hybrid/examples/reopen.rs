@@ -21,17 +21,11 @@ use std::time::{Duration, Instant};
 use session_core::{Bytes, Record, SessionKey, SessionStore, Timestamp};
 use session_hybrid::HybridStore;
 
-/// A uniform key for session `i` (the splitmix64 finalizer, as the benchmark harness uses).
+/// A uniform key for session `i`, the same on every run (seeded by `i`), so a reopen finds
+/// the keys an earlier fill wrote.
 fn key(i: u64) -> SessionKey {
     let mut bytes = [0u8; 32];
-    let mut z = i;
-    for chunk in bytes.chunks_mut(8) {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut x = z;
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        chunk.copy_from_slice(&(x ^ (x >> 31)).to_le_bytes());
-    }
+    fastrand::Rng::with_seed(i).fill(&mut bytes);
     SessionKey::from_bytes(bytes)
 }
 

@@ -23,7 +23,7 @@ const MAX_FIXED_PAYLOAD: usize = 1 + 32 + 32 + 8 + 8 + 8 + 4;
 /// [`MAX_OWNER_LEN`]: crate::MAX_OWNER_LEN
 pub(crate) fn max_payload(max_data_len: Option<usize>) -> u32 {
     max_data_len
-        .and_then(|data| data.checked_add(MAX_FIXED_PAYLOAD + crate::config::MAX_OWNER_LEN))
+        .and_then(|data| data.checked_add(MAX_FIXED_PAYLOAD + session_core::MAX_OWNER_LEN))
         .and_then(|n| u32::try_from(n).ok())
         .unwrap_or(u32::MAX)
 }

@@ -15,21 +15,22 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::{Condvar, Mutex};
 use session_core::{Error, Result};
 use session_memory::{Change, ChangeObserver, MemoryStore};
 use tokio::sync::watch;
 
+use crate::error::HybridError;
 use crate::format;
 use crate::fsio::{self, sync_dir};
 use crate::health::{BacklogFull, DiskError, Health};
 use crate::replay::{self, segment_path, snapshot_path, snapshot_tmp_path};
 
-const STORE: &str = "hybrid";
 /// Size of one buffer chunk. The buffer grows by whole chunks, never by reallocating, so a
 /// change appended while the flusher lags behind never copies what is already buffered.
 const CHUNK: usize = 1 << 20;
@@ -41,12 +42,40 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// While writing keeps failing, how often the failure is logged again.
 const LOG_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
+/// Default interval between two lazy flushes of the log: 1 s.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When a change reaches the disk, relative to the store call that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Calls return once the change is in memory; the log is written and fsynced every
+    /// interval (or sooner when the buffered log passes the flush size). A crash loses at most
+    /// the changes of the last interval. The default, with [`DEFAULT_FLUSH_INTERVAL`].
+    Lazy(Duration),
+    /// Every mutating call returns only after the log batch holding its change is fsynced.
+    /// Concurrent calls share one fsync (group commit), but each still waits for the disk.
+    EveryWrite,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Self::Lazy(DEFAULT_FLUSH_INTERVAL)
+    }
+}
+
+impl Durability {
+    pub(crate) fn interval(self) -> Duration {
+        match self {
+            Self::Lazy(interval) => interval,
+            // Changes nobody waits for (the background expiry sweep) still get flushed.
+            Self::EveryWrite => DEFAULT_FLUSH_INTERVAL,
+        }
+    }
+}
+
 const OP_LOG: &str = "write the log";
 const OP_SNAPSHOT: &str = "write a snapshot";
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Changes appended but not yet handed to the flusher.
 #[derive(Debug, Default)]
@@ -125,7 +154,7 @@ impl fmt::Debug for Journal {
 impl ChangeObserver for Journal {
     // Runs under a shard lock of the memory store: append and leave; the flusher does the I/O.
     fn observe(&self, change: Change<'_>) {
-        let mut p = lock(&self.pending);
+        let mut p = self.pending.lock();
         p.seq += 1;
         if !p.accepting {
             return;
@@ -189,15 +218,13 @@ impl Journal {
     }
 
     fn backlog_full(&self) -> Error {
-        let unflushed = lock(&self.pending).unflushed();
-        Error::unavailable(
-            STORE,
-            BacklogFull {
-                limit: self.max_unflushed as u64,
-                unflushed: unflushed as u64,
-                flush_error: self.flushed.borrow().error.clone(),
-            },
-        )
+        let unflushed = self.pending.lock().unflushed();
+        HybridError::Backlog(BacklogFull {
+            limit: self.max_unflushed as u64,
+            unflushed: unflushed as u64,
+            flush_error: self.flushed.borrow().error.clone(),
+        })
+        .into()
     }
 
     fn update_full(&self, p: &Pending) {
@@ -207,7 +234,7 @@ impl Journal {
 
     /// Asks for a flush now; returns the sequence number it will cover.
     pub(crate) fn request_flush(&self) -> u64 {
-        let mut p = lock(&self.pending);
+        let mut p = self.pending.lock();
         p.flush_wanted = true;
         let seq = p.seq;
         drop(p);
@@ -233,17 +260,14 @@ impl Journal {
             return Ok(());
         }
         match state.error {
-            Some(e) => Err(Error::backend(STORE, e)),
-            None => Err(Error::backend(
-                STORE,
-                "the store was closed before this change reached its log",
-            )),
+            Some(e) => Err(HybridError::Disk(e).into()),
+            None => Err(HybridError::ClosedBeforeFlush.into()),
         }
     }
 
     /// Asks for a compaction that starts after every change made so far; returns its ticket.
     pub(crate) fn request_compaction(&self) -> u64 {
-        let mut p = lock(&self.pending);
+        let mut p = self.pending.lock();
         p.compact_requests += 1;
         let ticket = p.compact_requests;
         drop(p);
@@ -268,17 +292,14 @@ impl Journal {
             return Ok(());
         }
         match state.compaction_error {
-            Some(e) if state.compact_attempted >= ticket => Err(Error::backend(STORE, e)),
-            _ => Err(Error::backend(
-                STORE,
-                "the store was closed before the compaction finished",
-            )),
+            Some(e) if state.compact_attempted >= ticket => Err(HybridError::Disk(e).into()),
+            _ => Err(HybridError::ClosedBeforeCompaction.into()),
         }
     }
 
     /// The disk's state, for [`HybridStore::health`](crate::HybridStore::health).
     pub(crate) fn health(&self) -> Health {
-        let unflushed = lock(&self.pending).unflushed();
+        let unflushed = self.pending.lock().unflushed();
         let f = self.flushed.borrow();
         Health {
             flush_error: f.error.clone(),
@@ -299,7 +320,7 @@ impl Journal {
     /// Tells the flusher to write what is buffered and end; returns the last sequence number
     /// that will be written.
     pub(crate) fn stop(&self) -> u64 {
-        let mut p = lock(&self.pending);
+        let mut p = self.pending.lock();
         p.stop = true;
         p.accepting = false;
         let seq = p.buffered;
@@ -316,7 +337,7 @@ impl Journal {
 
     /// Wakes the flusher to collect a finished snapshot.
     fn snapshot_done(&self) {
-        lock(&self.pending).snapshot_done = true;
+        self.pending.lock().snapshot_done = true;
         self.wake.notify_one();
     }
 }
@@ -433,7 +454,7 @@ impl Flusher {
         let mut deadline = Instant::now() + self.interval;
         loop {
             let (taken, stop, requests, snapshot_done) = {
-                let mut p = lock(&self.journal.pending);
+                let mut p = self.journal.pending.lock();
                 loop {
                     let now = Instant::now();
                     let may_write = now >= self.retry_at;
@@ -442,10 +463,9 @@ impl Flusher {
                         break;
                     }
                     let until = if asked { self.retry_at } else { deadline };
-                    p = match self.journal.wake.wait_timeout(p, until.min(deadline) - now) {
-                        Ok((p, _)) => p,
-                        Err(poisoned) => poisoned.into_inner().0,
-                    };
+                    self.journal
+                        .wake
+                        .wait_for(&mut p, until.min(deadline) - now);
                 }
                 let snapshot_done = std::mem::take(&mut p.snapshot_done);
                 // Woken only to collect a snapshot while pausing after a failure: no write.
@@ -463,7 +483,7 @@ impl Flusher {
             if let Some((mut batch, seq)) = taken {
                 self.write_batch(&mut batch, seq);
                 if !batch.is_empty() {
-                    let mut p = lock(&self.journal.pending);
+                    let mut p = self.journal.pending.lock();
                     for mut chunk in batch {
                         if p.spare.len() < KEEP_CHUNKS && chunk.capacity() == CHUNK {
                             chunk.clear();
@@ -498,7 +518,7 @@ impl Flusher {
                 self.since_rotation += len;
                 self.compaction.log_since_base += len;
                 {
-                    let mut p = lock(&self.journal.pending);
+                    let mut p = self.journal.pending.lock();
                     p.in_flight = 0;
                     self.journal.update_full(&p);
                 }
@@ -520,7 +540,7 @@ impl Flusher {
                     tracing::error!(%error, "cutting a partial batch off the session log failed");
                 }
                 let unflushed = {
-                    let mut p = lock(&self.journal.pending);
+                    let mut p = self.journal.pending.lock();
                     let newer = std::mem::take(&mut p.chunks);
                     p.chunks = std::mem::take(batch);
                     p.chunks.extend(newer);
@@ -644,7 +664,7 @@ impl Flusher {
         self.since_rotation = 0;
         // A flag left by the previous snapshot (collected before it was seen) must not make
         // the flusher wait for this one.
-        lock(&self.journal.pending).snapshot_done = false;
+        self.journal.pending.lock().snapshot_done = false;
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Snapshot {
             memory: self.memory.clone(),

@@ -1,7 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod apply;
-mod config;
+mod builder;
+mod error;
 mod format;
 mod fsio;
 mod health;
@@ -9,24 +10,27 @@ mod journal;
 mod replay;
 mod store;
 
-pub use config::{
-    DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_LOG_BYTES, DEFAULT_COMPACT_MIN_BYTES,
-    DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UNFLUSHED_BYTES, Durability,
-    HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport,
+pub use builder::{
+    DEFAULT_CLEANUP_INTERVAL, DEFAULT_COMPACT_FACTOR, DEFAULT_COMPACT_LOG_BYTES,
+    DEFAULT_COMPACT_MIN_BYTES, DEFAULT_FLUSH_BYTES, DEFAULT_MAX_UNFLUSHED_BYTES,
+    HybridStoreBuilder,
 };
 pub use health::{BacklogFull, DiskError, Health};
+pub use journal::{DEFAULT_FLUSH_INTERVAL, Durability};
+pub use replay::ReplayReport;
+// With `max_data_len` it bounds the size of every entry, so replay never reads a length from
+// disk it cannot check first.
+pub use session_core::MAX_OWNER_LEN;
 pub use session_memory::{self, StoreFull};
 pub use store::HybridStore;
 
-#[cfg(test)]
-mod send_sync {
-    fn check<T: Send + Sync>() {}
-    #[test]
-    fn public_types_are_send_and_sync() {
-        check::<super::HybridStore>();
-        check::<super::HybridStoreBuilder>();
-        check::<super::ReplayReport>();
-        check::<super::Health>();
-        check::<super::BacklogFull>();
-    }
-}
+// Stores are shared across tasks and threads; this fails to compile if that ever breaks.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<HybridStore>();
+    send_sync::<HybridStoreBuilder>();
+    send_sync::<ReplayReport>();
+    send_sync::<Health>();
+    send_sync::<BacklogFull>();
+    send_sync::<DiskError>();
+};

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use session_memory::MemoryStore;
 
 use crate::apply::Appliers;
-use crate::config::ReplayReport;
 use crate::format::{self, Entry, FrameReader, Next};
 use crate::fsio::{self, is_symlink_error, sync_dir};
 
@@ -326,6 +325,52 @@ fn replay_in<'scope>(
         base_bytes,
         log_since_base,
     })
+}
+
+/// What opening a directory found and did: how much was replayed and how much was dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// The number of the snapshot loaded (the first log segment it does not cover), if any.
+    pub snapshot: Option<u64>,
+    /// Records read from that snapshot.
+    pub snapshot_records: u64,
+    /// Snapshots that failed their checks and were set aside (renamed to `*.corrupt`).
+    pub snapshots_rejected: u64,
+    /// Log segments replayed (wholly or up to their first bad entry).
+    pub segments_replayed: u64,
+    /// Log entries replayed.
+    pub entries_applied: u64,
+    /// Log bytes cut off: the rest of the segment after the first bad entry, plus every later
+    /// segment.
+    pub bytes_dropped: u64,
+    /// Whole segments removed because they came after a bad entry or a missing segment.
+    pub segments_dropped: u64,
+    /// Whether the log ended inside an entry (a write cut short by a crash).
+    pub torn_tail: bool,
+    /// Whether a complete entry failed its checksum or could not be decoded (damage, not a
+    /// crash).
+    pub corrupt_entry: bool,
+    /// Entries not loaded because they are larger than
+    /// [`max_data_len`](crate::HybridStoreBuilder::max_data_len) allows (written under a larger
+    /// limit): the sessions they set are dropped. Their checksums are verified without reading
+    /// them into memory whole.
+    pub oversized_dropped: u64,
+    /// Sessions live after replay, now in memory.
+    pub sessions_loaded: u64,
+    /// Sessions found expired on replay and not loaded.
+    pub expired_skipped: u64,
+}
+
+impl ReplayReport {
+    /// Whether anything was dropped: a rejected snapshot, a cut log, removed segments, or
+    /// sessions above the size limit.
+    pub fn lost_anything(&self) -> bool {
+        self.snapshots_rejected > 0
+            || self.bytes_dropped > 0
+            || self.segments_dropped > 0
+            || self.oversized_dropped > 0
+    }
 }
 
 #[cfg(test)]

@@ -1,29 +1,27 @@
 //! The store: a [`MemoryStore`] whose every change is journaled to disk.
 
 use std::fmt;
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use session_core::{Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait};
+use parking_lot::Mutex;
+use session_core::{
+    Error, MAX_OWNER_LEN, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
+};
 use session_memory::MemoryStore;
 
-use crate::config::{Durability, HybridStoreBuilder, MAX_OWNER_LEN, ReplayReport};
-use crate::format;
-use crate::fsio::{self, sync_dir};
+use crate::error::HybridError;
 use crate::health::Health;
-use crate::journal::{Compaction, Flusher, FlusherStart, Journal};
-use crate::replay::{self, segment_path};
-
-const STORE: &str = "hybrid";
+use crate::journal::{Durability, Journal};
+use crate::replay::ReplayReport;
 
 /// The boxed future `async_trait` makes of a [`SessionStore`] method.
 type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
-const LOCK_FILE: &str = "LOCK";
 
 /// A [`SessionStore`] with the speed of [`MemoryStore`] (it *is* one) that keeps its sessions
 /// across restarts and crashes in a directory: an append-only log of every change, flushed in
@@ -35,17 +33,17 @@ const LOCK_FILE: &str = "LOCK";
 /// Shut down with [`close`](Self::close). Dropping the store also writes and fsyncs what is
 /// buffered, blocking the dropping thread for that one fsync.
 pub struct HybridStore {
-    memory: MemoryStore,
-    journal: Arc<Journal>,
-    durability: Durability,
+    pub(crate) memory: MemoryStore,
+    pub(crate) journal: Arc<Journal>,
+    pub(crate) durability: Durability,
     /// Whether deletions, owner deletions and id changes wait for the disk under `Lazy`.
-    durable_deletions: bool,
-    flusher: Mutex<Option<JoinHandle<()>>>,
-    closed: AtomicBool,
-    report: ReplayReport,
-    dir: PathBuf,
+    pub(crate) durable_deletions: bool,
+    pub(crate) flusher: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) report: ReplayReport,
+    pub(crate) dir: PathBuf,
     // Last field: the directory stays locked until the flusher has finished with it.
-    lock: Mutex<Option<File>>,
+    pub(crate) lock: Mutex<Option<File>>,
 }
 
 impl fmt::Debug for HybridStore {
@@ -60,104 +58,7 @@ impl fmt::Debug for HybridStore {
     }
 }
 
-fn backend(error: std::io::Error) -> Error {
-    Error::backend(STORE, error)
-}
-
 impl HybridStore {
-    /// Opens `dir` with default settings; see [`HybridStoreBuilder::open`].
-    ///
-    /// # Errors
-    /// As [`HybridStoreBuilder::open`].
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::builder(dir).open()
-    }
-
-    /// Starts configuring a store kept in `dir`.
-    pub fn builder(dir: impl AsRef<Path>) -> HybridStoreBuilder {
-        HybridStoreBuilder::new(dir.as_ref())
-    }
-
-    pub(crate) fn open_with(config: HybridStoreBuilder) -> Result<Self> {
-        let dir = config.dir;
-        fsio::create_private_dir(&dir).map_err(backend)?;
-        let lock = fsio::open_lock(&dir.join(LOCK_FILE)).map_err(backend)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Config(
-                    format!(
-                        "session directory {} is in use by another open store",
-                        dir.display()
-                    )
-                    .into(),
-                ));
-            }
-            Err(TryLockError::Error(e)) => return Err(backend(e)),
-        }
-        let journal = Arc::new(Journal::new(config.flush_bytes, config.max_unflushed_bytes));
-        let memory = MemoryStore::builder()
-            .name(STORE)
-            .cleanup_interval(config.cleanup_interval)
-            .max_data_len(config.max_data_len)
-            .max_sessions(config.max_sessions)
-            .observer(Arc::clone(&journal) as _)
-            .build()?;
-        // Replay is mostly hash-map and allocator work: it is spread over the cores.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let replayed = replay::replay(
-            &dir,
-            &memory,
-            format::max_payload(config.max_data_len),
-            threads,
-        )
-        .map_err(backend)?;
-        let report = replayed.report;
-        let segment = segment_path(&dir, replayed.segment);
-        let created = !segment.exists();
-        let file = fsio::open_segment(&segment, false).map_err(backend)?;
-        if created {
-            sync_dir(&dir).map_err(backend)?;
-        }
-        let flusher = Flusher::new(
-            Arc::clone(&journal),
-            memory.clone(),
-            dir.clone(),
-            config.durability.interval(),
-            FlusherStart {
-                file,
-                segment: replayed.segment,
-                segment_len: replayed.segment_len,
-                compaction: Compaction {
-                    factor: config.compact_factor,
-                    min_bytes: config.compact_min_bytes,
-                    log_bytes: config.compact_log_bytes,
-                    base: replayed.base,
-                    base_bytes: replayed.base_bytes,
-                    log_since_base: replayed.log_since_base,
-                },
-            },
-        );
-        let flusher = std::thread::Builder::new()
-            .name("session-hybrid-flush".into())
-            .spawn(move || flusher.run())
-            .map_err(backend)?;
-        if report.lost_anything() {
-            tracing::warn!(dir = %dir.display(), ?report, "session store opened with damaged files; the damage was cut off");
-        }
-        Ok(Self {
-            memory,
-            journal,
-            durability: config.durability,
-            durable_deletions: config.durable_deletions,
-            flusher: Mutex::new(Some(flusher)),
-            closed: AtomicBool::new(false),
-            report,
-            dir,
-            lock: Mutex::new(Some(lock)),
-        })
-    }
-
     /// What opening the directory found: what was replayed, and what was dropped as torn or
     /// corrupt.
     pub fn replay_report(&self) -> &ReplayReport {
@@ -226,25 +127,18 @@ impl HybridStore {
         let seq = self.journal.stop();
         let result = self.journal.wait(seq).await;
         self.journal.stopped().await;
-        let handle = self
-            .flusher
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let handle = self.flusher.lock().take();
         if let Some(handle) = handle {
             // It has published `stopped` as its last act, so this returns at once.
             let _ = handle.join();
         }
-        self.lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.lock.lock().take();
         result
     }
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::backend(STORE, "the store is closed"));
+            return Err(HybridError::Closed.into());
         }
         Ok(())
     }
@@ -372,11 +266,7 @@ impl Drop for HybridStore {
             return;
         }
         self.journal.stop();
-        let handle = self
-            .flusher
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let handle = self.flusher.get_mut().take();
         if let Some(handle) = handle {
             // Best effort: the flusher writes and fsyncs what is buffered, then ends.
             let _ = handle.join();

@@ -16,3 +16,10 @@ pub use builder::{
 pub use deadpool_redis;
 pub use deadpool_redis::redis;
 pub use store::RedisStore;
+
+// Stores are shared across tasks and threads; this fails to compile if that ever breaks.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<RedisStore>();
+    send_sync::<RedisStoreBuilder>();
+};

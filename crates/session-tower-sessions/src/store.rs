@@ -51,14 +51,12 @@ impl TowerSessionStore {
         Self::builder(store).build()
     }
 
-    /// A builder for the owner extractor and the size limit.
+    /// A builder for the owner extractor and the size limit, over `store` taken by value
+    /// (`MemoryStore::new()`) or already shared: an `Arc<dyn SessionStore>` or a
+    /// `Box<dyn SessionStore>` is used as it is, without a second layer of indirection (as
+    /// `session_kit::SessionManager::builder` does, so one store can serve both).
     pub fn builder(store: impl SessionStore) -> TowerSessionStoreBuilder {
-        TowerSessionStoreBuilder::new(Arc::new(store))
-    }
-
-    /// A builder over a store already shared as `Arc<dyn SessionStore>`.
-    pub fn builder_shared(store: Arc<dyn SessionStore>) -> TowerSessionStoreBuilder {
-        TowerSessionStoreBuilder::new(store)
+        TowerSessionStoreBuilder::new(session_core::shared_store(store))
     }
 
     /// The store underneath, for what their trait cannot say (counts, listing, owners).

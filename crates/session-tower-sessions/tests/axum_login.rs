@@ -177,7 +177,7 @@ struct App {
 }
 
 async fn app(env: &Env) -> App {
-    let sessions = TowerSessionStore::builder_shared(env.store.clone())
+    let sessions = TowerSessionStore::builder(env.store.clone())
         .owner(axum_login_owner)
         .build();
     let layer = SessionManagerLayer::new(sessions.clone()).with_secure(false);

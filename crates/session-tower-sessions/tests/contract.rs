@@ -37,7 +37,7 @@ macro_rules! contract_cases {
         use crate::user_data;
 
         fn bridge(env: &Env) -> TowerSessionStore {
-            TowerSessionStore::builder_shared(env.store.clone())
+            TowerSessionStore::builder(env.store.clone())
                 .owner(axum_login_owner)
                 .build()
         }
@@ -258,7 +258,7 @@ macro_rules! contract_cases {
             ));
             assert_eq!(env.store.count().await.expect("count"), 1);
             // A bridge limit below the store's is the one enforced.
-            let strict = TowerSessionStore::builder_shared(env.store.clone())
+            let strict = TowerSessionStore::builder(env.store.clone())
                 .max_data_len(Some(64))
                 .build();
             let mut medium = r.clone();
@@ -352,4 +352,36 @@ fn axum_login_owner_reads_the_user_id() {
     );
     assert_eq!(axum_login_owner(&user_data(json!(null))), None);
     assert_eq!(axum_login_owner(&HashMap::new()), None);
+}
+
+/// One `builder` takes a store by value or already shared: an `Arc<dyn SessionStore>` is used
+/// as it is (the bridge and a manager then share one store through one pointer), a store by
+/// value goes behind a new `Arc` and is still the same store.
+#[tokio::test]
+async fn builder_takes_a_store_by_value_or_shared() {
+    use std::sync::Arc;
+
+    use session_core::{SessionId, SessionStore};
+    use session_memory::MemoryStore;
+    use session_tower_sessions::TowerSessionStore;
+
+    let shared: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let bridge = TowerSessionStore::builder(Arc::clone(&shared)).build();
+    assert!(
+        Arc::ptr_eq(bridge.store(), &shared),
+        "an Arc<dyn SessionStore> was wrapped again"
+    );
+
+    let memory = MemoryStore::new();
+    let bridge = TowerSessionStore::builder(memory.clone()).build();
+    let record = session_core::Record::new(
+        SessionId::generate().key(),
+        &b"x"[..],
+        session_core::Timestamp::now() + std::time::Duration::from_secs(60),
+    );
+    bridge.store().create(&record).await.expect("create");
+    assert!(
+        memory.exists(&record.key).await.expect("exists"),
+        "a store by value is the same store behind the bridge"
+    );
 }

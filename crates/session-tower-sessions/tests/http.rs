@@ -39,7 +39,7 @@ macro_rules! http_cases {
         }
 
         async fn app(env: &Env, expiry: Option<Expiry>) -> App {
-            let bridge = TowerSessionStore::builder_shared(env.store.clone()).build();
+            let bridge = TowerSessionStore::builder(env.store.clone()).build();
             let mut layer = SessionManagerLayer::new(bridge).with_secure(false);
             if let Some(expiry) = expiry {
                 layer = layer.with_expiry(expiry);
@@ -235,7 +235,7 @@ macro_rules! http_cases {
             let resp = get_ok(&b, format!("{}/remove", app.base)).await;
             assert_eq!(session_cookie(&resp).map(|c| c.0), Some(id.clone()));
             assert_eq!(text(&b, format!("{}/get", app.base)).await, "None");
-            let bridge = TowerSessionStore::builder_shared(env.store.clone()).build();
+            let bridge = TowerSessionStore::builder(env.store.clone()).build();
             let stored = $ts::SessionStore::load(&bridge, &id.parse().expect("id")).await;
             assert!(stored.expect("load").expect("kept").data.is_empty());
         }

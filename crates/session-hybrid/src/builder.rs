@@ -1,15 +1,27 @@
-//! How a [`HybridStore`](crate::HybridStore) is configured, and what opening one found.
+//! The builder of a [`HybridStore`] and its `DEFAULT_*` values, and opening: lock the
+//! directory, replay it into a memory store, start the flusher.
+//!
+//! The modules depend one way, each only on those before it: `format` (the at-rest form),
+//! `fsio`, `health`, `error`, `apply` and `replay` (the reader), `journal` (the writer),
+//! `store` (the `SessionStore` impl), `builder` (which opens a store from all of them).
 
+use std::fs::TryLockError;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use session_core::{Error, Result};
-use session_memory::DEFAULT_MAX_DATA_LEN;
+use session_memory::{DEFAULT_MAX_DATA_LEN, MemoryStore};
 
+use crate::error::{HybridError, STORE};
+use crate::format;
+use crate::fsio::{self, sync_dir};
+use crate::journal::{Compaction, Durability, Flusher, FlusherStart, Journal};
+use crate::replay::{self, segment_path};
 use crate::store::HybridStore;
 
-/// Default interval between two lazy flushes of the log: 1 s.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default size of buffered log at which a flush starts before the interval is up: 1 MiB.
 pub const DEFAULT_FLUSH_BYTES: usize = 1 << 20;
 /// Default ratio of log size to snapshot size at which the log is compacted. Reopening reads
@@ -25,37 +37,23 @@ pub const DEFAULT_MAX_UNFLUSHED_BYTES: usize = 64 << 20;
 pub const DEFAULT_COMPACT_LOG_BYTES: u64 = 256 << 20;
 /// Default log size below which the log is never compacted: 64 MiB.
 pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 << 20;
-// With `max_data_len` it bounds the size of every entry, so replay never reads a length from
-// disk it cannot check first.
-pub use session_core::MAX_OWNER_LEN;
-const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+/// Default interval of the background sweep of expired sessions: 60 s.
+pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+const LOCK_FILE: &str = "LOCK";
 
-/// When a change reaches the disk, relative to the store call that made it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Durability {
-    /// Calls return once the change is in memory; the log is written and fsynced every
-    /// interval (or sooner when the buffered log passes the flush size). A crash loses at most
-    /// the changes of the last interval. The default, with [`DEFAULT_FLUSH_INTERVAL`].
-    Lazy(Duration),
-    /// Every mutating call returns only after the log batch holding its change is fsynced.
-    /// Concurrent calls share one fsync (group commit), but each still waits for the disk.
-    EveryWrite,
-}
-
-impl Default for Durability {
-    fn default() -> Self {
-        Self::Lazy(DEFAULT_FLUSH_INTERVAL)
+// The constructors live here, not in `store.rs`, so the store depends on nothing that opens it.
+impl HybridStore {
+    /// Opens `dir` with default settings; see [`HybridStoreBuilder::open`].
+    ///
+    /// # Errors
+    /// As [`HybridStoreBuilder::open`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::builder(dir).open()
     }
-}
 
-impl Durability {
-    pub(crate) fn interval(self) -> Duration {
-        match self {
-            Self::Lazy(interval) => interval,
-            // Changes nobody waits for (the background expiry sweep) still get flushed.
-            Self::EveryWrite => DEFAULT_FLUSH_INTERVAL,
-        }
+    /// Starts configuring a store kept in `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> HybridStoreBuilder {
+        HybridStoreBuilder::new(dir.as_ref())
     }
 }
 
@@ -63,17 +61,17 @@ impl Durability {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct HybridStoreBuilder {
-    pub(crate) dir: PathBuf,
-    pub(crate) durability: Durability,
-    pub(crate) flush_bytes: usize,
-    pub(crate) compact_factor: u32,
-    pub(crate) compact_min_bytes: u64,
-    pub(crate) compact_log_bytes: u64,
-    pub(crate) cleanup_interval: Duration,
-    pub(crate) max_data_len: Option<usize>,
-    pub(crate) max_sessions: Option<u64>,
-    pub(crate) durable_deletions: bool,
-    pub(crate) max_unflushed_bytes: usize,
+    dir: PathBuf,
+    durability: Durability,
+    flush_bytes: usize,
+    compact_factor: u32,
+    compact_min_bytes: u64,
+    compact_log_bytes: u64,
+    cleanup_interval: Duration,
+    max_data_len: Option<usize>,
+    max_sessions: Option<u64>,
+    durable_deletions: bool,
+    max_unflushed_bytes: usize,
 }
 
 impl HybridStoreBuilder {
@@ -156,7 +154,8 @@ impl HybridStoreBuilder {
         self
     }
 
-    /// How often expired sessions are swept from memory (default 60 s; zero disables the
+    /// How often expired sessions are swept from memory (default
+    /// [`DEFAULT_CLEANUP_INTERVAL`]; zero disables the
     /// sweep, see `session_memory::MemoryStoreBuilder::cleanup_interval`). Swept sessions are
     /// journaled like deletions.
     pub fn cleanup_interval(mut self, interval: Duration) -> Self {
@@ -164,7 +163,8 @@ impl HybridStoreBuilder {
         self
     }
 
-    /// The largest payload accepted, in bytes (default 1 MiB); `None` for no limit.
+    /// The largest payload accepted, in bytes (default
+    /// `session_memory::DEFAULT_MAX_DATA_LEN`, 1 MiB); `None` for no limit.
     pub fn max_data_len(mut self, limit: Option<usize>) -> Self {
         self.max_data_len = limit;
         self
@@ -223,52 +223,80 @@ impl HybridStoreBuilder {
                 "hybrid store: a lazy flush interval must be above zero (use Durability::EveryWrite to flush on every write)".into(),
             ));
         }
-        HybridStore::open_with(self)
+        self.open_checked()
     }
-}
 
-/// What opening a directory found and did: how much was replayed and how much was dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReplayReport {
-    /// The number of the snapshot loaded (the first log segment it does not cover), if any.
-    pub snapshot: Option<u64>,
-    /// Records read from that snapshot.
-    pub snapshot_records: u64,
-    /// Snapshots that failed their checks and were set aside (renamed to `*.corrupt`).
-    pub snapshots_rejected: u64,
-    /// Log segments replayed (wholly or up to their first bad entry).
-    pub segments_replayed: u64,
-    /// Log entries replayed.
-    pub entries_applied: u64,
-    /// Log bytes cut off: the rest of the segment after the first bad entry, plus every later
-    /// segment.
-    pub bytes_dropped: u64,
-    /// Whole segments removed because they came after a bad entry or a missing segment.
-    pub segments_dropped: u64,
-    /// Whether the log ended inside an entry (a write cut short by a crash).
-    pub torn_tail: bool,
-    /// Whether a complete entry failed its checksum or could not be decoded (damage, not a
-    /// crash).
-    pub corrupt_entry: bool,
-    /// Entries not loaded because they are larger than
-    /// [`max_data_len`](HybridStoreBuilder::max_data_len) allows (written under a larger
-    /// limit): the sessions they set are dropped. Their checksums are verified without reading
-    /// them into memory whole.
-    pub oversized_dropped: u64,
-    /// Sessions live after replay, now in memory.
-    pub sessions_loaded: u64,
-    /// Sessions found expired on replay and not loaded.
-    pub expired_skipped: u64,
-}
-
-impl ReplayReport {
-    /// Whether anything was dropped: a rejected snapshot, a cut log, removed segments, or
-    /// sessions above the size limit.
-    pub fn lost_anything(&self) -> bool {
-        self.snapshots_rejected > 0
-            || self.bytes_dropped > 0
-            || self.segments_dropped > 0
-            || self.oversized_dropped > 0
+    /// Opens the checked configuration.
+    fn open_checked(self) -> Result<HybridStore> {
+        let config = self;
+        let dir = config.dir;
+        fsio::create_private_dir(&dir).map_err(HybridError::from)?;
+        let lock = fsio::open_lock(&dir.join(LOCK_FILE)).map_err(HybridError::from)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(HybridError::InUse(dir).into()),
+            Err(TryLockError::Error(e)) => return Err(HybridError::from(e).into()),
+        }
+        let journal = Arc::new(Journal::new(config.flush_bytes, config.max_unflushed_bytes));
+        let memory = MemoryStore::builder()
+            .name(STORE)
+            .cleanup_interval(config.cleanup_interval)
+            .max_data_len(config.max_data_len)
+            .max_sessions(config.max_sessions)
+            .observer(Arc::clone(&journal) as _)
+            .build()?;
+        // Replay is mostly hash-map and allocator work: it is spread over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let replayed = replay::replay(
+            &dir,
+            &memory,
+            format::max_payload(config.max_data_len),
+            threads,
+        )
+        .map_err(HybridError::from)?;
+        let report = replayed.report;
+        let segment = segment_path(&dir, replayed.segment);
+        let created = !segment.exists();
+        let file = fsio::open_segment(&segment, false).map_err(HybridError::from)?;
+        if created {
+            sync_dir(&dir).map_err(HybridError::from)?;
+        }
+        let flusher = Flusher::new(
+            Arc::clone(&journal),
+            memory.clone(),
+            dir.clone(),
+            config.durability.interval(),
+            FlusherStart {
+                file,
+                segment: replayed.segment,
+                segment_len: replayed.segment_len,
+                compaction: Compaction {
+                    factor: config.compact_factor,
+                    min_bytes: config.compact_min_bytes,
+                    log_bytes: config.compact_log_bytes,
+                    base: replayed.base,
+                    base_bytes: replayed.base_bytes,
+                    log_since_base: replayed.log_since_base,
+                },
+            },
+        );
+        let flusher = std::thread::Builder::new()
+            .name("session-hybrid-flush".into())
+            .spawn(move || flusher.run())
+            .map_err(HybridError::from)?;
+        if report.lost_anything() {
+            tracing::warn!(dir = %dir.display(), ?report, "session store opened with damaged files; the damage was cut off");
+        }
+        Ok(HybridStore {
+            memory,
+            journal,
+            durability: config.durability,
+            durable_deletions: config.durable_deletions,
+            flusher: Mutex::new(Some(flusher)),
+            closed: AtomicBool::new(false),
+            report,
+            dir,
+            lock: Mutex::new(Some(lock)),
+        })
     }
 }
