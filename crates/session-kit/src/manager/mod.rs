@@ -8,7 +8,6 @@
 
 mod session;
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,30 +197,7 @@ impl SessionManager<MessagePack> {
     /// `Arc<S>` of a concrete store works too (through the forwarding impl, one more pointer
     /// and boxed future per call); coerce it to `Arc<dyn SessionStore>` first to avoid that.
     pub fn builder(store: impl SessionStore) -> SessionManagerBuilder<MessagePack> {
-        SessionManagerBuilder::new(shared(store), MessagePack)
-    }
-}
-
-/// `store` as the manager's `Arc<dyn SessionStore>`: an `Arc<dyn SessionStore>` or a
-/// `Box<dyn SessionStore>` is reused as it is, anything else goes behind a new `Arc`.
-fn shared<S: SessionStore>(store: S) -> Arc<dyn SessionStore> {
-    let mut slot = Some(store);
-    let any: &mut dyn Any = &mut slot;
-    if let Some(arc) = any
-        .downcast_mut::<Option<Arc<dyn SessionStore>>>()
-        .and_then(Option::take)
-    {
-        return arc;
-    }
-    if let Some(boxed) = any
-        .downcast_mut::<Option<Box<dyn SessionStore>>>()
-        .and_then(Option::take)
-    {
-        return Arc::from(boxed);
-    }
-    match slot {
-        Some(store) => Arc::new(store),
-        None => unreachable!("only a matching downcast takes the store, and it returned"),
+        SessionManagerBuilder::new(session_core::shared_store(store), MessagePack)
     }
 }
 
