@@ -43,11 +43,11 @@ use std::sync::Arc;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, COOKIE, HeaderMap, HeaderValue, SET_COOKIE, VARY};
+use actix_web::http::header::{COOKIE, HeaderName, HeaderValue, VARY};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use crate::codec::{Codec, MessagePack};
-use crate::cookie::{NO_CACHE_SET_COOKIE, SessionBuilder, Settings, varies_on_cookie};
+use crate::cookie::{SessionBuilder, Settings, varies_on_cookie};
 use crate::manager::{Session, SessionManager};
 use session_core::Result;
 
@@ -57,24 +57,9 @@ pub type SessionMiddlewareBuilder<C = MessagePack> = SessionBuilder<SessionMiddl
 
 /// Adds sessions to an actix-web `App` or scope (`.wrap(middleware)`). Build it with
 /// [`SessionMiddleware::builder`]; clone it into the `HttpServer` factory.
+#[derive(Clone, Debug)]
 pub struct SessionMiddleware<C: Codec = MessagePack> {
     settings: Arc<Settings<C>>,
-}
-
-impl<C: Codec> Clone for SessionMiddleware<C> {
-    fn clone(&self) -> Self {
-        Self {
-            settings: Arc::clone(&self.settings),
-        }
-    }
-}
-
-impl<C: Codec> fmt::Debug for SessionMiddleware<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionMiddleware")
-            .field("settings", &self.settings)
-            .finish()
-    }
 }
 
 impl<C: Codec> SessionMiddleware<C> {
@@ -132,12 +117,6 @@ impl<S, C: Codec> fmt::Debug for SessionMiddlewareService<S, C> {
     }
 }
 
-fn add_vary_cookie(headers: &mut HeaderMap) {
-    if !varies_on_cookie(headers.get_all(VARY).map(HeaderValue::as_bytes)) {
-        headers.append(VARY, HeaderValue::from_static("Cookie"));
-    }
-}
-
 impl<S, B, C> Service<ServiceRequest> for SessionMiddlewareService<S, C>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
@@ -176,18 +155,14 @@ where
                     ServiceResponse::new(request, HttpResponse::new(status)).map_into_right_body();
             }
             let headers = response.headers_mut();
-            if let Some(value) = finish.set_cookie.as_deref().map(HeaderValue::from_str) {
-                match value {
-                    Ok(value) => {
-                        headers.append(SET_COOKIE, value);
-                        headers
-                            .append(CACHE_CONTROL, HeaderValue::from_static(NO_CACHE_SET_COOKIE));
+            let varies = || varies_on_cookie(headers.get_all(VARY).map(HeaderValue::as_bytes));
+            for (name, value) in finish.headers(&varies) {
+                match HeaderValue::from_str(value) {
+                    Ok(value) => headers.append(HeaderName::from_static(name), value),
+                    Err(_) => {
+                        tracing::error!(header = name, "a session header could not be encoded")
                     }
-                    Err(_) => tracing::error!("the session cookie could not be encoded"),
                 }
-            }
-            if finish.vary {
-                add_vary_cookie(headers);
             }
             Ok(response)
         })

@@ -30,17 +30,16 @@
 //! [`Error::http_status`]: session_core::Error::http_status
 
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::header::{COOKIE, HeaderName, VARY};
+use http::{HeaderValue, Request, Response, StatusCode};
 
 use crate::codec::{Codec, MessagePack};
-use crate::cookie::{NO_CACHE_SET_COOKIE, SessionBuilder, Settings, varies_on_cookie};
+use crate::cookie::{SessionBuilder, Settings, varies_on_cookie};
 use crate::manager::{Session, SessionManager};
 use session_core::Result;
 
@@ -50,24 +49,9 @@ pub use crate::cookie::{CookieSameSite, DEFAULT_COOKIE_NAME, SigningKey};
 pub type SessionLayerBuilder<C = MessagePack> = SessionBuilder<SessionLayer<C>, C>;
 
 /// Adds sessions to a tower service (an axum router). Build it with [`SessionLayer::builder`].
+#[derive(Clone, Debug)]
 pub struct SessionLayer<C: Codec = MessagePack> {
     settings: Arc<Settings<C>>,
-}
-
-impl<C: Codec> Clone for SessionLayer<C> {
-    fn clone(&self) -> Self {
-        Self {
-            settings: Arc::clone(&self.settings),
-        }
-    }
-}
-
-impl<C: Codec> fmt::Debug for SessionLayer<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionLayer")
-            .field("settings", &self.settings)
-            .finish()
-    }
 }
 
 impl<C: Codec> SessionLayer<C> {
@@ -106,33 +90,10 @@ impl<S, C: Codec> tower_layer::Layer<S> for SessionLayer<C> {
 }
 
 /// The service made by [`SessionLayer`].
+#[derive(Clone, Debug)]
 pub struct SessionService<S, C: Codec = MessagePack> {
     inner: S,
     layer: SessionLayer<C>,
-}
-
-impl<S: Clone, C: Codec> Clone for SessionService<S, C> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            layer: self.layer.clone(),
-        }
-    }
-}
-
-impl<S: fmt::Debug, C: Codec> fmt::Debug for SessionService<S, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionService")
-            .field("inner", &self.inner)
-            .field("layer", &self.layer)
-            .finish()
-    }
-}
-
-fn add_vary_cookie(headers: &mut HeaderMap) {
-    if !varies_on_cookie(headers.get_all(VARY).iter().map(HeaderValue::as_bytes)) {
-        headers.append(VARY, HeaderValue::from_static("Cookie"));
-    }
 }
 
 impl<S, C, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for SessionService<S, C>
@@ -171,18 +132,17 @@ where
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             }
             let headers = response.headers_mut();
-            if let Some(value) = finish.set_cookie.as_deref().map(HeaderValue::from_str) {
-                match value {
+            let varies =
+                || varies_on_cookie(headers.get_all(VARY).iter().map(HeaderValue::as_bytes));
+            for (name, value) in finish.headers(&varies) {
+                match HeaderValue::from_str(value) {
                     Ok(value) => {
-                        headers.append(SET_COOKIE, value);
-                        headers
-                            .append(CACHE_CONTROL, HeaderValue::from_static(NO_CACHE_SET_COOKIE));
+                        headers.append(HeaderName::from_static(name), value);
                     }
-                    Err(_) => tracing::error!("the session cookie could not be encoded"),
+                    Err(_) => {
+                        tracing::error!(header = name, "a session header could not be encoded")
+                    }
                 }
-            }
-            if finish.vary {
-                add_vary_cookie(headers);
             }
             Ok(response)
         })

@@ -10,7 +10,7 @@
 //!   never reaches the store as a query, is never adopted as an id, and never panics. When
 //!   the header holds the session cookie's name more than once (a cookie tossed from a
 //!   subdomain, a stale one with a longer `Path`), each well-formed, correctly signed value
-//!   is tried in order, up to [`MAX_INCOMING_IDS`], and the first live one is the session;
+//!   is tried in order, up to [`MAX_INCOMING_IDS`](crate::manager::MAX_INCOMING_IDS), and the first live one is the session;
 //! - puts the lazy [`Session`] handle where its extractor finds it, so a request that never
 //!   touches its session does no store I/O;
 //! - once the handler has produced the response head, calls [`Settings::finish`] exactly
@@ -31,7 +31,7 @@ use std::sync::Arc;
 use cookie::{Cookie, CookieJar, Key, SameSite};
 
 use crate::codec::{Codec, MessagePack};
-use crate::manager::{CommitOutcome, Expiry, MAX_INCOMING_IDS, Session, SessionManager};
+use crate::manager::{CommitOutcome, Expiry, Session, SessionManager};
 use session_core::SessionId;
 use session_core::Timestamp;
 use session_core::{Error, Result};
@@ -50,7 +50,7 @@ pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";
 
 /// The `Cache-Control` value of a response that sets a cookie: a shared cache may keep the
 /// page, never the cookie.
-pub(crate) const NO_CACHE_SET_COOKIE: &str = "no-cache=\"Set-Cookie\"";
+const NO_CACHE_SET_COOKIE: &str = "no-cache=\"Set-Cookie\"";
 
 type ErrorHandler = Arc<dyn Fn(&Error, Option<&SessionId>) -> u16 + Send + Sync>;
 
@@ -314,45 +314,57 @@ pub(crate) struct Finish {
     /// no cookie.
     pub(crate) failed: Option<u16>,
     /// A `Set-Cookie` value to append (then also `Cache-Control: no-cache="Set-Cookie"`).
-    pub(crate) set_cookie: Option<String>,
+    set_cookie: Option<String>,
     /// The response depends on the request's cookie: add `Vary: Cookie` unless it already
     /// varies on it ([`varies_on_cookie`]).
-    pub(crate) vary: bool,
+    vary: bool,
+}
+
+impl Finish {
+    /// The headers to append to the response, as (lower-case name, value), for the adapter
+    /// to put in its framework's own header types: `Set-Cookie` with
+    /// `Cache-Control: no-cache="Set-Cookie"` for a cookie, then `Vary: Cookie` when the
+    /// session was used, unless `already_varies` (asked only then) says the response varies
+    /// on `Cookie` already (see [`varies_on_cookie`]).
+    pub(crate) fn headers<'a>(
+        &'a self,
+        already_varies: &dyn Fn() -> bool,
+    ) -> impl Iterator<Item = (&'static str, &'a str)> + use<'a> {
+        let cookie = self.set_cookie.as_deref().into_iter().flat_map(|value| {
+            [
+                ("set-cookie", value),
+                ("cache-control", NO_CACHE_SET_COOKIE),
+            ]
+        });
+        let vary = (self.vary && !already_varies()).then_some(("vary", "Cookie"));
+        cookie.chain(vary)
+    }
 }
 
 impl<C: Codec> Settings<C> {
-    /// The session handle for a request with these `Cookie` header values (raw bytes).
+    /// The session handle for a request with these `Cookie` header values (raw bytes): the
+    /// well-formed (and, when signing is on, correctly signed) ids among the values of the
+    /// session cookie, in header order.
     pub(crate) fn session<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Session<C> {
-        self.manager.session_for_ids(self.incoming(cookie_headers))
+        // The manager skips repeats and stops at `MAX_INCOMING_IDS`; handing it the lazy
+        // iterator spares a vector per request.
+        let ids = cookie_values(cookie_headers, &self.name).filter_map(|v| self.session_id(v));
+        self.manager.session_for_ids(ids)
     }
 
-    /// The well-formed (and, when signing is on, correctly signed) session ids the request
-    /// carries, in header order, at most [`MAX_INCOMING_IDS`].
-    fn incoming<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Vec<SessionId> {
-        let mut ids = Vec::new();
-        for value in cookie_values(cookie_headers, &self.name) {
-            if value.len() > MAX_COOKIE_VALUE {
-                continue;
-            }
-            let Ok(value) = std::str::from_utf8(value) else {
-                continue;
-            };
-            let value = if self.keys.is_empty() {
-                Some(Cow::Borrowed(value))
-            } else {
-                self.verify(Cookie::new(self.name.to_string(), value.to_owned()))
-                    .map(Cow::Owned)
-            };
-            if let Some(id) = value.and_then(|v| v.parse::<SessionId>().ok()) {
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-                if ids.len() == MAX_INCOMING_IDS {
-                    break;
-                }
-            }
+    /// The session id one cookie value holds, if it is well-formed and correctly signed.
+    fn session_id(&self, value: &[u8]) -> Option<SessionId> {
+        if value.len() > MAX_COOKIE_VALUE {
+            return None;
         }
-        ids
+        let value = std::str::from_utf8(value).ok()?;
+        if self.keys.is_empty() {
+            value.parse().ok()
+        } else {
+            self.verify(Cookie::new(self.name.to_string(), value.to_owned()))?
+                .parse()
+                .ok()
+        }
     }
 
     fn verify(&self, cookie: Cookie<'static>) -> Option<String> {

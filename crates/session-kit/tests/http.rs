@@ -1344,3 +1344,64 @@ both!(
     every_response_whose_session_was_used_varies_on_cookie,
     sign_out_everywhere_else_keeps_the_current_session,
 );
+
+/// Parameterised routes and a scope wrapped by its own middleware, on actix-web: the
+/// middleware must hand the request on unshared, since actix-web's router writes the path
+/// parameters into it after the middleware ran (a kept clone makes that panic), and the
+/// session must work on every route. Each user's visits are counted in the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_parameterised_routes_and_scopes_keep_the_session() {
+    use actix_web::{HttpRequest, web};
+    async fn visit(session: Session, req: HttpRequest, id: web::Path<u32>) -> String {
+        // The router filled the parameter in after the middleware ran.
+        let from_match = req.match_info().get("id").expect("id parameter").to_owned();
+        let id = id.into_inner();
+        let key = format!("user-{id}");
+        let n = session
+            .update(&key, |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await
+            .expect("update");
+        format!("{from_match}:{n}")
+    }
+    let store = Probe::new();
+    let manager = SessionManager::builder(store.clone())
+        .build()
+        .expect("manager");
+    let app_wide = plain_layer::<Actix>(&manager).build().expect("middleware");
+    let scoped = SessionMiddleware::builder(manager.clone())
+        .cookie_name("scoped")
+        .secure(false)
+        .build()
+        .expect("middleware");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .service(
+                web::scope("/api")
+                    .wrap(scoped.clone())
+                    .route("/users/{id}", web::get().to(visit)),
+            )
+            .route("/users/{id}", web::get().to(visit))
+            .wrap(app_wide.clone())
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .expect("listen")
+    .run();
+    std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+    let client = browser();
+    for (path, want) in [
+        ("/users/7", "7:1"),
+        ("/users/7", "7:2"),
+        ("/users/8", "8:1"),
+        ("/api/users/7", "7:1"),
+        ("/api/users/7", "7:2"),
+        ("/users/7", "7:3"),
+    ] {
+        let res = send(client.get(format!("{base}{path}"))).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(text(res).await, want, "{path}");
+    }
+}
