@@ -40,6 +40,10 @@ usage: session-bench [options]   (cargo xtask bench -- [options])
   --sweep-live N          live sessions around the sweep (default: 1000000)
   --sweep-expired N       expired sessions each sweep removes, 0 to skip (default: 100000)
   --sweep-reps N          sweeps timed alone (default: 3)
+  --decode-on-load        every load also decodes the session it fetched into the typed value, as
+                          the request that loads it would (MessagePack, the manager's default
+                          codec; the tower-sessions peers: serde_json from their value map);
+                          without it loads stop at the bytes
   --versus a,b            also give every target's ratio to these targets (e.g. memory)
   --logouts N             time N logouts (delete of a session just created) per target, alone
                           and beside the largest --tasks running the mixed workload (default: 0)
@@ -63,6 +67,7 @@ struct Config {
     sweep_expired: u64,
     sweep_reps: usize,
     logouts: usize,
+    decode_on_load: bool,
     versus: Vec<String>,
     write: Option<PathBuf>,
     list: bool,
@@ -89,6 +94,7 @@ impl Default for Config {
             sweep_expired: 100_000,
             sweep_reps: 3,
             logouts: 0,
+            decode_on_load: false,
             versus: Vec::new(),
             write: None,
             list: false,
@@ -160,6 +166,7 @@ fn parse(args: Vec<String>) -> Result<Config, BoxError> {
             "--sweep-expired" => c.sweep_expired = number(flag, it.next())?,
             "--sweep-reps" => c.sweep_reps = number::<usize>(flag, it.next())?.max(1),
             "--logouts" => c.logouts = number(flag, it.next())?,
+            "--decode-on-load" => c.decode_on_load = true,
             "--versus" => c.versus = list(flag, it.next())?,
             "--write" => c.write = Some(it.next().ok_or("--write needs a path")?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -376,7 +383,20 @@ fn run(c: Config) -> Result<(), BoxError> {
         }
         return Ok(());
     }
-    let payload = Arc::new(Payload::new()?);
+    if let Some(t) = all
+        .iter()
+        .find(|t| c.decode_on_load && targets::never_decode(t.name))
+    {
+        return Err(format!(
+            "--decode-on-load: {} hands out no data to decode, so it would be compared \
+             undecoded against targets that decode",
+            t.name
+        )
+        .into());
+    }
+    let mut payload = Payload::new()?;
+    payload.decode = c.decode_on_load;
+    let payload = Arc::new(payload);
     eprintln!(
         "session: {} bytes MessagePack, {} bytes JSON; {} worker threads",
         payload.encoded.len(),
@@ -457,13 +477,18 @@ fn run(c: Config) -> Result<(), BoxError> {
     };
     let settings = format!(
         "{} worker threads; tasks {:?}; {} timed rounds of {} ms after a {} ms warm-up, rounds interleaved across targets; \
-         {} sessions stored before load/save/mixed, create starts each round on an empty store",
+         {} sessions stored before load/save/mixed, create starts each round on an empty store; {}",
         c.workers,
         c.tasks,
         c.rounds,
         c.round.as_millis(),
         c.warmup.as_millis(),
-        c.population
+        c.population,
+        if c.decode_on_load {
+            "every load decodes the session it fetched (--decode-on-load)"
+        } else {
+            "loads stop at the bytes (or the peers' value map): nothing decoded"
+        }
     );
     let report = Report {
         targets: &targets,

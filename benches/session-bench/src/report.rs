@@ -38,17 +38,38 @@ fn median_of(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The median over rounds of `a`'s rate over `b`'s in the same round. Rounds of different
-/// targets run back to back, so pairing them cancels most of what the rest of the machine
-/// does to both.
-fn paired_ratio(a: &[f64], b: &[f64]) -> Option<f64> {
+/// Per-round ratios of one target's rates over another's: the median and the range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Ratio {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+}
+
+impl Ratio {
+    /// `0.93× (0.88–0.97)`: the median, then the least and the greatest round.
+    fn cell(self) -> String {
+        format!("{:.2}× ({:.2}–{:.2})", self.median, self.min, self.max)
+    }
+}
+
+/// `a`'s rate over `b`'s in each round, summarised. Rounds of different targets run back to
+/// back, so pairing them cancels most of what the rest of the machine does to both; the range
+/// shows how much it did not.
+pub(crate) fn paired_ratio(a: &[f64], b: &[f64]) -> Option<Ratio> {
     let ratios: Vec<f64> = a
         .iter()
         .zip(b)
         .filter(|(_, b)| **b > 0.0)
         .map(|(a, b)| a / b)
         .collect();
-    (!ratios.is_empty()).then(|| median_of(ratios))
+    let min = ratios.iter().copied().reduce(f64::min)?;
+    let max = ratios.iter().copied().reduce(f64::max)?;
+    Some(Ratio {
+        median: median_of(ratios),
+        min,
+        max,
+    })
 }
 
 impl Series {
@@ -231,7 +252,8 @@ impl Report<'_> {
         out.push_str("\n|---|---:|---|---:|---:|---:|---:|");
         out.push_str(&"---:|".repeat(refs.len() + usize::from(limit.is_some())));
         out.push('\n');
-        let ratio = |r: Option<f64>| r.map_or_else(|| " – |".to_owned(), |r| format!(" {r:.2}× |"));
+        let ratio =
+            |r: Option<Ratio>| r.map_or_else(|| " – |".to_owned(), |r| format!(" {} |", r.cell()));
         for cell in &self.cells {
             for (t, series) in cell.series.iter().enumerate() {
                 let target = &self.targets[t];
@@ -269,8 +291,8 @@ impl Report<'_> {
             "\nops/s: operations per wall-clock second, median of the rounds. CPU share: the median share of \
              the runtime's worker threads' capacity the process actually got (a lone task can use one worker, at most 50%); \
              well under the possible share means other processes took the CPU. ops per CPU-s: operations per second \
-             of CPU time, which neighbours cannot skew. Ratios: the median over rounds of this target's rate over the \
-             other's in the same round (rounds run back to back)",
+             of CPU time, which neighbours cannot skew. Ratios: this target's rate over the other's in the same round \
+             (rounds run back to back), as the median over rounds with the least and greatest round in brackets",
         );
         out.push_str(if limit.is_some() {
             "; the last column compares per CPU-second.\n"
@@ -483,7 +505,15 @@ mod tests {
         assert!((s.median() - 2.5).abs() < 1e-9);
         assert!((s.best() - 10.0).abs() < 1e-9);
         let r = paired_ratio(&[2.0, 4.0, 9.0], &[1.0, 1.0, 3.0]);
-        assert!(r.is_some_and(|r| (r - 3.0).abs() < 1e-9));
+        assert_eq!(
+            r,
+            Some(Ratio {
+                median: 3.0,
+                min: 2.0,
+                max: 4.0
+            })
+        );
+        assert_eq!(r.map(Ratio::cell).as_deref(), Some("3.00× (2.00–4.00)"));
         assert_eq!(paired_ratio(&[1.0], &[0.0]), None);
     }
 

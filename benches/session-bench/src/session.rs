@@ -67,6 +67,9 @@ pub(crate) struct Payload {
     /// tower-sessions' form: the session under one key of its JSON value map, as an app that
     /// keeps a typed session struct would `session.insert("session", &value)`.
     pub(crate) json: HashMap<String, serde_json::Value>,
+    /// `--decode-on-load`: every load decodes what it fetched into the typed session, as the
+    /// request that loads it would; otherwise loads stop at the bytes (or the peers' map).
+    pub(crate) decode: bool,
 }
 
 impl Payload {
@@ -78,11 +81,33 @@ impl Payload {
             return Err("the sample session does not round-trip through MessagePack".into());
         }
         let json = HashMap::from([("session".to_owned(), serde_json::to_value(&session)?)]);
-        Ok(Self { encoded, json })
+        Ok(Self {
+            encoded,
+            json,
+            decode: false,
+        })
     }
 
     /// Size of the JSON text of the peers' data, for comparison.
     pub(crate) fn json_len(&self) -> usize {
         serde_json::to_vec(&self.json).map_or(0, |v| v.len())
     }
+}
+
+/// What a request does with loaded bytes: decodes them with the manager's default codec.
+pub(crate) fn decode_bytes(data: &[u8]) -> Result<(), BoxError> {
+    let session: LoggedInSession = MessagePack.decode(data)?;
+    std::hint::black_box(session);
+    Ok(())
+}
+
+/// What a tower-sessions request does with a loaded record: `Session::get` of the typed
+/// value, which deserializes a clone of the stored JSON value.
+pub(crate) fn decode_json(data: &HashMap<String, serde_json::Value>) -> Result<(), BoxError> {
+    let value = data
+        .get("session")
+        .ok_or("the loaded record holds no session")?;
+    let session: LoggedInSession = serde_json::from_value(value.clone())?;
+    std::hint::black_box(session);
+    Ok(())
 }

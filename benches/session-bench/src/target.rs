@@ -10,7 +10,7 @@ use session_core::{BoxError, Error, Record, SessionStore, Timestamp};
 
 use crate::keys::session_key;
 use crate::runner::Instance;
-use crate::session::{Payload, TTL};
+use crate::session::{Payload, TTL, decode_bytes};
 
 /// A boxed future, as the registry hands out builders through plain function pointers.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -110,6 +110,8 @@ pub(crate) struct StoreTarget {
     /// Version minus one of session `i` (so a zeroed slot means version 1).
     versions: Arc<[AtomicU64]>,
     scratch: Record,
+    /// Whether a load decodes the record's data (`--decode-on-load`).
+    decode: bool,
 }
 
 impl fmt::Debug for StoreTarget {
@@ -139,6 +141,7 @@ impl StoreTarget {
             guard: None,
             versions: (0..keys).map(|_| AtomicU64::new(0)).collect(),
             scratch,
+            decode: payload.decode,
         }
     }
 
@@ -169,7 +172,12 @@ impl BenchTarget for StoreTarget {
 
     async fn load(&mut self, i: u64) -> OpResult {
         match self.store.as_ref().load(&session_key(i)).await? {
-            Some(_) => Ok(Outcome::Done),
+            Some(record) => {
+                if self.decode {
+                    decode_bytes(&record.data)?;
+                }
+                Ok(Outcome::Done)
+            }
             None => Ok(Outcome::Missing),
         }
     }

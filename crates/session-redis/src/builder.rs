@@ -249,12 +249,17 @@ impl RedisStoreBuilder {
     /// concurrent requests per connection. The pool still opens every connection (and its
     /// wait timeout still applies then), and the pool's size no longer limits concurrency.
     ///
+    /// The store uses exactly `connections` sockets, or the pool's size if that is smaller:
+    /// the first operation takes all of them from the pool at once, each a distinct pooled
+    /// connection, and operations use them in turn. If one cannot be had, that operation
+    /// fails with [`Error::Unavailable`] and the next one tries again.
+    ///
     /// The price: no health check per operation. A connection the server closed while it was
     /// idle (a `CLIENT KILL`, a restart, an idle timeout) is found broken by the next
     /// operation that uses it; every shared connection is then dropped, the next operations
     /// take fresh ones from the pool, and that operation is retried once if it is idempotent
-    /// or fails with [`Error::Unavailable`] if it is a conditional write (`create`, `save`,
-    /// `rotate`; see the crate docs on dropped connections).
+    /// or a `create`, or fails with [`Error::Unavailable`] if it is a `save` or `rotate` (see
+    /// the crate docs on dropped connections).
     pub fn multiplexed(mut self, connections: usize) -> Self {
         self.multiplexed = connections;
         self
@@ -380,6 +385,9 @@ impl RedisStoreBuilder {
             self.prefix
         };
         let scan_pattern = scan_pattern(&prefix);
+        // Never more slots than the pool holds: a fill takes every slot's connection at once.
+        let shared =
+            (self.multiplexed > 0).then(|| Shared::new(self.multiplexed.min(pools.max_size())));
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 pools,
@@ -389,7 +397,7 @@ impl RedisStoreBuilder {
                 command_timeout: self.command_timeout,
                 scan_count: self.scan_count,
                 owner_batch: self.owner_batch,
-                shared: (self.multiplexed > 0).then(|| Shared::new(self.multiplexed)),
+                shared,
                 scripts: Scripts::new(),
                 policy_checked: AtomicBool::new(false),
             }),

@@ -45,31 +45,24 @@ impl Pools {
         }
     }
 
-    /// A clone of a pooled connection's multiplexed handle. The pooled object goes straight
-    /// back to the pool (after the pool's health check on checkout); the handle shares its
-    /// socket, which redis-rs multiplexes safely across tasks.
-    async fn share(&self) -> Result<Conn, PoolError> {
+    /// The most connections the pool holds at once.
+    pub(crate) fn max_size(&self) -> usize {
         match self {
-            Self::Single(pool) => {
-                let pooled = pool.get().await?;
-                Ok(Conn::Shared(MultiplexedConnection::clone(&pooled)))
-            }
+            Self::Single(pool) => pool.status().max_size,
             #[cfg(feature = "cluster")]
-            Self::Cluster(pool) => {
-                let pooled = pool.get().await?;
-                Ok(Conn::SharedCluster(
-                    deadpool_redis::cluster::ClusterConnection::clone(&pooled),
-                ))
-            }
+            Self::Cluster(pool) => pool.status().max_size,
         }
     }
 }
 
-/// Multiplexed handles shared by every operation, taken from the pool once, and again only
-/// after one of them failed.
+/// Multiplexed handles shared by every operation: `N` distinct connections of the pool,
+/// taken together on first use, and again together after one of them failed.
 pub(crate) struct Shared {
     slots: Box<[Mutex<Option<Conn>>]>,
     next: AtomicUsize,
+    /// Held while the slots are filled, so that concurrent first uses wait for one fill
+    /// instead of each taking connections of its own.
+    filling: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Shared {
@@ -85,29 +78,60 @@ impl Shared {
         Self {
             slots: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            filling: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// A handle from the next slot (round robin), filling the slot from the pool if empty.
+    /// A handle from the next slot (round robin); when that slot is empty, first fills every
+    /// empty slot (see [`fill`](Self::fill)).
     pub(crate) async fn get(&self, pools: &Pools) -> Result<Conn, PoolError> {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let cached = self.lock(slot).as_ref().and_then(Conn::shared_clone);
-        if let Some(conn) = cached {
+        if let Some(conn) = self.cached(slot) {
             return Ok(conn);
         }
-        let conn = pools.share().await?;
-        *self.lock(slot) = conn.shared_clone();
-        Ok(conn)
+        let _filling = self.filling.lock().await;
+        // Another task may have filled the slots while this one waited.
+        if let Some(conn) = self.cached(slot) {
+            return Ok(conn);
+        }
+        self.fill(pools).await?;
+        self.cached(slot).ok_or_else(|| {
+            // Unreachable unless a `reset` ran between the fill and this read: a broken
+            // connection, which is what the caller is told.
+            PoolError::Backend(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into())
+        })
     }
 
-    /// Forgets every handle after one failed, so the next uses take fresh ones from the pool
-    /// (whose checkout health check weeds out dead connections). Not only the failed one:
-    /// slots may hold clones of one pooled connection, and a failure usually means the server
-    /// dropped or lost them all.
+    /// Fills every empty slot with its own pooled connection. All of them are checked out
+    /// before any goes back: a pooled connection returned before the next checkout would be
+    /// handed out again, and two slots would share one socket (the store's connection count
+    /// would then depend on how many tasks happened to start at once). They go back to the
+    /// pool afterwards, idle, and nothing but this fill checks them out again.
+    async fn fill(&self, pools: &Pools) -> Result<(), PoolError> {
+        let empty: Vec<usize> = (0..self.slots.len())
+            .filter(|&slot| self.lock(slot).is_none())
+            .collect();
+        let mut held = Vec::with_capacity(empty.len());
+        for _ in &empty {
+            held.push(pools.get().await?);
+        }
+        for (slot, pooled) in empty.into_iter().zip(&held) {
+            *self.lock(slot) = Some(pooled.shared_clone());
+        }
+        Ok(())
+    }
+
+    /// Forgets every handle after one failed, so the next use takes fresh ones from the pool
+    /// (whose checkout health check weeds out dead connections). Not only the failed one: a
+    /// failure usually means the server dropped or lost them all.
     pub(crate) fn reset(&self) {
         for slot in 0..self.slots.len() {
             *self.lock(slot) = None;
         }
+    }
+
+    fn cached(&self, slot: usize) -> Option<Conn> {
+        self.lock(slot).as_ref().map(Conn::shared_clone)
     }
 
     fn lock(&self, slot: usize) -> MutexGuard<'_, Option<Conn>> {
@@ -128,12 +152,18 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
-    fn shared_clone(&self) -> Option<Self> {
+    /// A multiplexed handle on this connection's socket, for sharing: a clone of the handle
+    /// inside a pooled connection (which stays the pool's), or of a shared one.
+    fn shared_clone(&self) -> Self {
         match self {
-            Self::Shared(conn) => Some(Self::Shared(conn.clone())),
+            Self::Single(pooled) => Self::Shared(MultiplexedConnection::clone(pooled)),
+            Self::Shared(conn) => Self::Shared(conn.clone()),
             #[cfg(feature = "cluster")]
-            Self::SharedCluster(conn) => Some(Self::SharedCluster(conn.clone())),
-            _ => None,
+            Self::Cluster(pooled) => {
+                Self::SharedCluster(deadpool_redis::cluster::ClusterConnection::clone(pooled))
+            }
+            #[cfg(feature = "cluster")]
+            Self::SharedCluster(conn) => Self::SharedCluster(conn.clone()),
         }
     }
 

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::Pool;
@@ -123,14 +123,14 @@ impl RedisStore {
     }
 
     fn key(&self, key: &SessionKey) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut k = String::with_capacity(self.inner.prefix.len() + 64);
-        k.push_str(&self.inner.prefix);
         // Written in place: `to_hex` would allocate a second string per operation.
-        for b in key.as_bytes() {
-            k.push(char::from(HEX[usize::from(b >> 4)]));
-            k.push(char::from(HEX[usize::from(b & 0xf)]));
+        let mut digits = [0u8; 64];
+        if hex::encode_to_slice(key.as_bytes(), &mut digits).is_err() {
+            unreachable!("32 bytes are 64 hex digits");
         }
+        let mut k = String::with_capacity(self.inner.prefix.len() + digits.len());
+        k.push_str(&self.inner.prefix);
+        k.extend(digits.iter().copied().map(char::from));
         k
     }
 
@@ -193,7 +193,11 @@ impl RedisStore {
             None => inner.pools.get().await.map_err(Failure::from)?,
             Some(shared) => shared.get(&inner.pools).await.map_err(Failure::from)?,
         };
-        if !inner.policy_checked.swap(true, Ordering::Relaxed) {
+        // A load first: a swap on every operation would write the flag's cache line from
+        // both cores all the time.
+        if !inner.policy_checked.load(Ordering::Relaxed)
+            && !inner.policy_checked.swap(true, Ordering::Relaxed)
+        {
             self.check_eviction_policy(&mut conn).await;
         }
         Ok(conn)
@@ -319,11 +323,12 @@ impl RedisStore {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Retry {
     /// Idempotent: running it twice leaves what running it once leaves (a `GET`, a `DEL`, a
-    /// `touch` to the same deadline), so it is sent once more on a fresh connection.
+    /// `touch` to the same deadline), so it is sent once more on a fresh connection. Also
+    /// `create`, whose retry tells its own lost attempt from another record (see there).
     Once,
-    /// Conditional writes (`create`, `save`, `rotate`): the first attempt may have been
+    /// Conditional writes (`save`, `rotate`): the first attempt may have been
     /// applied with only its reply lost, and a second would then fail against the first
-    /// (`AlreadyExists`, `Conflict`, `NotFound`), or make the caller apply its change twice.
+    /// (`Conflict`, `NotFound`), or make the caller apply its change twice.
     /// The caller gets `Unavailable` and must not assume the write was not made.
     Never,
 }
@@ -349,51 +354,62 @@ fn status(code: i64) -> Result<()> {
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    /// Never retried after a broken connection: the lost attempt may have been applied, so
-    /// the caller gets `Unavailable` and must not assume nothing was written.
+    /// Retried once after a broken connection. A retry that finds the key taken reads it: if
+    /// it holds exactly the bytes this call wrote, the lost attempt made the session and the
+    /// create succeeded; anything else is `AlreadyExists`. (Bytes equal to ours under a
+    /// random 256-bit key can only come from this record; the value carries its creation
+    /// time, deadline and data.)
     async fn create(&self, record: &Record) -> Result<()> {
         check_data_len(self.inner.max_data_len, record.data.len())?;
         let value = &format::encode(record, record.version)?;
         let key = &self.key(&record.key);
         let at = pxat(record.expires_at);
-        let created = match &record.owner {
-            // No owner, no index: a plain `SET NX` is the whole operation.
-            None => {
-                self.run(Retry::Never, |mut conn| async move {
-                    let reply: Option<String> = redis::cmd("SET")
-                        .arg(key)
-                        .arg(value)
-                        .arg("NX")
-                        .arg("PXAT")
-                        .arg(at)
-                        .query_async(&mut conn)
-                        .await?;
-                    Ok(reply.is_some())
-                })
-                .await?
-            }
-            Some(owner) => {
-                let zset = &self.owner_key(owner);
-                let member = &record.key.to_hex();
-                let score = record.expires_at.unix_millis();
-                self.run(Retry::Never, |mut conn| async move {
-                    let reply: i64 = self
-                        .inner
-                        .scripts
-                        .create
-                        .key(key)
-                        .key(zset)
-                        .arg(value)
-                        .arg(at)
-                        .arg(score)
-                        .arg(member)
-                        .invoke_async(&mut conn)
-                        .await?;
-                    Ok(reply == 1)
-                })
-                .await?
-            }
-        };
+        let owned = record
+            .owner
+            .as_ref()
+            .map(|owner| (self.owner_key(owner), record.key.to_hex()));
+        let owned = &owned;
+        let score = record.expires_at.unix_millis();
+        let attempts = &AtomicU8::new(0);
+        let created = self
+            .run(Retry::Once, |mut conn| async move {
+                let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
+                let created = match owned {
+                    // No owner, no index: a plain `SET NX` is the whole operation.
+                    None => {
+                        let reply: Option<String> = redis::cmd("SET")
+                            .arg(key)
+                            .arg(value)
+                            .arg("NX")
+                            .arg("PXAT")
+                            .arg(at)
+                            .query_async(&mut conn)
+                            .await?;
+                        reply.is_some()
+                    }
+                    Some((zset, member)) => {
+                        let reply: i64 = self
+                            .inner
+                            .scripts
+                            .create
+                            .key(key)
+                            .key(zset)
+                            .arg(value)
+                            .arg(at)
+                            .arg(score)
+                            .arg(member)
+                            .invoke_async(&mut conn)
+                            .await?;
+                        reply == 1
+                    }
+                };
+                if created || !retry {
+                    return Ok(created);
+                }
+                let stored: Option<Vec<u8>> = conn.get(key).await?;
+                Ok(stored.as_deref() == Some(value.as_slice()))
+            })
+            .await?;
         if created {
             Ok(())
         } else {

@@ -1,7 +1,8 @@
 //! What a broken connection costs callers. Idempotent operations (`load`, `exists`, `touch`,
 //! `count`, `list`, `delete`, `delete_many`, `list_by_owner`, `delete_by_owner`) are sent once
-//! more on a fresh connection, so a connection the server drops costs no errors; conditional
-//! writes (`create`, `save`, `rotate`) never are, because the lost attempt may have been
+//! more on a fresh connection, so a connection the server drops costs no errors; so is
+//! `create`, whose retry recognises its own lost attempt by the stored bytes. The other
+//! conditional writes (`save`, `rotate`) never are, because the lost attempt may have been
 //! applied: they fail with `Unavailable`, possibly applied.
 //!
 //! Each case runs its own `redis-server` behind a proxy (`common::proxy`) that records every
@@ -208,7 +209,7 @@ async fn lost_replies_to_idempotent_calls_are_retried_once_in(multiplexed: usize
     );
 }
 
-/// A conditional write whose reply is lost is sent once only and fails with `Unavailable`,
+/// A save or rotate whose reply is lost is sent once only and fails with `Unavailable`,
 /// although the server applied it: a failed commit may have been made.
 async fn lost_replies_to_conditional_writes_are_not_retried_in(multiplexed: usize) {
     if service_url("REDIS_URL").is_none() {
@@ -221,17 +222,8 @@ async fn lost_replies_to_conditional_writes_are_not_retried_in(multiplexed: usiz
         plain.owner = None;
         plain
     }] {
-        // The key as written, once per request (scripts also get the bare hex as an argument).
+        must("create", store.create(&r)).await;
         let key = format!("session:{}", r.key.to_hex());
-        let (result, attempts) = rig
-            .lost_reply_attempts(key.as_bytes(), 1, || store.create(&r))
-            .await;
-        assert_eq!(attempts, 1, "create must never be sent twice");
-        assert_unavailable("create with a lost reply", result);
-        assert!(
-            must("exists", store.exists(&r.key)).await,
-            "the lost create was applied"
-        );
 
         let mut changed = r.clone();
         let payload = format!("new data for {key}");
@@ -261,6 +253,56 @@ async fn lost_replies_to_conditional_writes_are_not_retried_in(multiplexed: usiz
         );
         assert!(!must("exists", store.exists(&r.key)).await);
     }
+}
+
+/// A create whose reply is lost is sent once more; the retry finds the key taken by exactly
+/// the bytes it wrote, so the create succeeded and says so (no false `AlreadyExists`), and
+/// the session is there once, index entry included. A create whose lost attempt met a key
+/// another record holds still fails with `AlreadyExists`, and leaves that record alone.
+async fn lost_replies_to_creates_are_retried_and_tell_their_own_write_in(multiplexed: usize) {
+    if service_url("REDIS_URL").is_none() {
+        return;
+    }
+    let rig = rig(multiplexed).await;
+    let store = &rig.store;
+    for r in [owned("cy"), {
+        let mut plain = owned("cy");
+        plain.owner = None;
+        plain
+    }] {
+        // The key as written, once per request (scripts also get the bare hex as an argument).
+        let key = format!("session:{}", r.key.to_hex());
+        let before = rig.proxy.sent_count(key.as_bytes());
+        let (result, _) = rig
+            .lost_reply_attempts(key.as_bytes(), 1, || store.create(&r))
+            .await;
+        match result {
+            Ok(()) => {}
+            Err(e) => panic!("a create whose reply was lost failed although it was made: {e:?}"),
+        }
+        // The lost attempt, the retried create and its read of the key.
+        assert_eq!(rig.proxy.sent_count(key.as_bytes()) - before, 3);
+        assert_eq!(must("load", store.load(&r.key)).await, Some(r.clone()));
+
+        let mut other = r.clone();
+        other.data = b"another record's data"[..].into();
+        let (result, _) = rig
+            .lost_reply_attempts(key.as_bytes(), 1, || store.create(&other))
+            .await;
+        match result {
+            Err(Error::AlreadyExists) => {}
+            other => panic!("a create of a taken key with a lost reply: {other:?}"),
+        }
+        assert_eq!(
+            must("load", store.load(&r.key)).await,
+            Some(r.clone()),
+            "the record that held the key is untouched"
+        );
+    }
+    assert_eq!(
+        must("list_by_owner", store.list_by_owner("cy")).await.len(),
+        1
+    );
 }
 
 /// Only one retry: when the retry's reply is lost as well, the call fails with `Unavailable`
@@ -502,6 +544,16 @@ async fn lost_replies_to_conditional_writes_are_not_retried() {
 #[tokio::test]
 async fn lost_replies_to_conditional_writes_are_not_retried_multiplexed() {
     lost_replies_to_conditional_writes_are_not_retried_in(2).await;
+}
+
+#[tokio::test]
+async fn lost_replies_to_creates_are_retried_and_tell_their_own_write() {
+    lost_replies_to_creates_are_retried_and_tell_their_own_write_in(0).await;
+}
+
+#[tokio::test]
+async fn lost_replies_to_creates_are_retried_and_tell_their_own_write_multiplexed() {
+    lost_replies_to_creates_are_retried_and_tell_their_own_write_in(2).await;
 }
 
 #[tokio::test]

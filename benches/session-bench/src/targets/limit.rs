@@ -17,6 +17,7 @@ use session_core::SessionKey;
 
 use crate::keys::session_key;
 use crate::runner::instance;
+use crate::session::decode_bytes;
 use crate::target::{BenchTarget, OpResult, Outcome, Role, Target};
 
 pub(super) fn targets() -> [Target; 1] {
@@ -31,6 +32,7 @@ pub(super) fn targets() -> [Target; 1] {
                 Ok(Some(instance(BareMap {
                     map: Arc::new(DashMap::new()),
                     data: payload.encoded.clone(),
+                    decode: payload.decode,
                 })))
             })
         },
@@ -41,6 +43,7 @@ pub(super) fn targets() -> [Target; 1] {
 struct BareMap {
     map: Arc<DashMap<SessionKey, Bytes>>,
     data: Bytes,
+    decode: bool,
 }
 
 impl BenchTarget for BareMap {
@@ -56,10 +59,14 @@ impl BenchTarget for BareMap {
 
     async fn load(&mut self, i: u64) -> OpResult {
         let data = self.map.get(&session_key(i)).map(|e| e.value().clone());
-        Ok(if data.is_some() {
-            Outcome::Done
-        } else {
-            Outcome::Missing
+        Ok(match data {
+            Some(data) => {
+                if self.decode {
+                    decode_bytes(&data)?;
+                }
+                Outcome::Done
+            }
+            None => Outcome::Missing,
         })
     }
 

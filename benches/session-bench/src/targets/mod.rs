@@ -39,3 +39,13 @@ pub(crate) fn default_names() -> &'static [&'static str] {
         "tower-sessions-moka-store",
     ]
 }
+
+/// Targets whose loads stop at the bytes whatever `--decode-on-load` says (bare SQL and file
+/// reads that do not hand the data out): a run with the option refuses them, so that no
+/// comparison pairs a decoding target with one that does not decode.
+pub(crate) fn never_decode(name: &str) -> bool {
+    matches!(
+        name,
+        "std-fs-fsync" | "std-fs-nosync" | "postgres-bare" | "sqlite-bare" | "mysql-bare"
+    )
+}

@@ -109,7 +109,7 @@ pub(super) fn targets() -> [Target; 3] {
                     store.migrate().await?;
                     let guard = Arc::new(DropTable { url, table });
                     Ok(Some(instance(
-                        Peer014::new(store, &payload.json).with_guard(guard),
+                        Peer014::new(store, &payload).with_guard(guard),
                     )))
                 })
             },

@@ -84,7 +84,7 @@ pub(super) fn targets() -> [Target; 3] {
                     let store = tower_sessions_sqlx_store::SqliteStore::new(pool);
                     store.migrate().await?;
                     Ok(Some(instance(
-                        Peer014::new(store, &payload.json).with_guard(Arc::new(dir)),
+                        Peer014::new(store, &payload).with_guard(Arc::new(dir)),
                     )))
                 })
             },

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::keys::peer_id;
 use crate::runner::instance;
-use crate::session::TTL;
+use crate::session::{Payload, TTL, decode_json};
 use crate::target::{BenchTarget, OpResult, Outcome, Role, Target};
 
 fn ttl() -> time::Duration {
@@ -24,6 +24,8 @@ macro_rules! peer_target {
         pub(super) struct $name<S> {
             store: Arc<S>,
             record: $core::session::Record,
+            /// Whether a load decodes the record's data (`--decode-on-load`).
+            decode: bool,
             /// What must outlive the store (a benchmark table); dropped after it.
             guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
         }
@@ -34,23 +36,22 @@ macro_rules! peer_target {
                 Self {
                     store: Arc::clone(&self.store),
                     record: self.record.clone(),
+                    decode: self.decode,
                     guard: self.guard.clone(),
                 }
             }
         }
 
         impl<S: $core::SessionStore> $name<S> {
-            pub(super) fn new(
-                store: S,
-                data: &std::collections::HashMap<String, serde_json::Value>,
-            ) -> Self {
+            pub(super) fn new(store: S, payload: &Payload) -> Self {
                 Self {
                     store: Arc::new(store),
                     record: $core::session::Record {
                         id: $core::session::Id(0),
-                        data: data.clone(),
+                        data: payload.json.clone(),
                         expiry_date: OffsetDateTime::now_utc() + ttl(),
                     },
+                    decode: payload.decode,
                     guard: None,
                 }
             }
@@ -89,7 +90,12 @@ macro_rules! peer_target {
             async fn load(&mut self, i: u64) -> OpResult {
                 Ok(
                     match self.store.load(&$core::session::Id(peer_id(i))).await? {
-                        Some(_) => Outcome::Done,
+                        Some(record) => {
+                            if self.decode {
+                                decode_json(&record.data)?;
+                            }
+                            Outcome::Done
+                        }
                         None => Outcome::Missing,
                     },
                 )
@@ -123,7 +129,7 @@ pub(super) fn targets() -> [Target; 2] {
             build: |payload, _keys| {
                 Box::pin(async move {
                     let store = tower_sessions_memory_store::MemoryStore::default();
-                    Ok(Some(instance(Peer015::new(store, &payload.json))))
+                    Ok(Some(instance(Peer015::new(store, &payload))))
                 })
             },
         },
@@ -136,7 +142,7 @@ pub(super) fn targets() -> [Target; 2] {
             build: |payload, _keys| {
                 Box::pin(async move {
                     let store = tower_sessions_moka_store::MokaStore::new(None);
-                    Ok(Some(instance(Peer014::new(store, &payload.json))))
+                    Ok(Some(instance(Peer014::new(store, &payload))))
                 })
             },
         },

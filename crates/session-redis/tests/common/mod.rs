@@ -11,9 +11,10 @@ pub mod proxy;
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use session_core::{Error, Record, SessionId, Timestamp};
 use session_redis::{RedisStore, RedisStoreBuilder, redis};
 
@@ -178,8 +179,7 @@ impl Logs {
     }
 
     pub fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes).into_owned()
+        String::from_utf8_lossy(&self.0.lock()).into_owned()
     }
 
     /// The captured lines at `level` (`"WARN"`, `"DEBUG"`, ...) that contain `needle`.
@@ -194,10 +194,7 @@ impl Logs {
 
 impl Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
+        self.0.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
 

@@ -7,7 +7,9 @@
 #![allow(unreachable_pub, reason = "a test helper module")]
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,10 +28,6 @@ struct Shared {
     /// Requests whose reply is to be lost: each entry fires once, on the first request that
     /// contains it.
     traps: Mutex<Vec<Vec<u8>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Proxy {
@@ -71,27 +69,31 @@ impl Proxy {
     /// The next request containing `needle` is applied by the server but its reply is lost
     /// and its connection closed. Call twice to lose two replies.
     pub fn lose_reply_to(&self, needle: &[u8]) {
-        lock(&self.shared.traps).push(needle.to_vec());
+        self.shared.traps.lock().push(needle.to_vec());
     }
 
     /// Armed losses that have not fired yet.
     pub fn traps_left(&self) -> usize {
-        lock(&self.shared.traps).len()
+        self.shared.traps.lock().len()
     }
 
     /// How many times the store sent `needle`, over all its connections.
     pub fn sent_count(&self, needle: &[u8]) -> usize {
-        lock(&self.shared.sent)
+        self.shared
+            .sent
+            .lock()
             .iter()
-            .map(|log| occurrences(&lock(log), needle))
+            .map(|log| occurrences(&log.lock(), needle))
             .sum()
     }
 
     /// Every byte the store sent, per connection.
     pub fn sent(&self) -> Vec<Vec<u8>> {
-        lock(&self.shared.sent)
+        self.shared
+            .sent
+            .lock()
             .iter()
-            .map(|log| lock(log).clone())
+            .map(|log| log.lock().clone())
             .collect()
     }
 }
@@ -120,7 +122,7 @@ pub fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
 /// Takes the first trap that `log` contains past its first `searched` bytes (a match may
 /// begin before them, as a needle may straddle two reads), if any.
 fn take_trap(shared: &Shared, log: &[u8], searched: usize) -> bool {
-    let mut traps = lock(&shared.traps);
+    let mut traps = shared.traps.lock();
     let hit = traps.iter().position(|needle| {
         let start = searched.saturating_sub(needle.len().saturating_sub(1));
         occurrences(&log[start..], needle) > 0
@@ -133,7 +135,7 @@ async fn pipe(shared: Arc<Shared>, mut client: TcpStream) {
         return;
     };
     let log = Arc::new(Mutex::new(Vec::new()));
-    lock(&shared.sent).push(Arc::clone(&log));
+    shared.sent.lock().push(Arc::clone(&log));
     let (mut client_rx, mut client_tx) = client.split();
     let (mut server_rx, mut server_tx) = upstream.split();
     let mut from_client = vec![0u8; 64 * 1024];
@@ -148,7 +150,7 @@ async fn pipe(shared: Arc<Shared>, mut client: TcpStream) {
                     Ok(n) => n,
                 };
                 let trapped = {
-                    let mut log = lock(&log);
+                    let mut log = log.lock();
                     log.extend_from_slice(&from_client[..n]);
                     let hit = take_trap(&shared, &log, searched);
                     searched = log.len();
