@@ -20,9 +20,11 @@
 //! ```
 //!
 //! Defaults there: 90,000 live rows, 10,000 expired, 9 rounds, the store's default
-//! `cleanup_batch`. A third contestant,
-//! `autocommit`, runs the sweep as it was before issue 17: its old batch statement, one
-//! statement per batch of 1,000, each commit waiting for the WAL flush.
+//! `cleanup_batch`. Two more contestants run earlier sweeps' statements, one per batch of
+//! 1,000 in a loop as the sweep runs them: `rowlocks`, the batch of the first round of issue 17
+//! (`ctid`s of the oldest expired rows locked `FOR UPDATE SKIP LOCKED`, then deleted, with an
+//! asynchronous commit), and `autocommit`, the sweep as it was before issue 17 (no `ORDER BY`,
+//! each commit waiting for the WAL flush).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,8 +100,8 @@ async fn fill(store: &PostgresStore, prefix: &str, secs: i64, n: i64) -> Result<
     Ok(())
 }
 
-/// The store's sweep, the same statements autocommitted one by one, and one bare `DELETE`, in
-/// paired rounds.
+/// The store's sweep, two earlier sweeps' batch statements, and one bare `DELETE`, in paired
+/// rounds.
 async fn versus_bare(
     store: &PostgresStore,
     live: i64,
@@ -111,40 +113,39 @@ async fn versus_bare(
     // The store's batch statement as it was before issue 17 (no `ORDER BY`, so the planner
     // chose a sequential or bitmap scan per batch; a commit that waits for the WAL flush), one
     // statement per batch of 1,000 as the sweep ran it.
-    let batch = format!(
+    let autocommit = format!(
         "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
             SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
          )) AND expires_at <= now()"
     );
+    // The batch statement of issue 17's first round: row locks on the batch, then a delete by
+    // physical row id, with the asynchronous commit the store keeps.
+    let rowlocks = format!(
+        "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
+            SELECT ctid FROM {t} WHERE expires_at <= now()
+            ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+         )) AND expires_at <= now()
+         AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
+    );
     let bare = format!("DELETE FROM {t} WHERE expires_at <= now()");
-    let names = ["store", "autocommit", "bare"];
+    let names = ["store", "rowlocks", "autocommit", "bare"];
+    let bare_at = names.len() - 1;
     let mut times = vec![Vec::new(); names.len()];
     println!(
         "{live} live + {expired} expired rows, {rounds} rounds, store batches of {}; times in ms",
         store_batch(store)
     );
     for round in 0..rounds {
-        let mut order = [0, 1, 2];
-        order.rotate_left(usize::try_from(round).unwrap_or(0) % 3);
+        let mut order = [0, 1, 2, 3];
+        let turn = usize::try_from(round).unwrap_or(0) % order.len();
+        order.rotate_left(turn);
         for &which in &order {
             fill(store, &format!("expired{round}-{which}-"), -3600, expired).await?;
             let started = Instant::now();
             let removed = match which {
                 0 => store.delete_expired().await?,
-                1 => {
-                    let mut total = 0;
-                    loop {
-                        let n = sqlx::query(&batch)
-                            .bind(1000_i64)
-                            .execute(store.pool())
-                            .await?
-                            .rows_affected();
-                        total += n;
-                        if n < 1000 {
-                            break total;
-                        }
-                    }
-                }
+                1 => in_batches(store, &rowlocks).await?,
+                2 => in_batches(store, &autocommit).await?,
                 _ => sqlx::query(&bare)
                     .execute(store.pool())
                     .await?
@@ -155,29 +156,48 @@ async fn versus_bare(
                 return Err(format!("{}: swept {removed} of {expired}", names[which]).into());
             }
         }
-        let [s, a, b] = [0, 1, 2].map(|i| times[i][times[i].len() - 1]);
+        let [s, l, a, b] = [0, 1, 2, 3].map(|i| times[i][times[i].len() - 1]);
         println!(
-            "round {round}: store {s:.1}, autocommit {a:.1}, bare {b:.1}; store/bare {:.2}x, autocommit/bare {:.2}x",
+            "round {round}: store {s:.1}, rowlocks {l:.1}, autocommit {a:.1}, bare {b:.1}; \
+             store/bare {:.2}x, rowlocks/bare {:.2}x, autocommit/bare {:.2}x",
             s / b,
+            l / b,
             a / b
         );
     }
     let ratios = |i: usize| -> Vec<f64> {
         (0..times[i].len())
-            .map(|r| times[i][r] / times[2][r])
+            .map(|r| times[i][r] / times[bare_at][r])
             .collect()
     };
-    for (i, name) in names.iter().enumerate().take(2) {
+    for (i, name) in names.iter().enumerate().take(bare_at) {
         println!(
             "{name}/bare per round: median {:.2}x (min {:.2}x, max {:.2}x); {name} median {:.1} ms, bare median {:.1} ms",
             median(ratios(i)),
             ratios(i).iter().copied().fold(f64::INFINITY, f64::min),
             ratios(i).iter().copied().fold(0.0, f64::max),
             median(times[i].clone()),
-            median(times[2].clone())
+            median(times[bare_at].clone())
         );
     }
     Ok(())
+}
+
+/// Runs a batch statement (`$1` = 1,000 rows) until a batch comes back short, as the sweep
+/// does; returns the rows removed.
+async fn in_batches(store: &PostgresStore, statement: &str) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(statement)
+            .bind(1000_i64)
+            .execute(store.pool())
+            .await?
+            .rows_affected();
+        total += n;
+        if n < 1000 {
+            return Ok(total);
+        }
+    }
 }
 
 /// The batch size the store was built with, as its `Debug` shows it.

@@ -141,14 +141,17 @@ impl Queries {
             ),
             count: format!("SELECT count(*) FROM {t} WHERE expires_at > now()"),
             count_expired: format!("SELECT count(*) FROM {t} WHERE expires_at <= now()"),
-            // Deleting by physical row id keeps each statement to one walk of the expiry index
-            // plus a TID scan, and `LIMIT` bounds how many row locks it holds. `ORDER BY
-            // expires_at` makes that walk an index scan that stops after `$1` rows: without
-            // it the planner may pick a sequential scan (it assumes expired rows are spread
-            // evenly, when they are the oldest) or a bitmap scan, which reads every expired
-            // entry of the index for each batch. `SKIP LOCKED` steps over rows a request is
-            // touching right now; the outer `expires_at` check re-reads rows that changed
-            // meanwhile, so a session extended a moment ago is never deleted.
+            // One batch is a range of the expiry index: the inner walk (an index-only scan in
+            // expiry order, `ORDER BY` keeps the planner from a sequential or bitmap scan under
+            // `LIMIT`) finds the expiry of the `$1`-th oldest expired row, and the `DELETE`
+            // removes every row expired by then, as the bare statement would, but bounded.
+            // Rows are locked only by the delete itself, once each: no `FOR UPDATE` pass
+            // (which wrote every row twice) and no join on physical row ids. A session
+            // re-created over an expired row meanwhile is re-checked after the lock wait and
+            // kept (the condition is the range, not a list of keys); two sweepers on one table wait for each
+            // other's rows (a statement's worth) instead of skipping them. Rows sharing the
+            // bound's expiry all go, so a batch can exceed `$1` by ties at its edge; the
+            // sweep's loop treats that as a full batch.
             //
             // The last condition, a one-time filter evaluated before any row is touched, turns
             // `synchronous_commit` off for this statement's own transaction: its commit does
@@ -157,10 +160,12 @@ impl Queries {
             // still expired, never returned, and the next sweep takes them. `set_config(…,
             // true)` ends with the transaction, so no pooled connection keeps it.
             delete_expired_batch: format!(
-                "DELETE FROM {t} WHERE ctid = ANY(ARRAY(
-                    SELECT ctid FROM {t} WHERE expires_at <= now()
-                    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
-                 )) AND expires_at <= now()
+                "DELETE FROM {t} WHERE expires_at <= (
+                    SELECT max(expires_at) FROM (
+                        SELECT expires_at FROM {t} WHERE expires_at <= now()
+                        ORDER BY expires_at LIMIT $1
+                    ) AS batch
+                 )
                  AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
             ),
             list: format!("SELECT key FROM {t} WHERE expires_at > now()"),

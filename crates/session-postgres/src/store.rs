@@ -203,8 +203,7 @@ impl Inner {
                 .await?
                 .rows_affected();
             total += deleted;
-            // A short batch means nothing expired is left (or the rest is locked by requests
-            // right now and will be swept next time).
+            // A short batch means nothing expired was left when it ran.
             if deleted < self.cleanup_batch.unsigned_abs() {
                 return Ok(total);
             }

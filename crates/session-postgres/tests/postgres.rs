@@ -129,10 +129,17 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
 }
 
 /// Adds `n` expired rows straight in SQL (fast), returning nothing: they are only swept.
+/// Their expiries are a millisecond apart, oldest first, as sessions created over time have.
 async fn insert_expired_rows(store: &PostgresStore, n: i64) {
+    insert_expired_rows_at(store, n, "1 millisecond").await;
+}
+
+/// Adds `n` expired rows whose expiries are `step` apart (`'0'`: all the same instant).
+async fn insert_expired_rows_at(store: &PostgresStore, n: i64, step: &str) {
     let sql = format!(
         "INSERT INTO \"{}\".\"{}\" (key, data, created_at, expires_at, version)
-         SELECT sha256(convert_to($1 || i::text, 'UTF8')), '\\x00', now() - interval '2 hours', now() - interval '1 hour', 1
+         SELECT sha256(convert_to($1 || i::text, 'UTF8')), '\\x00', now() - interval '2 hours',
+                now() - interval '1 hour' + i * $3::interval, 1
          FROM generate_series(1, $2) AS i",
         store.schema(),
         store.table()
@@ -140,6 +147,7 @@ async fn insert_expired_rows(store: &PostgresStore, n: i64) {
     sqlx::query(&sql)
         .bind(common::unique_name("seed"))
         .bind(n)
+        .bind(step)
         .execute(store.pool())
         .await
         .expect("seed expired rows");
@@ -234,26 +242,89 @@ async fn building_outside_a_runtime_is_refused_unless_cleanup_is_off() {
     assert!(outside.2.is_ok(), "{:?}", outside.2);
 }
 
+/// Records how many rows each `DELETE` statement on the store's table removed, in order, with
+/// a statement-level trigger over the deleted rows (it fires for a statement that deletes
+/// nothing too).
+async fn log_deletes_per_statement(store: &PostgresStore, log: &str) {
+    let (schema, table) = (store.schema(), store.table());
+    for sql in [
+        format!("CREATE TABLE \"{schema}\".\"{log}\" (n bigint NOT NULL, at bigserial)"),
+        format!(
+            "CREATE FUNCTION \"{schema}\".\"{log}_fn\"() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO \"{schema}\".\"{log}\" (n) SELECT count(*) FROM gone; RETURN NULL; END $$"
+        ),
+        format!(
+            "CREATE TRIGGER \"{log}_tr\" AFTER DELETE ON \"{schema}\".\"{table}\"
+             REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+             EXECUTE FUNCTION \"{schema}\".\"{log}_fn\"()"
+        ),
+    ] {
+        sqlx::query(&sql)
+            .execute(store.pool())
+            .await
+            .expect("set up the delete log");
+    }
+}
+
+/// The rows each logged `DELETE` statement removed, oldest statement first; clears the log.
+async fn deletes_per_statement(store: &PostgresStore, log: &str) -> Vec<i64> {
+    let schema = store.schema();
+    let counts = sqlx::query_scalar(&format!("SELECT n FROM \"{schema}\".\"{log}\" ORDER BY at"))
+        .fetch_all(store.pool())
+        .await
+        .expect("read the delete log");
+    sqlx::query(&format!("DELETE FROM \"{schema}\".\"{log}\""))
+        .execute(store.pool())
+        .await
+        .expect("clear the delete log");
+    counts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_expired_runs_in_bounded_batches_until_done() {
     let Some(url) = common::database_url() else {
         return;
     };
-    let table = common::unique_name("batches");
-    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    // A schema of its own, so the log table and its trigger function go with it.
+    let schema = common::unique_name("batches");
+    let _guard = DropOnExit::schema(&url, &schema);
     let store = PostgresStore::builder()
-        .schema(TEST_SCHEMA)
-        .table(&table)
+        .schema(&schema)
+        .table("sessions")
         .cleanup_batch(7)
+        .cleanup_interval(Duration::ZERO)
         .connect(&url)
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
+    let log = "deletes";
+    log_deletes_per_statement(&store, log).await;
     let keep = live(b"keep");
     store.create(&keep).await.expect("create");
-    // 35 = five full batches, then an empty one: the loop must not stop at a full batch.
+
+    // Distinct expiries: five statements of exactly one batch each, then one that finds
+    // nothing (the loop must not stop at a full batch).
     insert_expired_rows(&store, 35).await;
     assert_eq!(store.delete_expired().await.expect("delete_expired"), 35);
+    assert_eq!(deletes_per_statement(&store, log).await, [7, 7, 7, 7, 7, 0]);
+    assert_eq!(store.count_expired().await.expect("count_expired"), 0);
+
+    // Twenty rows expired at one instant go in one statement (a batch ends after the last
+    // row sharing its bound's expiry), the three later ones in the next.
+    insert_expired_rows_at(&store, 20, "0").await;
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".sessions (key, data, created_at, expires_at, version)
+         SELECT sha256(convert_to($1 || i::text, 'UTF8')), '\\x00', now() - interval '2 hours',
+                now() - interval '30 minutes' + i * interval '1 millisecond', 1
+         FROM generate_series(1, 3) AS i"
+    ))
+    .bind(common::unique_name("later"))
+    .execute(store.pool())
+    .await
+    .expect("seed later expired rows");
+    assert_eq!(store.delete_expired().await.expect("delete_expired"), 23);
+    assert_eq!(deletes_per_statement(&store, log).await, [20, 3]);
+
     assert_eq!(store.count_expired().await.expect("count_expired"), 0);
     assert_eq!(store.load(&keep.key).await.expect("load"), Some(keep));
     assert!(matches!(
@@ -625,4 +696,91 @@ async fn the_sweeps_asynchronous_commit_does_not_outlive_its_statement() {
         "the sweep's setting leaked to the connection"
     );
     assert_ne!(after, "off", "the server's own setting is durable here");
+}
+
+/// A session created under the key of an expired row while a sweep is about to delete that
+/// row survives: the sweep waits for the writer's lock, sees the row live again and keeps it,
+/// and sweeps the rest. The writer here is a transaction holding the row (an `UPDATE` as the
+/// store's create-over-expired does), so the sweep provably waits on it before it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_recreated_while_the_sweep_waits_on_its_row_survives() {
+    let Some(url) = common::database_url() else {
+        return;
+    };
+    let table = common::unique_name("resweep");
+    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let app = common::unique_name("sweeper");
+    let store = PostgresStore::builder()
+        .schema(TEST_SCHEMA)
+        .table(&table)
+        .cleanup_batch(1000)
+        .cleanup_interval(Duration::ZERO)
+        .build(common::pool(&url, &app, 2).await)
+        .expect("build");
+    store.migrate().await.expect("migrate");
+    let reborn = expired(b"old");
+    store.create(&reborn).await.expect("create expired");
+    insert_expired_rows(&store, 40).await;
+
+    let mut writer = sqlx::PgConnection::connect(&url).await.expect("writer");
+    sqlx::query("BEGIN")
+        .execute(&mut writer)
+        .await
+        .expect("begin");
+    let t = format!("\"{TEST_SCHEMA}\".\"{table}\"");
+    let updated = sqlx::query(&format!(
+        "UPDATE {t} SET data = '\\x6e6577', expires_at = now() + interval '1 hour', version = 7
+         WHERE key = $1 AND expires_at <= now()"
+    ))
+    .bind(reborn.key.as_bytes().as_slice())
+    .execute(&mut writer)
+    .await
+    .expect("re-create over the expired row")
+    .rows_affected();
+    assert_eq!(updated, 1);
+
+    let sweep = {
+        let store = store.clone();
+        tokio::spawn(async move { store.delete_expired().await })
+    };
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("admin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut admin)
+            .await
+            .expect("fresh stats");
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&app)
+        .fetch_one(&mut admin)
+        .await
+        .expect("read pg_stat_activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweep never waited on the re-created row"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sqlx::query("COMMIT")
+        .execute(&mut writer)
+        .await
+        .expect("commit");
+
+    let swept = sweep.await.expect("sweep task").expect("sweep");
+    assert_eq!(
+        swept, 40,
+        "every other expired row goes, the re-created one stays"
+    );
+    let back = store
+        .load(&reborn.key)
+        .await
+        .expect("load")
+        .expect("the re-created session was deleted by the sweep");
+    assert_eq!((&back.data[..], back.version), (&b"new"[..], 7));
+    assert_eq!(store.count_expired().await.expect("count_expired"), 0);
 }
