@@ -2,7 +2,7 @@
 //! cannot expire records by itself.
 
 use std::future::Future;
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -94,6 +94,53 @@ impl Drop for CleanupTask {
     }
 }
 
+/// The one cleanup task of a store, shared by every clone of the store: what a store keeps in
+/// its handle so that any clone can stop the task, and the last one to go ends it.
+///
+/// Cloning gives another handle to the same slot. Dropping the last handle drops the task,
+/// which aborts it (see [`CleanupTask`]).
+#[derive(Debug, Clone, Default)]
+pub struct CleanupHandle {
+    task: Arc<Mutex<Option<CleanupTask>>>,
+}
+
+impl CleanupHandle {
+    /// A handle holding `task` (`None`: cleanup off).
+    pub fn new(task: Option<CleanupTask>) -> Self {
+        Self {
+            task: Arc::new(Mutex::new(task)),
+        }
+    }
+
+    /// Puts `task` in the slot, for a store that can spawn its task only once the handle
+    /// exists (the task needs a weak reference to the store). A task already there is
+    /// dropped, which aborts it.
+    pub fn set(&self, task: Option<CleanupTask>) {
+        let old = std::mem::replace(&mut *self.slot(), task);
+        drop(old);
+    }
+
+    /// Stops the task, if there is one, and waits until it has ended (a sweep under way
+    /// finishes first). Idempotent: later calls, from any clone, return at once.
+    pub async fn stop(&self) {
+        let task = self.slot().take();
+        if let Some(task) = task {
+            task.stop().await;
+        }
+    }
+
+    /// Whether a task is in the slot and still running.
+    pub fn is_running(&self) -> bool {
+        self.slot().as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// The slot. Nothing panics while holding it, so a poisoned lock still holds a sound
+    /// value.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<CleanupTask>> {
+        self.task.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +207,55 @@ mod tests {
             |_t: Arc<()>| async { Ok(0) },
         );
         assert!(matches!(r, Err(Error::Config(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_handle_stops_the_task_once_for_every_clone() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let spawn = |calls: &Arc<AtomicU64>| {
+            CleanupTask::spawn(
+                "test",
+                Duration::from_secs(1),
+                Arc::downgrade(calls),
+                |c: Arc<AtomicU64>| async move { Ok(c.fetch_add(1, Ordering::SeqCst)) },
+            )
+            .ok()
+            .flatten()
+        };
+        let handle = CleanupHandle::new(spawn(&calls));
+        let clone = handle.clone();
+        assert!(handle.is_running() && clone.is_running());
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        clone.stop().await;
+        assert!(!handle.is_running(), "a clone's stop stops the one task");
+        handle.stop().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no sweep after stop");
+
+        // `set` fills an empty handle; replacing a task aborts the old one.
+        let late = CleanupHandle::default();
+        assert!(!late.is_running());
+        late.set(spawn(&calls));
+        assert!(late.is_running());
+        let second = Arc::new(AtomicU64::new(0));
+        late.set(spawn(&second));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the replaced task was aborted"
+        );
+        assert_eq!(second.load(Ordering::SeqCst), 1);
+
+        // Dropping the last handle ends the task.
+        drop(late);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            second.load(Ordering::SeqCst),
+            1,
+            "no sweep after the last handle went"
+        );
     }
 }

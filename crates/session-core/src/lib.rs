@@ -29,7 +29,7 @@ pub mod conformance;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
-pub use cleanup::CleanupTask;
+pub use cleanup::{CleanupHandle, CleanupTask};
 pub use error::{BoxError, Error, Result};
 pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, KeyBuildHasher, KeyHasher, SessionId, SessionKey};
 pub use record::{MAX_OWNER_LEN, Record};
@@ -46,6 +46,7 @@ mod send_sync {
         check::<super::Record>();
         check::<super::Error>();
         check::<super::CleanupTask>();
+        check::<super::CleanupHandle>();
         check::<std::sync::Arc<dyn super::SessionStore>>();
     }
 }

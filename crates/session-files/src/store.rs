@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::{
-    CleanupTask, Record, Result, SessionKey, SessionStore, Timestamp, async_trait, check_data_len,
+    CleanupHandle, CleanupTask, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
+    check_data_len,
 };
 
 use crate::blocking::Inner;
@@ -22,7 +23,7 @@ use crate::format::check_owner;
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
-    cleanup: Arc<Mutex<Option<CleanupTask>>>,
+    cleanup: CleanupHandle,
 }
 
 impl fmt::Debug for FileStore {
@@ -47,7 +48,7 @@ impl FileStore {
         )?;
         Ok(Self {
             inner,
-            cleanup: Arc::new(Mutex::new(cleanup)),
+            cleanup: CleanupHandle::new(cleanup),
         })
     }
 
@@ -74,14 +75,7 @@ impl FileStore {
 
     /// Stops the background cleanup task and waits for it to end. Idempotent.
     pub async fn stop_cleanup(&self) {
-        let task = self
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            task.stop().await;
-        }
+        self.cleanup.stop().await;
     }
 }
 

@@ -93,7 +93,7 @@ impl MemoryStoreBuilder {
             Arc::downgrade(&store.shared),
             |shared: Arc<Shared>| async move { Ok(shared.sweep(Timestamp::now())) },
         )?;
-        *store.cleanup.lock() = cleanup;
+        store.cleanup.set(cleanup);
         Ok(store)
     }
 

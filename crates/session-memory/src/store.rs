@@ -11,9 +11,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use session_core::{
-    Bytes, CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
+    Bytes, CleanupHandle, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
     check_data_len,
 };
 
@@ -29,7 +28,7 @@ use crate::shared::Shared;
 #[derive(Clone)]
 pub struct MemoryStore {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) cleanup: Arc<Mutex<Option<CleanupTask>>>,
+    pub(crate) cleanup: CleanupHandle,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -46,7 +45,7 @@ impl MemoryStore {
     pub(crate) fn from_shared(shared: Shared) -> Self {
         Self {
             shared: Arc::new(shared),
-            cleanup: Arc::new(Mutex::new(None)),
+            cleanup: CleanupHandle::default(),
         }
     }
 
@@ -80,10 +79,7 @@ impl MemoryStore {
 
     /// Stops the background cleanup task and waits for it to end. Idempotent.
     pub async fn stop_cleanup(&self) {
-        let task = self.cleanup.lock().take();
-        if let Some(task) = task {
-            task.stop().await;
-        }
+        self.cleanup.stop().await;
     }
 
     /// Removes every record expired at `now`, returning how many. Costs O(expired records).

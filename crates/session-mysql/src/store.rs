@@ -7,13 +7,13 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::sql::{count_from_column, key_from_column};
 use session_core::{
-    CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
-    check_data_len,
+    CleanupHandle, CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp,
+    async_trait, check_data_len,
 };
 use sqlx::mysql::MySqlPool;
 
@@ -47,7 +47,7 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct MySqlStore {
     inner: Arc<Inner>,
-    cleanup: Arc<Mutex<Option<CleanupTask>>>,
+    cleanup: CleanupHandle,
 }
 
 impl fmt::Debug for MySqlStore {
@@ -76,7 +76,7 @@ impl MySqlStore {
         )?;
         Ok(Self {
             inner,
-            cleanup: Arc::new(Mutex::new(cleanup)),
+            cleanup: CleanupHandle::new(cleanup),
         })
     }
 
@@ -164,14 +164,7 @@ impl MySqlStore {
     /// Stops the background sweep and waits until it has ended (a sweep under way finishes
     /// first). Idempotent; every clone of the store shares the one task.
     pub async fn stop_cleanup(&self) {
-        let task = self
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            task.stop().await;
-        }
+        self.cleanup.stop().await;
     }
 }
 

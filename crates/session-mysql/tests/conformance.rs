@@ -11,7 +11,7 @@ async fn fixture() -> Fixture {
     };
     let table = common::unique_name("conformance");
     let store = common::store(&url, &table).await;
-    let guard = common::DropOnExit::table(&url, &table);
+    let guard = common::drop_table(&url, &table);
     Fixture::new(store)
         .reopen(move || {
             let (url, table) = (url.clone(), table.clone());

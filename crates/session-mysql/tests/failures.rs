@@ -8,18 +8,19 @@ mod common;
 
 use std::time::Duration;
 
+use session_core::conformance::DropGuard;
 use session_core::conformance::sweeps;
 use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
 use session_mysql::MySqlStore;
 use session_mysql::sqlx::mysql::MySqlPoolOptions;
 use session_mysql::sqlx::{self, Connection as _};
 
-use common::{DropOnExit, HOUR, expired, live};
+use common::{HOUR, expired, live};
 
 /// A migrated store on a fresh table, with the guard that drops it.
-async fn fresh(url: &str) -> (MySqlStore, DropOnExit) {
+async fn fresh(url: &str) -> (MySqlStore, DropGuard) {
     let table = common::unique_name("t");
-    let guard = DropOnExit::table(url, &table);
+    let guard = common::drop_table(url, &table);
     (common::store(url, &table).await, guard)
 }
 
@@ -74,7 +75,7 @@ async fn concurrent_migrations_of_a_new_database_all_succeed() {
         return;
     };
     let database = common::unique_name("db");
-    let _guard = DropOnExit::database(&url, &database);
+    let _guard = common::drop_database(&url, &database);
     // Separate pools, like separate app servers starting at once.
     let mut stores = Vec::new();
     for _ in 0..6 {
@@ -170,7 +171,7 @@ async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
         return;
     };
     let table = common::unique_name("cleanup");
-    let _guard = DropOnExit::table(&url, &table);
+    let _guard = common::drop_table(&url, &table);
     // The sweep runs every 50 ms from the moment the store is built, with no call to start
     // it; it fails quietly (and tries again) until the table exists.
     let store = MySqlStore::builder()
@@ -204,7 +205,7 @@ async fn expired_rows_are_swept_without_being_asked() {
         return;
     };
     let table = common::unique_name("autosweep");
-    let _guard = DropOnExit::table(&url, &table);
+    let _guard = common::drop_table(&url, &table);
     let setup = common::store(&url, &table).await;
     setup.stop_cleanup().await;
     sweeps::sweeps_without_being_asked(&setup, insert_expired_rows(&setup, 300), 300, async {
@@ -258,7 +259,7 @@ async fn delete_expired_runs_in_bounded_batches_until_done() {
         return;
     };
     let table = common::unique_name("batches");
-    let _guard = DropOnExit::table(&url, &table);
+    let _guard = common::drop_table(&url, &table);
     let store = MySqlStore::builder()
         .table(&table)
         .cleanup_batch(7)
@@ -388,7 +389,7 @@ async fn hostile_names_are_refused_and_odd_valid_ones_work() {
     assert!(matches!(err, Err(Error::Config(_))), "got {err:?}");
     // Reserved words are fine: they are always quoted.
     let database = common::unique_name("Mixed");
-    let _guard = DropOnExit::database(&url, &database);
+    let _guard = common::drop_database(&url, &database);
     for table in ["key", "user", "order"] {
         let store = MySqlStore::builder()
             .database(&database)
@@ -659,7 +660,7 @@ async fn a_page_reads_only_its_own_rows() {
         return;
     };
     let table = common::unique_name("pages");
-    let _guard = DropOnExit::table(&url, &table);
+    let _guard = common::drop_table(&url, &table);
     // One connection, so every statement below runs in the same session and its counters
     // can be read there.
     let pool = MySqlPoolOptions::new()

@@ -9,8 +9,6 @@ use session_core::{SessionId, SessionStore};
 use session_kit::{CommitOutcome, SessionManager};
 use session_mysql::sqlx;
 
-use common::DropOnExit;
-
 /// The forms an id could take at rest, as upper-case hex (how the rows are read back).
 fn forms(id: &SessionId) -> Vec<String> {
     let text = id.expose();
@@ -36,7 +34,7 @@ async fn no_row_holds_a_raw_session_id() {
         return;
     };
     let table = common::unique_name("rawid");
-    let _guard = DropOnExit::table(&url, &table);
+    let _guard = common::drop_table(&url, &table);
     let store = common::store(&url, &table).await;
     let manager = SessionManager::builder(store.clone())
         .build()

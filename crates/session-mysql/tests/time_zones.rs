@@ -15,8 +15,6 @@ use session_mysql::MySqlStore;
 use session_mysql::sqlx;
 use session_mysql::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
-use common::DropOnExit;
-
 const TEN_MINUTES: Duration = Duration::from_secs(600);
 
 /// A store on a fresh table over connections whose session `time_zone` is `zone` (`None`:
@@ -131,7 +129,7 @@ async fn the_session_time_zone_does_not_matter() {
         (None, None),
     ] {
         let table = common::unique_name("tz");
-        let _guard = DropOnExit::table(&url, &table);
+        let _guard = common::drop_table(&url, &table);
         let store = store_in_zone(&url, &table, zone).await;
         if let Some(offset) = offset {
             assert_eq!(
@@ -152,7 +150,7 @@ async fn the_global_time_zone_does_not_matter() {
     // The shared server's global zone may already not be UTC (CI's MySQL service runs in
     // +05:30); then it is the test. Otherwise the test starts a server of its own.
     let table = common::unique_name("tz");
-    let _guard = DropOnExit::table(&url, &table);
+    let _guard = common::drop_table(&url, &table);
     let shared = store_in_zone(&url, &table, None).await;
     if session_offset_minutes(&shared).await != 0 {
         expiry_is_exact(&shared, "the shared server's global zone").await;

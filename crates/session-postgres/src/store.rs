@@ -2,13 +2,13 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::sql::{count_from_column, key_from_column};
 use session_core::{
-    CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
-    check_data_len,
+    CleanupHandle, CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp,
+    async_trait, check_data_len,
 };
 use sqlx::Row as _;
 use sqlx::postgres::PgPool;
@@ -38,7 +38,7 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
-    cleanup: Arc<Mutex<Option<CleanupTask>>>,
+    cleanup: CleanupHandle,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -67,7 +67,7 @@ impl PostgresStore {
         )?;
         Ok(Self {
             inner,
-            cleanup: Arc::new(Mutex::new(cleanup)),
+            cleanup: CleanupHandle::new(cleanup),
         })
     }
 
@@ -157,14 +157,7 @@ impl PostgresStore {
     /// Stops the background sweep and waits until it has ended (a sweep under way finishes
     /// first). Idempotent; every clone of the store shares the one task.
     pub async fn stop_cleanup(&self) {
-        let task = self
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            task.stop().await;
-        }
+        self.cleanup.stop().await;
     }
 }
 

@@ -7,13 +7,14 @@ mod common;
 
 use std::time::Duration;
 
+use session_core::conformance::DropGuard;
 use session_core::conformance::sweeps;
 use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
 use session_postgres::PostgresStore;
 use session_postgres::sqlx::postgres::PgPoolOptions;
 use session_postgres::sqlx::{self, Connection as _};
 
-use common::{DropOnExit, TEST_SCHEMA};
+use common::TEST_SCHEMA;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -30,9 +31,9 @@ fn expired(data: &'static [u8]) -> Record {
 }
 
 /// A migrated store on a fresh table, with the guard that drops it.
-async fn fresh(url: &str) -> (PostgresStore, DropOnExit) {
+async fn fresh(url: &str) -> (PostgresStore, DropGuard) {
     let table = common::unique_name("t");
-    let guard = DropOnExit::table(url, TEST_SCHEMA, &table);
+    let guard = common::drop_table(url, TEST_SCHEMA, &table);
     (common::store(url, &table).await, guard)
 }
 
@@ -84,7 +85,7 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
         return;
     };
     let schema = common::unique_name("schema");
-    let _guard = DropOnExit::schema(&url, &schema);
+    let _guard = common::drop_schema(&url, &schema);
     // Separate pools, like separate app servers starting at once. Without the advisory lock,
     // concurrent `CREATE SCHEMA/TABLE IF NOT EXISTS` fail with unique violations on the catalog.
     let mut stores = Vec::new();
@@ -159,7 +160,7 @@ async fn cleanup_removes_exactly_the_expired_rows_while_loads_continue() {
         return;
     };
     let table = common::unique_name("cleanup");
-    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let _guard = common::drop_table(&url, TEST_SCHEMA, &table);
     // The sweep runs every 50 ms from the moment the store is built, with no call to start
     // it; it fails quietly (and tries again) until the table exists.
     let store = PostgresStore::builder()
@@ -195,7 +196,7 @@ async fn expired_rows_are_swept_without_being_asked() {
         return;
     };
     let table = common::unique_name("autosweep");
-    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let _guard = common::drop_table(&url, TEST_SCHEMA, &table);
     let setup = common::store(&url, &table).await;
     setup.stop_cleanup().await;
     sweeps::sweeps_without_being_asked(&setup, insert_expired_rows(&setup, 300), 300, async {
@@ -287,7 +288,7 @@ async fn delete_expired_runs_in_bounded_batches_until_done() {
     };
     // A schema of its own, so the log table and its trigger function go with it.
     let schema = common::unique_name("batches");
-    let _guard = DropOnExit::schema(&url, &schema);
+    let _guard = common::drop_schema(&url, &schema);
     let store = PostgresStore::builder()
         .schema(&schema)
         .table("sessions")
@@ -433,7 +434,7 @@ async fn hostile_names_are_refused_and_odd_valid_ones_work() {
     assert!(matches!(err, Err(Error::Config(_))), "got {err:?}");
     // A reserved word and mixed case are fine: they are always quoted.
     let schema = common::unique_name("Mixed");
-    let _guard = DropOnExit::schema(&url, &schema);
+    let _guard = common::drop_schema(&url, &schema);
     let store = PostgresStore::builder()
         .schema(&schema)
         .table("user")
@@ -593,7 +594,7 @@ async fn a_page_reads_only_its_own_rows() {
         return;
     };
     let table = common::unique_name("pages");
-    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let _guard = common::drop_table(&url, TEST_SCHEMA, &table);
     // One connection, so every statement below runs in the same backend and its statistics
     // can be flushed and read there.
     let pool = common::pool(&url, &common::unique_name("app"), 1).await;
@@ -666,7 +667,7 @@ async fn the_sweeps_asynchronous_commit_does_not_outlive_its_statement() {
         return;
     };
     let table = common::unique_name("asyncsweep");
-    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let _guard = common::drop_table(&url, TEST_SCHEMA, &table);
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(&url)
@@ -708,7 +709,7 @@ async fn a_session_recreated_while_the_sweep_waits_on_its_row_survives() {
         return;
     };
     let table = common::unique_name("resweep");
-    let _guard = DropOnExit::table(&url, TEST_SCHEMA, &table);
+    let _guard = common::drop_table(&url, TEST_SCHEMA, &table);
     let app = common::unique_name("sweeper");
     let store = PostgresStore::builder()
         .schema(TEST_SCHEMA)

@@ -1,10 +1,10 @@
 //! The builder: file or in-memory database, durability, pools, limits and the sweep.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{CleanupTask, Error, Result};
+use session_core::{CleanupHandle, CleanupTask, Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::{ResultExt as _, STORE, retry_busy};
@@ -267,7 +267,7 @@ impl SqliteStoreBuilder {
         )?;
         Ok(SqliteStore {
             inner,
-            cleanup: Arc::new(Mutex::new(cleanup)),
+            cleanup: CleanupHandle::new(cleanup),
         })
     }
 

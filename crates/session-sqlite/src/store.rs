@@ -2,12 +2,12 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::sql::{count_from_column, key_from_column};
 use session_core::{
-    CleanupTask, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
+    CleanupHandle, Error, Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
     check_data_len,
 };
 use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
@@ -45,7 +45,7 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) inner: Arc<Inner>,
-    pub(crate) cleanup: Arc<Mutex<Option<CleanupTask>>>,
+    pub(crate) cleanup: CleanupHandle,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -160,14 +160,7 @@ impl SqliteStore {
     /// Stops the background sweep and waits until it has ended (a sweep under way finishes
     /// first). Idempotent; every clone of the store shares the one task.
     pub async fn stop_cleanup(&self) {
-        let task = self
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            task.stop().await;
-        }
+        self.cleanup.stop().await;
     }
 
     /// Moves the live record at `old` to `new`: one statement, then (only when it moved

@@ -15,6 +15,22 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// A multi-threaded runtime (four workers) for a test that is a plain `#[test]`: one that
+/// runs itself again as a child, or drives stores from several threads.
+///
+/// # Panics
+/// When the runtime cannot be built.
+pub fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("building a runtime failed: {e}"),
+    }
+}
+
 /// Starts this test binary again, running only the test named `test` (exactly), which sees
 /// `envs` and so plays the child's part. Its stdout is discarded; stderr is inherited, so a
 /// child's panic shows in the parent's output.

@@ -58,6 +58,9 @@
 
 mod cases;
 pub mod child;
+mod guard;
+pub mod lost_connections;
+pub mod processes;
 mod servers;
 mod skip;
 pub mod sweeps;
@@ -69,6 +72,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cases::survives_reopen;
+pub use guard::{DropGuard, unique_name, unique_suffix};
 pub use servers::{Server, server_url};
 pub use skip::{services_required, skip_test, skipped_tests};
 

@@ -10,19 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
+use session_core::Error;
 pub use session_core::conformance::child::{reexec, wait_exit, wait_for_file};
-use session_core::{Error, SessionKey};
 
-pub fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("building a runtime failed: {e}"),
-    }
-}
+#[allow(unused_imports, reason = "each test file uses its own subset of these helpers")]
+pub use session_core::conformance::child::runtime;
 
 pub fn tempdir() -> tempfile::TempDir {
     match tempfile::tempdir() {
@@ -45,25 +37,13 @@ pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
     }
 }
 
-/// A key from a small number: tests that run in several processes need the same keys in all.
-pub fn key(seed: u64, tag: u8, i: u32) -> SessionKey {
-    let mut b = [0u8; 32];
-    // The first byte picks the lock stripe: vary it so keys spread over stripes.
-    b[0] = (i as u8).wrapping_mul(37).wrapping_add(tag);
-    b[1] = tag;
-    b[2..6].copy_from_slice(&i.to_le_bytes());
-    b[8..16].copy_from_slice(&seed.to_le_bytes());
-    SessionKey::from_bytes(b)
-}
-
-/// A seed that differs between runs.
-pub fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return std::process::id().into();
-    }
-    u64::from_le_bytes(b)
-}
+/// Keys from small numbers, the same in every process of a test, and a seed that keeps runs
+/// apart.
+#[allow(
+    unused_imports,
+    reason = "each test file uses its own subset of these helpers"
+)]
+pub use session_core::conformance::processes::{key, seed};
 
 /// Every regular file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {

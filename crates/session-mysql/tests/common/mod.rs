@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use session_core::conformance::{Server, server_url};
+use session_core::conformance::{DropGuard, Server, server_url};
 use session_core::{Record, SessionId, Timestamp};
 use session_mysql::MySqlStore;
 use session_mysql::sqlx::mysql::{
@@ -30,11 +30,7 @@ pub fn mysql_url() -> Option<String> {
     server_url(Server::MySql)
 }
 
-/// A fresh name like `prefix_1f2e3d4c5b6a7988`, random enough that parallel and repeated runs
-/// never collide.
-pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}_{}", &SessionId::generate().key().to_hex()[..16])
-}
+pub use session_core::conformance::unique_name;
 
 /// A live record with a fresh key.
 pub fn live(data: &'static [u8]) -> Record {
@@ -95,67 +91,31 @@ pub async fn tracked_pool(
     (pool, ids)
 }
 
-/// Drops a test table (or a whole test database) when it goes out of scope, even when the
-/// test panicked.
-///
-/// `Drop` cannot await, and the test's own runtime may be the one unwinding, so the drop runs
-/// on a short-lived thread with its own runtime and connection, which this joins. A lock wait
-/// timeout bounds the wait if a connection of the test still holds a lock.
-#[derive(Debug)]
-pub struct DropOnExit {
-    url: String,
-    statement: String,
-}
-
-impl DropOnExit {
-    /// Drops `table` in the URL's database at the end of the test.
-    pub fn table(url: &str, table: &str) -> Self {
-        Self {
-            url: url.to_owned(),
-            statement: format!("DROP TABLE IF EXISTS `{table}`"),
-        }
-    }
-
-    /// Drops `database` and everything in it at the end of the test.
-    pub fn database(url: &str, database: &str) -> Self {
-        Self {
-            url: url.to_owned(),
-            statement: format!("DROP DATABASE IF EXISTS `{database}`"),
-        }
-    }
-}
-
-impl Drop for DropOnExit {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let statement = self.statement.clone();
-        let worker = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+/// The guard that runs `statement` at the end of the test, even when it panicked, on a
+/// connection of its own; a lock wait timeout bounds the wait if a connection of the test
+/// still holds a lock.
+fn drop_on_exit(url: &str, statement: String) -> DropGuard {
+    let url = url.to_owned();
+    DropGuard::new(statement.clone(), move || async move {
+        let mut conn = MySqlConnection::connect(&url)
+            .await
+            .map_err(|e| e.to_string())?;
+        for sql in ["SET SESSION lock_wait_timeout = 10", &statement] {
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let mut conn = MySqlConnection::connect(&url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::query("SET SESSION lock_wait_timeout = 10")
-                    .execute(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::query(&statement)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                conn.close().await.map_err(|e| e.to_string())
-            })
-        });
-        match worker.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!(
-                "could not clean up after the test ({}): {e}",
-                self.statement
-            ),
-            Err(_) => eprintln!("the clean-up thread panicked ({})", self.statement),
         }
-    }
+        conn.close().await.map_err(|e| e.to_string())
+    })
+}
+
+/// Drops `table` in the URL's database at the end of the test.
+pub fn drop_table(url: &str, table: &str) -> DropGuard {
+    drop_on_exit(url, format!("DROP TABLE IF EXISTS `{table}`"))
+}
+
+/// Drops `database` and everything in it at the end of the test.
+pub fn drop_database(url: &str, database: &str) -> DropGuard {
+    drop_on_exit(url, format!("DROP DATABASE IF EXISTS `{database}`"))
 }

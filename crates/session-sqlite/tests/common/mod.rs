@@ -28,16 +28,8 @@ pub fn tempdir() -> tempfile::TempDir {
     }
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("building a runtime failed: {e}"),
-    }
-}
+#[allow(unused_imports, reason = "each test file uses its own subset of these helpers")]
+pub use session_core::conformance::child::runtime;
 
 /// The database file of a test directory.
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -80,24 +72,13 @@ pub fn expired(data: &[u8]) -> Record {
     )
 }
 
-/// A key from small numbers, the same in every process of a test: `tag` says what the key
-/// is for, `i` which one, and `seed` keeps runs apart.
-pub fn key(seed: u64, tag: u8, i: u32) -> session_core::SessionKey {
-    let mut b = [0u8; 32];
-    b[0] = tag;
-    b[1..5].copy_from_slice(&i.to_be_bytes());
-    b[8..16].copy_from_slice(&seed.to_le_bytes());
-    session_core::SessionKey::from_bytes(b)
-}
-
-/// A seed that differs between runs.
-pub fn seed() -> u64 {
-    u64::from_le_bytes(
-        SessionId::generate().key().as_bytes()[..8]
-            .try_into()
-            .unwrap_or([0; 8]),
-    )
-}
+/// Keys from small numbers, the same in every process of a test, and a seed that keeps runs
+/// apart.
+#[allow(
+    unused_imports,
+    reason = "each test file uses its own subset of these helpers"
+)]
+pub use session_core::conformance::processes::{key, seed};
 
 pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
     match r {
