@@ -31,12 +31,17 @@ enum Fault {
     DeleteManyMiscounts,
     /// touch of a missing key creates it.
     TouchCreates,
+    /// rotate onto a key whose record has expired fails as if the key were taken (a unique
+    /// index that still holds the expired row).
+    RotateBlockedByExpired,
 }
 
 #[derive(Debug)]
 struct Faulty {
     inner: MemoryStore,
     fault: Fault,
+    /// Every key a record was created under, expired or not: what a unique index would hold.
+    created: std::sync::Mutex<std::collections::HashSet<SessionKey>>,
 }
 
 fn healthy() -> MemoryStore {
@@ -49,6 +54,10 @@ fn healthy() -> MemoryStore {
 #[async_trait]
 impl SessionStore for Faulty {
     async fn create(&self, record: &Record) -> Result<()> {
+        self.created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(record.key);
         if self.fault == Fault::CreateOverwrites {
             self.inner.delete(&record.key).await?;
         }
@@ -122,6 +131,14 @@ impl SessionStore for Faulty {
         self.inner.exists(key).await
     }
     async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
+        let held = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(new);
+        if self.fault == Fault::RotateBlockedByExpired && held {
+            return Err(Error::AlreadyExists);
+        }
         if self.fault == Fault::RotateCopies {
             let record = self.inner.load(old).await?.ok_or(Error::NotFound)?;
             return self
@@ -219,6 +236,7 @@ where
     let broken = Arc::new(Faulty {
         inner: healthy(),
         fault,
+        created: std::sync::Mutex::default(),
     });
     assert!(
         fails(broken, &case).await,
@@ -257,6 +275,15 @@ async fn resurrection_is_caught() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copying_rotate_is_caught() {
     caught(Fault::RotateCopies, conformance::rotate_keeps_everything).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_blocked_by_an_expired_record_is_caught() {
+    caught(
+        Fault::RotateBlockedByExpired,
+        conformance::rotate_onto_expired_key_replaces_it,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

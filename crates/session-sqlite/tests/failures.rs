@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{builder, db_path, live, ok, open, tempdir};
-use session_core::{Error, Record, SessionId, SessionStore, Timestamp};
+use session_core::conformance::sizes;
+use session_core::{Error, SessionStore};
 use session_sqlite::SqliteStore;
 use session_sqlite::sqlx::{self, Connection as _, SqliteConnection};
 
@@ -168,10 +169,12 @@ async fn size_limits_default_exact_and_none() {
     let dir = tempdir();
     let path = db_path(dir.path());
     let default = open(&path).await;
-    assert_eq!(
-        default.max_data_len(),
-        Some(session_sqlite::DEFAULT_MAX_DATA_LEN)
+    let unlimited = ok(
+        "open",
+        builder().table("big").max_data_len(None).open(&path).await,
     );
+    ok("migrate", unlimited.migrate().await);
+    sizes::default_limit_and_none(&default, session_sqlite::DEFAULT_MAX_DATA_LEN, &unlimited).await;
     let small = ok(
         "open",
         builder()
@@ -194,19 +197,6 @@ async fn size_limits_default_exact_and_none() {
         ),
         "got {err:?}"
     );
-    let unlimited = ok(
-        "open",
-        builder().table("big").max_data_len(None).open(&path).await,
-    );
-    ok("migrate", unlimited.migrate().await);
-    assert_eq!(unlimited.max_data_len(), None);
-    let huge = Record::new(
-        SessionId::generate().key(),
-        vec![9u8; 3 << 20],
-        Timestamp::now() + common::HOUR,
-    );
-    ok("create 3 MiB", unlimited.create(&huge).await);
-    assert_eq!(ok("load", unlimited.load(&huge.key).await), Some(huge));
 }
 
 /// Six stores open one new file and migrate it at the same moment (as app servers starting

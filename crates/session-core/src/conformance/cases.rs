@@ -544,6 +544,40 @@ pub(super) async fn rotate_to_taken_key_fails(store: Arc<dyn SessionStore>) {
     assert_eq!(load(store, &b.key).await, Some(b));
 }
 
+pub(super) async fn rotate_onto_expired_key_replaces_it(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let r = live(&b"mine"[..]).with_owner("ann");
+    let stale = expired(&b"stale"[..]).with_owner("bob");
+    create(store, &r).await;
+    create(store, &stale).await;
+    must(
+        "rotate onto a key whose record has expired",
+        store.rotate(&r.key, &stale.key),
+    )
+    .await;
+    assert_eq!(load(store, &r.key).await, None, "the old key is gone");
+    let moved = Record {
+        key: stale.key,
+        ..r.clone()
+    };
+    assert_eq!(
+        load(store, &stale.key).await,
+        Some(moved.clone()),
+        "the moved session replaced the expired one"
+    );
+    assert_eq!(
+        must("list_by_owner", store.list_by_owner("ann")).await,
+        vec![moved],
+        "the owner index follows the move"
+    );
+    assert!(
+        must("list_by_owner", store.list_by_owner("bob"))
+            .await
+            .is_empty(),
+        "the replaced record's owner lists nothing"
+    );
+}
+
 pub(super) async fn rotate_of_missing_fails(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let target = fresh_key();

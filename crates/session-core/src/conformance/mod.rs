@@ -62,6 +62,7 @@ mod guard;
 pub mod lost_connections;
 pub mod processes;
 mod servers;
+pub mod sizes;
 mod skip;
 pub mod sweeps;
 
@@ -322,6 +323,9 @@ macro_rules! conformance_tests {
             rotate_is_atomic,
             /// `rotate` onto a live key fails with `AlreadyExists` and changes neither record.
             rotate_to_taken_key_fails,
+            /// `rotate` onto a key whose record has expired replaces that record: the moved session
+            /// is live there, its owner index follows it, and the expired record's owner lists nothing.
+            rotate_onto_expired_key_replaces_it,
             /// `rotate` of a missing or expired key fails with `NotFound` and creates nothing.
             rotate_of_missing_fails,
             /// `count`, `count_expired` and `delete_expired` agree, and a sweep spares live records.

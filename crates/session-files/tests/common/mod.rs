@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use session_core::Error;
 pub use session_core::conformance::child::{reexec, wait_exit, wait_for_file};
 
-#[allow(unused_imports, reason = "each test file uses its own subset of these helpers")]
+#[allow(
+    unused_imports,
+    reason = "each test file uses its own subset of these helpers"
+)]
 pub use session_core::conformance::child::runtime;
 
 pub fn tempdir() -> tempfile::TempDir {

@@ -28,7 +28,10 @@ pub fn tempdir() -> tempfile::TempDir {
     }
 }
 
-#[allow(unused_imports, reason = "each test file uses its own subset of these helpers")]
+#[allow(
+    unused_imports,
+    reason = "each test file uses its own subset of these helpers"
+)]
 pub use session_core::conformance::child::runtime;
 
 /// The database file of a test directory.
