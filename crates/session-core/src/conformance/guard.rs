@@ -1,11 +1,33 @@
-//! Test helpers for stores on shared servers: names no other test run uses, and clean-up that
-//! runs at the end of a test even when it panicked.
+//! Small test helpers: results that must be `Ok` (a panic naming what failed), names no other
+//! test run uses, and clean-up that runs at the end of a test even when it panicked.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
 use crate::SessionId;
+
+/// The value of a store call that must succeed.
+///
+/// # Panics
+/// With `what` and the error, when `r` is an error.
+pub fn ok<T>(what: &str, r: crate::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what} failed: {e:?}"),
+    }
+}
+
+/// The value of a file-system call that must succeed.
+///
+/// # Panics
+/// With `what` and the error, when `r` is an error.
+pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what} failed: {e}"),
+    }
+}
 
 /// Sixteen random lowercase hex digits (64 bits): a suffix that parallel and repeated runs
 /// never share, for a table, schema, prefix or application name.

@@ -73,7 +73,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cases::survives_reopen;
-pub use guard::{DropGuard, unique_name, unique_suffix};
+pub use guard::{DropGuard, io, ok, unique_name, unique_suffix};
 pub use servers::{Server, server_url};
 pub use skip::{services_required, skip_test, skipped_tests};
 

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::child::{reexec, runtime, wait_exit, wait_for_file};
+use super::{io, ok};
 use crate::{Bytes, Error, Record, SessionId, SessionKey, SessionStore, Timestamp};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -92,20 +93,6 @@ impl Race {
         self.increments = increments;
         self.child_limit = child_limit;
         self
-    }
-}
-
-fn ok<T>(what: &str, r: crate::Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what} failed: {e:?}"),
-    }
-}
-
-fn io<T>(what: &str, r: std::io::Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what} failed: {e}"),
     }
 }
 

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 
 use session_core::Error;
 pub use session_core::conformance::child::{reexec, wait_exit, wait_for_file};
+#[allow(
+    unused_imports,
+    reason = "each test file uses its own subset of these helpers"
+)]
+pub use session_core::conformance::{io, ok};
 
 #[allow(
     unused_imports,
@@ -23,20 +28,6 @@ pub fn tempdir() -> tempfile::TempDir {
     match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(e) => panic!("creating a temp dir failed: {e}"),
-    }
-}
-
-pub fn ok<T>(what: &str, r: Result<T, Error>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what} failed: {e:?}"),
-    }
-}
-
-pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what} failed: {e}"),
     }
 }
 

@@ -10,27 +10,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use session_core::{Error, SessionId, SessionKey};
+#[allow(
+    unused_imports,
+    reason = "each test file uses its own subset of these helpers"
+)]
+pub use session_core::conformance::{io, ok};
+use session_core::{SessionId, SessionKey};
 use session_hybrid::{HybridStore, HybridStoreBuilder};
 
 pub fn tempdir() -> tempfile::TempDir {
     match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(e) => panic!("creating a temp dir failed: {e}"),
-    }
-}
-
-pub fn ok<T>(what: &str, r: Result<T, Error>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what} failed: {e:?}"),
-    }
-}
-
-pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what} failed: {e}"),
     }
 }
 

@@ -9,17 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use session_core::{Error, Record, SessionId, Timestamp};
+#[allow(
+    unused_imports,
+    reason = "each test file uses its own subset of these helpers"
+)]
+pub use session_core::conformance::{io, ok};
+use session_core::{Record, SessionId, Timestamp};
 use session_sqlite::{SqliteStore, SqliteStoreBuilder};
 
 pub const HOUR: Duration = Duration::from_secs(3600);
-
-pub fn ok<T>(what: &str, r: Result<T, Error>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what} failed: {e:?}"),
-    }
-}
 
 pub fn tempdir() -> tempfile::TempDir {
     match tempfile::tempdir() {
@@ -82,10 +80,3 @@ pub fn expired(data: &[u8]) -> Record {
     reason = "each test file uses its own subset of these helpers"
 )]
 pub use session_core::conformance::processes::{key, seed};
-
-pub fn io<T>(what: &str, r: std::io::Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("{what} failed: {e}"),
-    }
-}
