@@ -33,7 +33,7 @@ pub use cleanup::{CleanupHandle, CleanupTask};
 pub use error::{BoxError, Error, Result};
 pub use id::{ID_BYTES, ID_TEXT_LEN, InvalidId, KeyBuildHasher, KeyHasher, SessionId, SessionKey};
 pub use record::{MAX_OWNER_LEN, Record};
-pub use store::{SessionStore, check_data_len, load, shared_store};
+pub use store::{SessionStore, check_data_len, shared_store};
 pub use time::Timestamp;
 
 #[cfg(test)]

@@ -37,16 +37,6 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// - Loading an unknown key creates nothing.
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
 
-    /// [`load`](Self::load) without waiting, for a store that can answer at once (a map in
-    /// this process): `Some` with exactly what `load` would return at this moment, or `None`
-    /// when only `load` can answer (the default: every store that talks to a server or a
-    /// disk). A caller that knows nothing about its store tries this first and awaits `load`
-    /// only on `None`, saving the boxed future and the poll of a call that never waits.
-    fn load_now(&self, key: &SessionKey) -> Option<Result<Option<Record>>> {
-        let _ = key;
-        None
-    }
-
     /// Conditionally replaces the live record under `record.key`.
     ///
     /// `record.version` is the version the caller loaded. The store writes `record` with
@@ -156,9 +146,6 @@ macro_rules! forward_store {
             async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
                 (**self).load(key).await
             }
-            fn load_now(&self, key: &SessionKey) -> Option<Result<Option<Record>>> {
-                (**self).load_now(key)
-            }
             async fn save(&self, record: &Record) -> Result<u64> {
                 (**self).save(record).await
             }
@@ -235,16 +222,6 @@ pub fn check_data_len(limit: Option<usize>, len: usize) -> Result<()> {
     match limit {
         Some(limit) if len > limit => Err(crate::Error::TooLarge { size: len, limit }),
         _ => Ok(()),
-    }
-}
-
-/// The live record under `key`: at once where the store can answer without waiting
-/// ([`SessionStore::load_now`]), else through its [`load`](SessionStore::load). What a caller
-/// that holds any store (the manager, the tower-sessions bridge) calls to load.
-pub async fn load(store: &dyn SessionStore, key: &SessionKey) -> Result<Option<Record>> {
-    match store.load_now(key) {
-        Some(answer) => answer,
-        None => store.load(key).await,
     }
 }
 

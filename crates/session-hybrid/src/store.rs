@@ -301,14 +301,6 @@ impl SessionStore for HybridStore {
         self.read(|| self.memory.load(key))
     }
 
-    /// Answers as the memory store does: reads are its, after the check that the store is open.
-    fn load_now(&self, key: &SessionKey) -> Option<Result<Option<Record>>> {
-        match self.check_open() {
-            Ok(()) => self.memory.load_now(key),
-            Err(e) => Some(Err(e)),
-        }
-    }
-
     fn save<'s, 'r, 'f>(&'s self, record: &'r Record) -> StoreFuture<'f, u64>
     where
         's: 'f,

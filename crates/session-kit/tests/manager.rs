@@ -3,7 +3,6 @@
 mod support;
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,40 +57,6 @@ async fn concurrent_requests_merge_their_changes() {
         after.get::<String>("from_b").await.expect("get").as_deref(),
         Some("B")
     );
-}
-
-/// A store whose `load_now` answers is never awaited for a load: not for the first load of a
-/// request, nor for the reload of a commit that lost a race. Its errors still reach the caller.
-#[tokio::test]
-async fn a_store_that_answers_at_once_is_never_awaited_for_a_load() {
-    let store = Probe::instant();
-    let m = manager(store.clone());
-    let id = new_session(&m).await;
-    let a = m.session_for(Some(id.clone()));
-    let b = m.session_for(Some(id.clone()));
-    a.insert("from_a", "A").await.expect("a insert");
-    b.insert("from_b", "B").await.expect("b insert");
-    a.commit().await.expect("a commit");
-    b.commit().await.expect("b commit: reloads and re-applies");
-    let after = m.session_for(Some(id.clone()));
-    assert_eq!(
-        after.get::<String>("from_a").await.expect("get").as_deref(),
-        Some("A")
-    );
-    assert_eq!(
-        after.get::<String>("from_b").await.expect("get").as_deref(),
-        Some("B"),
-        "the reload went through load_now and the merge kept b's change"
-    );
-    assert_eq!(store.awaited_loads.load(Ordering::SeqCst), 0);
-
-    store.fail(true);
-    let down = m.session_for(Some(id));
-    assert!(
-        matches!(down.get::<u8>("seed").await, Err(Error::Unavailable { .. })),
-        "an error from load_now is the load's error"
-    );
-    assert_eq!(store.awaited_loads.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

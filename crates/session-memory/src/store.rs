@@ -114,19 +114,6 @@ fn own(data: &Bytes) -> Bytes {
     Bytes::copy_from_slice(data)
 }
 
-impl MemoryStore {
-    /// The live record under `key`, now.
-    fn get(&self, key: &SessionKey) -> Option<Record> {
-        let now = Timestamp::now();
-        let shard = self.shared.read_shard(key);
-        shard
-            .records
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| e.record(*key))
-    }
-}
-
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn create(&self, record: &Record) -> Result<()> {
@@ -162,12 +149,13 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        Ok(self.get(key))
-    }
-
-    /// Always answers: a load is one shard read lock and a map lookup.
-    fn load_now(&self, key: &SessionKey) -> Option<Result<Option<Record>>> {
-        Some(Ok(self.get(key)))
+        let now = Timestamp::now();
+        let shard = self.shared.read_shard(key);
+        Ok(shard
+            .records
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.record(*key)))
     }
 
     async fn save(&self, record: &Record) -> Result<u64> {

@@ -124,7 +124,7 @@ impl TowerSessionStore {
         &self,
         id: i128,
     ) -> Result<Option<(Data, OffsetDateTime)>, BridgeError> {
-        let Some(record) = session_core::load(&*self.store, &Self::key_of(id)).await? else {
+        let Some(record) = self.store.load(&Self::key_of(id)).await? else {
             return Ok(None);
         };
         // Stores never return expired records; checking again costs nothing and keeps the
@@ -163,7 +163,7 @@ impl TowerSessionStore {
             }
         }
         for _ in 0..SAVE_ATTEMPTS {
-            let Some(stored) = session_core::load(&*self.store, &record.key).await? else {
+            let Some(stored) = self.store.load(&record.key).await? else {
                 return ended_concurrently();
             };
             record.version = stored.version;

@@ -578,40 +578,6 @@ pub(super) async fn rotate_onto_expired_key_replaces_it(store: Arc<dyn SessionSt
     );
 }
 
-/// Asserts that `load_now`, if it answers for `key`, answers what `load` does.
-async fn load_now_agrees(store: &dyn SessionStore, key: &SessionKey, when: &str) {
-    if let Some(now) = store.load_now(key) {
-        let now = must("load_now", async { now }).await;
-        assert_eq!(
-            now,
-            load(store, key).await,
-            "load_now disagrees with load {when}"
-        );
-    }
-}
-
-pub(super) async fn load_now_agrees_with_load(store: Arc<dyn SessionStore>) {
-    let store = &*store;
-    let r = live(&b"now"[..]).with_owner("ann");
-    create(store, &r).await;
-    load_now_agrees(store, &r.key, "for a live record").await;
-    load_now_agrees(store, &fresh_key(), "for a missing key").await;
-    let e = expired(&b"gone"[..]);
-    create(store, &e).await;
-    load_now_agrees(store, &e.key, "for an expired record").await;
-
-    let mut changed = r.clone();
-    changed.data = Bytes::from_static(b"changed");
-    changed.version = must("save", store.save(&changed)).await;
-    load_now_agrees(store, &r.key, "after a save").await;
-    let moved = fresh_key();
-    must("rotate", store.rotate(&r.key, &moved)).await;
-    load_now_agrees(store, &r.key, "for the old key after a rotate").await;
-    load_now_agrees(store, &moved, "for the new key after a rotate").await;
-    must("delete", store.delete(&moved)).await;
-    load_now_agrees(store, &moved, "after a delete").await;
-}
-
 pub(super) async fn rotate_of_missing_fails(store: Arc<dyn SessionStore>) {
     let store = &*store;
     let target = fresh_key();

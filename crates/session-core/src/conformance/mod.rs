@@ -323,9 +323,6 @@ macro_rules! conformance_tests {
             rotate_is_atomic,
             /// `rotate` onto a live key fails with `AlreadyExists` and changes neither record.
             rotate_to_taken_key_fails,
-            /// Whenever `load_now` answers, it answers what `load` does: for live, missing and expired
-            /// keys, and after save, rotate and delete.
-            load_now_agrees_with_load,
             /// `rotate` onto a key whose record has expired replaces that record: the moved session
             /// is live there, its owner index follows it, and the expired record's owner lists nothing.
             rotate_onto_expired_key_replaces_it,

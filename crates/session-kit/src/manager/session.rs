@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{SessionEvent, SessionManager};
 use crate::codec::{Codec, MessagePack, Values};
+use session_core::Record;
 use session_core::Timestamp;
 use session_core::{Error, Result};
-use session_core::{Record, load};
 use session_core::{SessionId, SessionKey};
 
 /// The key the session's [`Expiry`] is stored under, with its values: no key a caller's
@@ -358,7 +358,7 @@ impl<C: Codec> Session<C> {
     async fn load_live(&self, st: &mut State, id: &SessionId) -> Result<bool> {
         let config = &self.inner.manager.config;
         let key = id.key();
-        let Some(record) = load(config.store(), &key).await? else {
+        let Some(record) = config.store().load(&key).await? else {
             config.emit(SessionEvent::Expired { key });
             return Ok(false);
         };
@@ -856,7 +856,7 @@ impl<C: Codec> Session<C> {
     /// false if the session is gone.
     async fn reload_and_replay(&self, st: &mut State, key: SessionKey) -> Result<bool> {
         let config = &self.inner.manager.config;
-        let Some(fresh) = load(config.store(), &key).await? else {
+        let Some(fresh) = config.store().load(&key).await? else {
             return Ok(false);
         };
         let Ok(mut values) = config.codec.decode_map(&fresh.data) else {

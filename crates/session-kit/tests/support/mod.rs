@@ -62,11 +62,6 @@ pub struct Probe {
     pub failing: Arc<AtomicBool>,
     pub failing_writes: Arc<AtomicBool>,
     pub faults: Arc<Mutex<HashMap<Method, Fault>>>,
-    /// While set, `load_now` answers from the memory store at once (as the memory store
-    /// does); otherwise it declines, as a store that talks to a server.
-    pub instant: Arc<AtomicBool>,
-    /// How many times `load` itself was called (not `load_now`).
-    pub awaited_loads: Arc<AtomicU64>,
 }
 
 impl Probe {
@@ -80,16 +75,7 @@ impl Probe {
             failing: Arc::default(),
             failing_writes: Arc::default(),
             faults: Arc::default(),
-            instant: Arc::default(),
-            awaited_loads: Arc::default(),
         }
-    }
-
-    /// A probe whose `load_now` answers at once, as the memory store's does.
-    pub fn instant() -> Self {
-        let probe = Self::new();
-        probe.instant.store(true, Ordering::SeqCst);
-        probe
     }
 
     /// Makes every later call of `method` misbehave as `fault`.
@@ -167,18 +153,8 @@ impl SessionStore for Probe {
         self.faulty(Method::Create, self.inner.create(r)).await
     }
     async fn load(&self, k: &SessionKey) -> Result<Option<Record>> {
-        self.awaited_loads.fetch_add(1, Ordering::SeqCst);
         self.hit()?;
         self.faulty(Method::Load, self.inner.load(k)).await
-    }
-    fn load_now(&self, k: &SessionKey) -> Option<Result<Option<Record>>> {
-        if !self.instant.load(Ordering::SeqCst) {
-            return None;
-        }
-        match self.hit() {
-            Ok(()) => self.inner.load_now(k),
-            Err(e) => Some(Err(e)),
-        }
     }
     async fn save(&self, r: &Record) -> Result<u64> {
         self.write()?;
