@@ -89,6 +89,14 @@ impl Shared {
         if let Some(conn) = self.cached(slot) {
             return Ok(conn);
         }
+        // Boxed: the fill's pool checkouts make its future kilobytes, which every operation's
+        // future would otherwise carry (and allocate and copy) for a path taken once.
+        Box::pin(self.get_filled(slot, pools)).await
+    }
+
+    /// The handle in `slot` after filling the empty slots, unless another task filled them
+    /// while this one waited for the fill lock.
+    async fn get_filled(&self, slot: usize, pools: &Pools) -> Result<Conn, PoolError> {
         let _filling = self.filling.lock().await;
         // Another task may have filled the slots while this one waited.
         if let Some(conn) = self.cached(slot) {
