@@ -78,13 +78,69 @@ impl Codec for MessagePack {
     }
 
     fn encode_map(&self, values: &Values) -> Result<Vec<u8>> {
-        rmp_serde::to_vec(&BinMap(values)).map_err(|e| Error::Encode(e.into()))
+        // Written into a buffer of exactly the encoded size: no regrowth while writing, and a
+        // vector whose length is its capacity becomes `Bytes` without an allocation.
+        let mut out = Vec::with_capacity(msgpack_map_len(values));
+        rmp_serde::encode::write(&mut out, &BinMap(values)).map_err(|e| Error::Encode(e.into()))?;
+        Ok(out)
     }
 
     fn decode_map(&self, bytes: &[u8]) -> Result<Values> {
-        let raw: BTreeMap<String, serde_bytes::ByteBuf> =
-            rmp_serde::from_slice(bytes).map_err(Error::corrupt)?;
-        Ok(raw.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
+        rmp_serde::from_slice::<OwnedBinMap>(bytes)
+            .map(|map| map.0)
+            .map_err(Error::corrupt)
+    }
+}
+
+/// The MessagePack length of `values` as [`BinMap`] writes it: the map header, then per
+/// entry a `str` header and the key, a `bin` header and the value.
+fn msgpack_map_len(values: &Values) -> usize {
+    let map_header = match values.len() {
+        0..16 => 1,
+        16..65536 => 3,
+        _ => 5,
+    };
+    let str_header = |len: usize| match len {
+        0..32 => 1,
+        32..256 => 2,
+        256..65536 => 3,
+        _ => 5,
+    };
+    let bin_header = |len: usize| match len {
+        0..256 => 2,
+        256..65536 => 3,
+        _ => 5,
+    };
+    values.iter().fold(map_header, |total, (k, v)| {
+        total + str_header(k.len()) + k.len() + bin_header(v.len()) + v.len()
+    })
+}
+
+/// The stored map read straight into [`Values`]: each value's bytes land in the vector the
+/// map keeps, with no intermediate map to rebuild. A repeated key keeps its last value, as a
+/// `BTreeMap`'s own deserializer does.
+struct OwnedBinMap(Values);
+
+impl<'de> Deserialize<'de> for OwnedBinMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Values;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of names to byte strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Values, A::Error> {
+                let mut values = Values::new();
+                while let Some((k, v)) = map.next_entry::<String, serde_bytes::ByteBuf>()? {
+                    values.insert(k, v.into_vec());
+                }
+                Ok(values)
+            }
+        }
+        d.deserialize_map(Entries).map(OwnedBinMap)
     }
 }
 
@@ -261,6 +317,59 @@ impl MsgpackReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The MessagePack map is written into a buffer of exactly its size, across every header
+    /// width (fixmap/map16, fixstr/str8/str16, bin8/bin16/bin32), and reads back the same.
+    #[test]
+    fn the_msgpack_map_is_sized_exactly() {
+        let mut shapes: Vec<Values> = Vec::new();
+        shapes.push(Values::new());
+        for key_len in [0, 1, 31, 32, 255, 256, 65_535, 65_536] {
+            for value_len in [0, 255, 256, 65_535, 65_536] {
+                let mut values = Values::new();
+                values.insert("k".repeat(key_len), vec![7; value_len]);
+                shapes.push(values);
+            }
+        }
+        for entries in [15, 16, 17, 70_000] {
+            shapes.push(
+                (0..entries)
+                    .map(|i| (i.to_string(), vec![1u8; i % 3]))
+                    .collect(),
+            );
+        }
+        for values in shapes {
+            let bytes = MessagePack.encode_map(&values).expect("encode");
+            assert_eq!(
+                (bytes.len(), bytes.capacity()),
+                (msgpack_map_len(&values), bytes.len()),
+                "{} entries, first key {} bytes",
+                values.len(),
+                values.keys().next().map_or(0, String::len)
+            );
+            assert_eq!(MessagePack.decode_map(&bytes).expect("decode"), values);
+        }
+    }
+
+    /// Stored maps read as before: a repeated key keeps its last value, and anything but a
+    /// map of names to byte strings is corrupt.
+    #[test]
+    fn the_msgpack_map_decodes_as_a_btreemap_did() {
+        // {"a": bin[1], "a": bin[2]}
+        let repeated = [0x82, 0xa1, b'a', 0xc4, 1, 1, 0xa1, b'a', 0xc4, 1, 2];
+        let values = MessagePack.decode_map(&repeated).expect("decode");
+        assert_eq!(values.get("a"), Some(&vec![2]));
+        for bad in [
+            &[0x93, 1, 2, 3][..],
+            &[0x81, 0x01, 0xc4, 0][..],
+            &[0x81, 0xa1][..],
+        ] {
+            assert!(
+                matches!(MessagePack.decode_map(bad), Err(Error::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Cart {
