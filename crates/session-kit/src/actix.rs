@@ -47,7 +47,7 @@ use actix_web::http::header::{COOKIE, HeaderName, HeaderValue, VARY};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use crate::codec::{Codec, MessagePack};
-use crate::cookie::{SessionBuilder, Settings, varies_on_cookie};
+use crate::cookie::{HeaderText, SessionBuilder, Settings, varies_on_cookie};
 use crate::manager::{Session, SessionManager};
 use session_core::Result;
 
@@ -157,7 +157,11 @@ where
             let headers = response.headers_mut();
             let varies = || varies_on_cookie(headers.get_all(VARY).map(HeaderValue::as_bytes));
             for (name, value) in finish.headers(&varies) {
-                match HeaderValue::from_str(value) {
+                let value = match value {
+                    HeaderText::Constant(value) => Ok(HeaderValue::from_static(value)),
+                    HeaderText::Made(value) => HeaderValue::from_str(value),
+                };
+                match value {
                     Ok(value) => headers.append(HeaderName::from_static(name), value),
                     Err(_) => {
                         tracing::error!(header = name, "a session header could not be encoded")

@@ -39,7 +39,7 @@ use http::header::{COOKIE, HeaderName, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
 
 use crate::codec::{Codec, MessagePack};
-use crate::cookie::{SessionBuilder, Settings, varies_on_cookie};
+use crate::cookie::{HeaderText, SessionBuilder, Settings, varies_on_cookie};
 use crate::manager::{Session, SessionManager};
 use session_core::Result;
 
@@ -135,7 +135,11 @@ where
             let varies =
                 || varies_on_cookie(headers.get_all(VARY).iter().map(HeaderValue::as_bytes));
             for (name, value) in finish.headers(&varies) {
-                match HeaderValue::from_str(value) {
+                let value = match value {
+                    HeaderText::Constant(value) => Ok(HeaderValue::from_static(value)),
+                    HeaderText::Made(value) => HeaderValue::from_str(value),
+                };
+                match value {
                     Ok(value) => {
                         headers.append(HeaderName::from_static(name), value);
                     }

@@ -329,16 +329,28 @@ impl Finish {
     pub(crate) fn headers<'a>(
         &'a self,
         already_varies: &dyn Fn() -> bool,
-    ) -> impl Iterator<Item = (&'static str, &'a str)> + use<'a> {
+    ) -> impl Iterator<Item = (&'static str, HeaderText<'a>)> + use<'a> {
         let cookie = self.set_cookie.as_deref().into_iter().flat_map(|value| {
             [
-                ("set-cookie", value),
-                ("cache-control", NO_CACHE_SET_COOKIE),
+                ("set-cookie", HeaderText::Made(value)),
+                ("cache-control", HeaderText::Constant(NO_CACHE_SET_COOKIE)),
             ]
         });
-        let vary = (self.vary && !already_varies()).then_some(("vary", "Cookie"));
+        let vary =
+            (self.vary && !already_varies()).then_some(("vary", HeaderText::Constant("Cookie")));
         cookie.chain(vary)
     }
+}
+
+/// A session header's value: a constant, which an adapter hands to its framework as a static
+/// header value (no copy, no allocation: `Vary: Cookie` is on nearly every response), or text
+/// made for this response, which the framework checks and copies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HeaderText<'a> {
+    /// A valid header value known at compile time.
+    Constant(&'static str),
+    /// A value made for this response (a `Set-Cookie` line).
+    Made(&'a str),
 }
 
 impl<C: Codec> Settings<C> {
