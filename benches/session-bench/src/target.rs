@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use session_core::{BoxError, Error, Record, SessionStore, Timestamp};
+use session_core::{BoxError, Error, Record, SessionId, SessionStore, Timestamp};
 
 use crate::keys::session_key;
 use crate::runner::Instance;
@@ -112,6 +112,10 @@ pub(crate) struct StoreTarget {
     scratch: Record,
     /// Whether a load decodes the record's data (`--decode-on-load`).
     decode: bool,
+    /// Whether a create files the session under a newly generated id's key, as the manager
+    /// does for every new session (`SessionId::generate` and its SHA-256), instead of a key
+    /// derived from the session's number.
+    fresh_ids: bool,
 }
 
 impl fmt::Debug for StoreTarget {
@@ -142,7 +146,14 @@ impl StoreTarget {
             versions: (0..keys).map(|_| AtomicU64::new(0)).collect(),
             scratch,
             decode: payload.decode,
+            fresh_ids: false,
         }
+    }
+
+    /// Makes every create generate a new session id and file the session under its key.
+    pub(crate) fn with_fresh_ids(mut self) -> Self {
+        self.fresh_ids = true;
+        self
     }
 
     /// Keeps `guard` alive until the last clone of this target is gone, after the store.
@@ -162,6 +173,9 @@ impl StoreTarget {
 impl BenchTarget for StoreTarget {
     async fn create(&mut self, i: u64) -> OpResult {
         self.stamp(i);
+        if self.fresh_ids {
+            self.scratch.key = SessionId::generate().key();
+        }
         self.scratch.version = 1;
         match self.store.as_ref().create(&self.scratch).await {
             Ok(()) => Ok(Outcome::Done),

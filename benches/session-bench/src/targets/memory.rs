@@ -8,7 +8,7 @@ use session_memory::MemoryStore;
 use crate::runner::instance;
 use crate::target::{Role, StoreTarget, Target};
 
-pub(super) fn targets() -> [Target; 2] {
+pub(super) fn targets() -> [Target; 3] {
     [
         Target {
             name: "memory",
@@ -27,6 +27,23 @@ pub(super) fn targets() -> [Target; 2] {
                         keys,
                         None,
                     ))))
+                })
+            },
+        },
+        Target {
+            name: "memory-new-ids",
+            short: "mem-new-ids",
+            role: Role::Ours,
+            in_process: true,
+            about: "the memory target with every create under a newly generated id's key (SessionId::generate, ThreadRng, then SHA-256), as the manager creates sessions; loads and saves as `memory`",
+            build: |payload, keys| {
+                Box::pin(async move {
+                    let store = MemoryStore::builder()
+                        .cleanup_interval(Duration::ZERO)
+                        .build()?;
+                    Ok(Some(instance(
+                        StoreTarget::new(Arc::new(store), &payload, keys, None).with_fresh_ids(),
+                    )))
                 })
             },
         },
