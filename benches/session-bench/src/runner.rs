@@ -17,7 +17,7 @@ use crate::target::{BenchTarget, BoxFuture, OpResult, Outcome};
 const BATCH: u32 = 64;
 
 /// Where keys of sessions created during a run start: far above any pre-populated key.
-const FRESH: u64 = 1 << 40;
+pub(crate) const FRESH: u64 = 1 << 40;
 
 /// What the tasks of a round do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

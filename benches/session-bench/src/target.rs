@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use session_core::{BoxError, Error, Record, SessionId, SessionStore, Timestamp};
 
 use crate::keys::session_key;
-use crate::runner::Instance;
+use crate::runner::{FRESH, Instance};
 use crate::session::{Payload, TTL, decode_bytes};
 
 /// A boxed future, as the registry hands out builders through plain function pointers.
@@ -112,9 +112,10 @@ pub(crate) struct StoreTarget {
     scratch: Record,
     /// Whether a load decodes the record's data (`--decode-on-load`).
     decode: bool,
-    /// Whether a create files the session under a newly generated id's key, as the manager
-    /// does for every new session (`SessionId::generate` and its SHA-256), instead of a key
-    /// derived from the session's number.
+    /// Whether a create during a round files the session under a newly generated id's key,
+    /// as the manager does for every new session (`SessionId::generate` and its SHA-256),
+    /// instead of a key derived from the session's number. The pre-populated sessions keep
+    /// their numbered keys.
     fresh_ids: bool,
 }
 
@@ -173,7 +174,9 @@ impl StoreTarget {
 impl BenchTarget for StoreTarget {
     async fn create(&mut self, i: u64) -> OpResult {
         self.stamp(i);
-        if self.fresh_ids {
+        // Only the sessions a round creates: the pre-populated ones keep their numbered keys,
+        // which the round's loads and saves address.
+        if self.fresh_ids && i >= FRESH {
             self.scratch.key = SessionId::generate().key();
         }
         self.scratch.version = 1;
