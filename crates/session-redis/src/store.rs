@@ -152,7 +152,10 @@ impl RedisStore {
         // `timed` would be stored twice), and not boxed: with the cold paths of a checkout
         // boxed where they are, it is a few hundred bytes, held in the caller's box.
         let work = pin!(async {
-            match op(self.checkout().await?).await {
+            // A statement of its own, so the first attempt (and the connection it holds) is
+            // gone before the retry checks out another: a pool of one must not wait on itself.
+            let first = op(self.checkout().await?).await;
+            match first {
                 Err(e) if retry == Retry::Once && self.may_retry(&e) => {
                     self.before_retry(&e);
                     op(self.checkout().await?)
@@ -286,7 +289,7 @@ impl RedisStore {
     /// a batch whose connection broke is retried once, as in [`run`](Self::run).
     async fn scan(&self) -> Result<HashSet<SessionKey>> {
         let inner = &*self.inner;
-        let mut conn = self.timed(pin!(self.checkout())).await?;
+        let mut conn = Some(self.timed(pin!(self.checkout())).await?);
         let mut found = HashSet::new();
         let mut cursor: u64 = 0;
         loop {
@@ -297,18 +300,24 @@ impl RedisStore {
                 .arg("COUNT")
                 .arg(inner.scan_count);
             // A `SCAN` cursor is not tied to a connection, so a broken step is asked again of
-            // a fresh one.
+            // a fresh one. The broken one goes back first: held through the next checkout, it
+            // would keep a pool of one waiting on itself.
             let step = pin!(async {
-                match conn.query_routed(&cmd, &inner.prefix).await {
+                let mut held = match conn.take() {
+                    Some(held) => held,
+                    None => self.checkout().await?,
+                };
+                let reply = match held.query_routed(&cmd, &inner.prefix).await {
                     Err(e) if self.may_retry(&e) => {
                         self.before_retry(&e);
-                        conn = self.checkout().await?;
-                        conn.query_routed(&cmd, &inner.prefix)
-                            .await
-                            .map_err(|e| Failure::from(e).into())
+                        drop(held);
+                        held = self.checkout().await?;
+                        held.query_routed(&cmd, &inner.prefix).await
                     }
-                    other => other.map_err(|e| Failure::from(e).into()),
-                }
+                    other => other,
+                };
+                conn = Some(held);
+                reply.map_err(|e| Failure::from(e).into())
             });
             let result = self.timed(step).await;
             self.after(&result);
