@@ -38,25 +38,25 @@ impl MemoryStore {
 
     /// Inserts or replaces `record` as it is, without checks and without telling the
     /// observer: for rebuilding a store from a snapshot or journal (as do the other
-    /// `restore_*` methods). A replaced record is updated in place, so replaying a long
-    /// history of saves costs no index work when deadlines only move later.
+    /// `restore_*` methods). A replaced record is updated in place.
     pub fn restore(&self, record: Record) {
         let shared = &self.shared;
         let mut shard = shared.write_shard(&record.key);
         let shard = &mut *shard;
         if let Some(entry) = shard.records.get_mut(&record.key) {
-            entry.set_deadline(&mut shard.by_expiry, &record.key, record.expires_at);
+            entry.expires_at = record.expires_at;
             shared.set_owner(&record.key, entry, record.owner.as_deref());
             entry.data = record.data;
             entry.created_at = record.created_at;
             entry.version = record.version;
+            shard.expires(record.expires_at);
             return;
         }
         shared.added();
         let key = record.key;
         let entry = Entry::new(record);
-        shared.index(shard, &key, &entry);
-        shard.records.insert(key, entry);
+        shared.index(&key, &entry);
+        shard.insert(key, entry);
     }
 
     /// Removes `key` without telling the observer; returns whether it was there.
@@ -67,7 +67,7 @@ impl MemoryStore {
         match shard.records.remove(key) {
             Some(entry) => {
                 shared.removed();
-                shared.unindex(shard, key, &entry);
+                shared.unindex(key, &entry);
                 true
             }
             None => false,
@@ -90,16 +90,15 @@ impl MemoryStore {
             && entry.version == version
             && entry.created_at == created_at
         {
-            entry.set_deadline(&mut shard.by_expiry, key, expires_at);
+            entry.expires_at = expires_at;
+            shard.expires(expires_at);
         }
     }
 
     /// Removes every record without telling the observer (a rebuild that must start over).
     pub fn restore_clear(&self) {
         for shard in self.shared.shards.iter() {
-            let mut shard = shard.write();
-            shard.records.clear();
-            shard.by_expiry.clear();
+            shard.write().clear();
         }
         self.shared.owners.clear();
         if let Some(limit) = &self.shared.limit {

@@ -1,12 +1,10 @@
 //! The state every handle of a store shares: the shards, the owner index, the limit and the
-//! observer, and the operations that keep the indexes in step with the records (filing,
-//! removal, the sweep, moving a record between keys).
-
-use std::sync::Arc;
-use std::time::Duration;
+//! observer, and the operations that keep the owner index and the count in step with the
+//! records (filing, removal, the sweep, moving a record between keys).
 
 use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 use session_core::{Error, Result, SessionKey, Timestamp};
+use std::sync::Arc;
 
 use crate::change::{Change, ChangeObserver};
 use crate::limit::Limit;
@@ -49,17 +47,15 @@ impl Shared {
         self.shards[shard_of(key)].write()
     }
 
-    /// Adds `entry` to the indexes. Called with the key's shard write-locked.
-    pub(crate) fn index(&self, shard: &mut Shard, key: &SessionKey, entry: &Entry) {
-        shard.by_expiry.insert((entry.indexed_at, *key));
+    /// Adds `entry` to the owner index. Called with the key's shard write-locked.
+    pub(crate) fn index(&self, key: &SessionKey, entry: &Entry) {
         if let Some(owner) = &entry.owner {
             self.owners.add(owner, *key);
         }
     }
 
-    /// Removes `entry` from the indexes. Called with the key's shard write-locked.
-    pub(crate) fn unindex(&self, shard: &mut Shard, key: &SessionKey, entry: &Entry) {
-        shard.by_expiry.remove(&(entry.indexed_at, *key));
+    /// Removes `entry` from the owner index. Called with the key's shard write-locked.
+    pub(crate) fn unindex(&self, key: &SessionKey, entry: &Entry) {
         if let Some(owner) = &entry.owner {
             self.owners.remove(owner, key);
         }
@@ -142,7 +138,7 @@ impl Shared {
     pub(crate) fn remove_locked(&self, shard: &mut Shard, key: &SessionKey) -> Option<Entry> {
         let entry = shard.records.remove(key)?;
         self.removed();
-        self.unindex(shard, key, &entry);
+        self.unindex(key, &entry);
         self.observe(|| Change::Delete { key });
         Some(entry)
     }
@@ -154,43 +150,22 @@ impl Shared {
     /// Removes expired records, telling the observer of each when `observed`.
     pub(crate) fn sweep_with(&self, now: Timestamp, observed: bool) -> u64 {
         let mut removed = 0u64;
-        let split = (
-            now + Duration::from_millis(1),
-            SessionKey::from_bytes([0; 32]),
-        );
         for shard in self.shards.iter() {
             // A shard with nothing due is passed under a read lock, so a sweep (also the one a
             // full store runs on `create`) does not stall readers of idle shards.
             if !shard.read().has_due(now) {
                 continue;
             }
-            let mut shard = shard.write();
-            let shard = &mut *shard;
-            if !shard.has_due(now) {
-                continue;
-            }
-            let live = shard.by_expiry.split_off(&split);
-            let expired = std::mem::replace(&mut shard.by_expiry, live);
-            for (_, key) in expired {
-                match shard.records.get_mut(&key) {
-                    // Its deadline moved later after it was filed: file it again there.
-                    Some(entry) if entry.live(now) => {
-                        entry.indexed_at = entry.expires_at;
-                        shard.by_expiry.insert((entry.expires_at, key));
-                    }
-                    Some(_) => {
-                        self.removed();
-                        if let Some(owner) = shard.records.remove(&key).and_then(|e| e.owner) {
-                            self.owners.remove(&owner, &key);
-                        }
-                        if observed {
-                            self.observe(|| Change::Delete { key: &key });
-                        }
-                        removed += 1;
-                    }
-                    None => {}
+            shard.write().sweep(now, |key, entry| {
+                self.removed();
+                if let Some(owner) = &entry.owner {
+                    self.owners.remove(owner, &key);
                 }
-            }
+                if observed {
+                    self.observe(|| Change::Delete { key: &key });
+                }
+                removed += 1;
+            });
         }
         removed
     }
@@ -217,10 +192,10 @@ impl Shared {
         self.drop_stale(to, new);
         // Present: it was found live above, under the same lock.
         let entry = from.records.remove(old).ok_or(Error::NotFound)?;
-        self.unindex(from, old, &entry);
-        self.index(to, new, &entry);
+        self.unindex(old, &entry);
+        self.index(new, &entry);
         self.observe_move(old, new, &entry);
-        to.records.insert(*new, entry);
+        to.insert(*new, entry);
         Ok(())
     }
 
@@ -237,10 +212,10 @@ impl Shared {
         self.drop_stale(shard, new);
         // Present: it was found live above, under the same lock.
         let entry = shard.records.remove(old).ok_or(Error::NotFound)?;
-        self.unindex(shard, old, &entry);
-        self.index(shard, new, &entry);
+        self.unindex(old, &entry);
+        self.index(new, &entry);
         self.observe_move(old, new, &entry);
-        shard.records.insert(*new, entry);
+        shard.insert(*new, entry);
         Ok(())
     }
 
@@ -248,7 +223,7 @@ impl Shared {
     fn drop_stale(&self, shard: &mut Shard, key: &SessionKey) {
         if let Some(stale) = shard.records.remove(key) {
             self.removed();
-            self.unindex(shard, key, &stale);
+            self.unindex(key, &stale);
         }
     }
 }

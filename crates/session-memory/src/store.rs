@@ -8,6 +8,7 @@
 //! ([`shard`](crate::shard)) is the same design they use, with those two needs met in safe
 //! code.
 
+use std::collections::hash_map::Entry as Slot;
 use std::fmt;
 use std::sync::Arc;
 
@@ -82,7 +83,8 @@ impl MemoryStore {
         self.cleanup.stop().await;
     }
 
-    /// Removes every record expired at `now`, returning how many. Costs O(expired records).
+    /// Removes every record expired at `now`, returning how many. Reads the records of the
+    /// shards that may hold an expired one, and passes the others at the cost of a read lock.
     pub fn sweep(&self, now: Timestamp) -> u64 {
         self.shared.sweep(now)
     }
@@ -123,28 +125,40 @@ impl SessionStore for MemoryStore {
         // The slot is taken before the shard is locked: a full store sweeps, which locks
         // every shard.
         let reserved = shared.reserve(now)?;
-        let mut shard = shared.write_shard(&record.key);
+        // Built before the lock, which is then held only for the table's probe and insert.
+        let entry = Entry {
+            data: own(&record.data),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            version: record.version,
+            owner: record.owner.as_deref().map(Arc::from),
+        };
+        let key = &record.key;
+        let mut shard = shared.write_shard(key);
         let shard = &mut *shard;
-        if let Some(old) = shard.records.get(&record.key) {
-            if old.live(now) {
+        match shard.records.entry(*key) {
+            Slot::Occupied(slot) if slot.get().live(now) => {
                 if reserved {
                     shared.removed();
                 }
                 return Err(Error::AlreadyExists);
             }
-            shared.remove_locked(shard, &record.key);
+            Slot::Occupied(mut slot) => {
+                // An expired record not yet swept goes, as a delete would take it.
+                let stale = slot.insert(entry);
+                shared.removed();
+                shared.unindex(key, &stale);
+                shared.observe(|| Change::Delete { key });
+                shared.index(key, slot.get());
+                shared.observe_put(key, slot.get());
+            }
+            Slot::Vacant(slot) => {
+                let entry = slot.insert(entry);
+                shared.index(key, entry);
+                shared.observe_put(key, entry);
+            }
         }
-        let entry = Entry {
-            data: own(&record.data),
-            created_at: record.created_at,
-            expires_at: record.expires_at,
-            indexed_at: record.expires_at,
-            version: record.version,
-            owner: record.owner.as_deref().map(Arc::from),
-        };
-        shared.index(shard, &record.key, &entry);
-        shared.observe_put(&record.key, &entry);
-        shard.records.insert(record.key, entry);
+        shard.expires(record.expires_at);
         Ok(())
     }
 
@@ -173,12 +187,14 @@ impl SessionStore for MemoryStore {
         if entry.version != record.version {
             return Err(Error::Conflict);
         }
-        entry.set_deadline(&mut shard.by_expiry, &record.key, record.expires_at);
+        entry.expires_at = record.expires_at;
         shared.set_owner(&record.key, entry, record.owner.as_deref());
         entry.data = own(&record.data);
         entry.version = record.version + 1;
         shared.observe_put(&record.key, entry);
-        Ok(entry.version)
+        let version = entry.version;
+        shard.expires(record.expires_at);
+        Ok(version)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
@@ -208,8 +224,9 @@ impl SessionStore for MemoryStore {
         let Some(entry) = shard.records.get_mut(key).filter(|e| e.live(now)) else {
             return Err(Error::NotFound);
         };
-        entry.set_deadline(&mut shard.by_expiry, key, expires_at);
+        entry.expires_at = expires_at;
         let (version, created_at) = (entry.version, entry.created_at);
+        shard.expires(expires_at);
         shared.observe(|| Change::Touch {
             key,
             expires_at,
@@ -313,6 +330,7 @@ mod tests {
     use super::*;
     use crate::change::ChangeObserver;
     use crate::limit::Limit;
+    use crate::shard::shard_of;
     use std::time::Duration;
 
     use session_core::SessionId;
@@ -379,6 +397,13 @@ mod tests {
         s.delete_by_owner("o1").await.expect("delete_by_owner");
         assert_eq!(held(&s), records(&s));
         tokio::time::sleep(Duration::from_millis(30)).await;
+        // Session 10 has expired unswept: a create over it replaces it, counted once.
+        let mut over = record(Timestamp::now() + Duration::from_secs(60));
+        over.key = keys[10];
+        s.create(&over)
+            .await
+            .expect("create over an expired record");
+        assert_eq!(held(&s), records(&s));
         s.sweep(Timestamp::now());
         assert_eq!(held(&s), records(&s));
     }
@@ -443,37 +468,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_later_deadline_is_refiled_by_the_sweep_not_removed() {
+    async fn a_later_deadline_keeps_the_record_through_a_sweep() {
         let s = store();
         let t0 = Timestamp::now() + Duration::from_secs(10);
         let mut r = record(t0);
         s.create(&r).await.expect("create");
         r.expires_at = t0 + Duration::from_secs(100);
         r.version = s.save(&r).await.expect("save");
-        // Sweeping when the old deadline has passed keeps the record and files it again.
+        // Sweeping when the old deadline has passed keeps the record.
         assert_eq!(s.sweep(t0 + Duration::from_secs(1)), 0);
-        assert_eq!(
-            s.shared.read_shard(&r.key).by_expiry.len(),
-            1,
-            "one index entry per record"
-        );
-        assert!(
-            s.shared
-                .read_shard(&r.key)
-                .by_expiry
-                .contains(&(r.expires_at, r.key))
-        );
+        assert_eq!(s.len(), 1);
         // Past the new deadline it goes.
         assert_eq!(s.sweep(r.expires_at), 1);
-        assert!(s.shared.read_shard(&r.key).by_expiry.is_empty());
+        assert!(s.is_empty());
     }
 
     #[tokio::test]
-    async fn an_earlier_deadline_moves_the_index_entry() {
+    async fn an_earlier_deadline_is_swept_on_time() {
         let s = store();
         let far = Timestamp::now() + Duration::from_secs(1000);
         let r = record(far);
         s.create(&r).await.expect("create");
+        // The sweep finds nothing due and leaves the bound at the far deadline.
+        assert_eq!(s.sweep(Timestamp::now()), 0);
         let near = Timestamp::now() + Duration::from_secs(5);
         s.touch(&r.key, near).await.expect("touch");
         assert_eq!(
@@ -481,31 +498,46 @@ mod tests {
             1,
             "a deadline moved earlier must be swept on time"
         );
+        let mut saved = record(far);
+        s.create(&saved).await.expect("create");
+        assert_eq!(s.sweep(Timestamp::now()), 0);
+        saved.expires_at = near;
+        s.save(&saved).await.expect("save");
+        let due: usize = s
+            .shared
+            .shards
+            .iter()
+            .map(|sh| sh.read().expired_count(near))
+            .sum();
+        assert_eq!(due, 1);
+        assert_eq!(s.sweep(near), 1, "a save's earlier deadline too");
     }
 
+    /// A rotated record keeps its deadline in the shard it moves to, whatever that shard's
+    /// own records are, and a shard a sweep emptied takes new records' deadlines again.
     #[tokio::test]
-    async fn delete_and_rotate_leave_no_index_entry_behind() {
+    async fn the_bound_follows_rotations_and_emptied_shards() {
         let s = store();
-        let mut r = record(Timestamp::now() + Duration::from_secs(10));
-        s.create(&r).await.expect("create");
-        r.expires_at = r.expires_at + Duration::from_secs(50);
-        s.save(&r).await.expect("save");
-        let new = SessionId::generate().key();
-        s.rotate(&r.key, &new).await.expect("rotate");
-        let entries: usize = s
-            .shared
-            .shards
-            .iter()
-            .map(|sh| sh.read().by_expiry.len())
-            .sum();
-        assert_eq!(entries, 1);
-        s.delete(&new).await.expect("delete");
-        let entries: usize = s
-            .shared
-            .shards
-            .iter()
-            .map(|sh| sh.read().by_expiry.len())
-            .sum();
-        assert_eq!(entries, 0);
+        let now = Timestamp::now();
+        let near = now + Duration::from_secs(5);
+        for round in 0..50 {
+            let r = record(near);
+            s.create(&r).await.expect("create");
+            // A target key in another shard, holding only far records so far.
+            let new = loop {
+                let k = SessionId::generate().key();
+                if shard_of(&k) != shard_of(&r.key) {
+                    break k;
+                }
+            };
+            s.create(&Record::new(new, &b"y"[..], now + Duration::from_secs(900)))
+                .await
+                .expect("create");
+            s.delete(&new).await.expect("delete");
+            s.sweep(now);
+            s.rotate(&r.key, &new).await.expect("rotate");
+            assert_eq!(s.sweep(near), 1, "round {round}");
+            assert!(s.is_empty());
+        }
     }
 }
