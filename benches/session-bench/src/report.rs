@@ -399,7 +399,7 @@ impl Report<'_> {
              Under load ({} tasks loading random live sessions, sweep on a blocking thread): the sweep took {}; \
              {} loads completed during it ({} loads/s, against {} loads/s just before), \
              the slowest load during it took {} (before: {}).\n\n\
-             For comparison, a store without an expiry index: `DashMap::retain` over the same {} entries took {}.\n",
+             For comparison, the bare scan: `DashMap::retain` over the same {} entries took {}.\n",
             grouped(s.expired as f64),
             grouped(s.live as f64),
             ms(median),

@@ -24,7 +24,8 @@ pub(crate) struct SweepReport {
     /// CPU time of the sweeping thread for each of those (unskewed by waiting for a CPU).
     pub(crate) alone_cpu: Vec<Duration>,
     pub(crate) under_load: UnderLoad,
-    /// `DashMap::retain` over the same number of entries: a store with no expiry index.
+    /// `DashMap::retain` over the same number of entries: the bare scan the store's sweep is
+    /// measured against.
     pub(crate) full_scan: Duration,
 }
 

@@ -1,10 +1,10 @@
 //! The store: handles on the shared map, and the [`SessionStore`] impl.
 //!
 //! Why not `dashmap`, `scc` or `papaya`: `rotate` must move a record between two keys with
-//! no reader ever seeing both or neither, and the expiry index must change under the same lock
-//! as the record it indexes, or a racing save and sweep can leave a record that is never swept.
-//! Both need two shards locked at once and a second structure inside each shard, which those
-//! crates only expose through unsafe raw-table APIs. A fixed array of `RwLock`ed shards
+//! no reader ever seeing both or neither, and each shard's bound on its deadlines must change
+//! under the same lock as the records it bounds, or a racing save and sweep can leave a record
+//! that is never swept. Both need two shards locked at once and state beside each shard's
+//! table, which those crates only expose through unsafe raw-table APIs. A fixed array of `RwLock`ed shards
 //! ([`shard`](crate::shard)) is the same design they use, with those two needs met in safe
 //! code.
 
@@ -419,7 +419,7 @@ mod tests {
     }
 
     /// The `restore_*` methods rebuild a store without telling the observer, and a record
-    /// restored twice is updated in place with its owner and expiry indexes kept right.
+    /// restored twice is updated in place with its owner index and deadline bound kept right.
     #[tokio::test]
     async fn restoring_updates_in_place_and_tells_no_one() {
         let seen = Arc::new(Counting::default());
