@@ -58,7 +58,7 @@ const NEVER: Timestamp = Timestamp::from_unix_millis(i64::MAX);
 /// One shard: its records and a lower bound on their deadlines, under one lock.
 ///
 /// Why no expiry index (the first design kept a `BTreeSet<(Timestamp, SessionKey)>` per
-/// shard): its insert was a tenth of a create's CPU, its entries about 60 bytes of every
+/// shard): its insert was a tenth of a create's CPU, its entries about 90 bytes of every
 /// session's memory, and all it bought was a sweep in O(expired) instead of O(records of the
 /// shards with something due). A scan of 1M records is a few tens of milliseconds once a
 /// cleanup interval, and the bound keeps a shard with nothing due from being read at all.
@@ -106,6 +106,10 @@ impl Shard {
     /// Removes every record expired at `now`, passing each to `removed`, and sets the bound
     /// to the earliest deadline left.
     pub(crate) fn sweep(&mut self, now: Timestamp, mut removed: impl FnMut(SessionKey, Entry)) {
+        // Another sweep may have done it between the caller's look and its write lock.
+        if !self.has_due(now) {
+            return;
+        }
         let mut earliest = NEVER;
         for (key, entry) in self.records.extract_if(|_, e| {
             if e.live(now) {

@@ -2,9 +2,10 @@
 //! observer, and the operations that keep the owner index and the count in step with the
 //! records (filing, removal, the sweep, moving a record between keys).
 
+use std::sync::Arc;
+
 use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 use session_core::{Error, Result, SessionKey, Timestamp};
-use std::sync::Arc;
 
 use crate::change::{Change, ChangeObserver};
 use crate::limit::Limit;
