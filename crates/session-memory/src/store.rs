@@ -4,9 +4,9 @@
 //! no reader ever seeing both or neither, and each shard's bound on its deadlines must change
 //! under the same lock as the records it bounds, or a racing save and sweep can leave a record
 //! that is never swept. Both need two shards locked at once and state beside each shard's
-//! table, which those crates only expose through unsafe raw-table APIs. A fixed array of `RwLock`ed shards
-//! ([`shard`](crate::shard)) is the same design they use, with those two needs met in safe
-//! code.
+//! table, which those crates only expose through unsafe raw-table APIs. A fixed array of
+//! `RwLock`ed shards ([`shard`](crate::shard)) is the same design they use, with those two
+//! needs met in safe code.
 
 use std::collections::hash_map::Entry as Slot;
 use std::fmt;

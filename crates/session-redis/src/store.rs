@@ -289,7 +289,8 @@ impl RedisStore {
     /// a batch whose connection broke is retried once, as in [`run`](Self::run).
     async fn scan(&self) -> Result<HashSet<SessionKey>> {
         let inner = &*self.inner;
-        let mut conn = Some(self.timed(pin!(self.checkout())).await?);
+        // Checked out by the first step, inside its timeout, and kept for the next steps.
+        let mut conn = None;
         let mut found = HashSet::new();
         let mut cursor: u64 = 0;
         loop {
