@@ -2,6 +2,7 @@
 
 mod builder;
 mod change;
+mod clock;
 mod limit;
 mod owners;
 mod restore;

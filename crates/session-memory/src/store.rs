@@ -163,25 +163,23 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let now = Timestamp::now();
         let shard = self.shared.read_shard(key);
         Ok(shard
             .records
             .get(key)
-            .filter(|e| e.live(now))
+            .filter(|e| e.live_now())
             .map(|e| e.record(*key)))
     }
 
     async fn save(&self, record: &Record) -> Result<u64> {
         check_data_len(self.shared.max_data_len, record.data.len())?;
-        let now = Timestamp::now();
         let shared = &*self.shared;
         let mut shard = shared.write_shard(&record.key);
         let shard = &mut *shard;
         let Some(entry) = shard.records.get_mut(&record.key) else {
             return Err(Error::NotFound);
         };
-        if !entry.live(now) {
+        if !entry.live_now() {
             return Err(Error::NotFound);
         }
         if entry.version != record.version {
