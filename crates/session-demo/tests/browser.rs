@@ -30,30 +30,50 @@ fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("addr").port()
-}
-
-/// chromedriver on a free loopback port, stopped when dropped.
+/// chromedriver on a loopback port of its own choosing, stopped when dropped.
 struct Driver {
     child: Child,
     url: String,
 }
 
 impl Driver {
+    /// Starts chromedriver with `--port=0` and reads the port it bound from its banner. (A
+    /// port picked here and handed to it could be taken by another test's server before
+    /// chromedriver bound it: a run on a cold machine once talked to such a port, which was
+    /// gone by the time the second browser opened.)
     fn start(chromedriver: &Path) -> Self {
-        let port = free_port();
-        let child = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        let mut child = Command::new(chromedriver)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let driver = Self {
+        let stdout = child.stdout.take().expect("chromedriver's stdout is piped");
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        // Reads the banner, then drains the pipe so chromedriver never blocks writing to it.
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut port_tx = Some(port_tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let port = line
+                    .strip_prefix("ChromeDriver was started successfully on port ")
+                    .and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok());
+                if let Some(port) = port
+                    && let Some(tx) = port_tx.take()
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let mut driver = Self {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
         };
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("chromedriver did not say which port it bound"));
+        driver.url = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return driver;
