@@ -36,20 +36,21 @@ pub(crate) fn has_passed(deadline: Timestamp) -> bool {
 /// The coarse time and the window past it that only the precise clock decides.
 #[cfg(target_os = "linux")]
 fn coarse_now() -> Option<(Timestamp, i64)> {
-    use rustix::time::{ClockId, Timespec, clock_getres, clock_gettime};
-    fn millis(t: Timespec) -> i64 {
-        t.tv_sec
+    use nix::sys::time::TimeSpec;
+    use nix::time::{ClockId, clock_getres, clock_gettime};
+    fn millis(t: TimeSpec) -> i64 {
+        t.tv_sec()
             .saturating_mul(1000)
-            .saturating_add(t.tv_nsec / 1_000_000)
+            .saturating_add(t.tv_nsec() / 1_000_000)
     }
     static WINDOW: OnceLock<Option<i64>> = OnceLock::new();
     let window = (*WINDOW.get_or_init(|| {
-        let tick = clock_getres(ClockId::RealtimeCoarse);
-        let tick_ms = millis(tick) + i64::from(tick.tv_nsec % 1_000_000 != 0);
+        let tick = clock_getres(ClockId::CLOCK_REALTIME_COARSE).ok()?;
+        let tick_ms = millis(tick) + i64::from(tick.tv_nsec() % 1_000_000 != 0);
         (tick_ms > 0 && tick_ms <= MAX_TICK_MS).then_some(2 * tick_ms)
     }))?;
-    let coarse = Timestamp::from_unix_millis(millis(clock_gettime(ClockId::RealtimeCoarse)));
-    Some((coarse, window))
+    let coarse = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).ok()?;
+    Some((Timestamp::from_unix_millis(millis(coarse)), window))
 }
 
 #[cfg(not(target_os = "linux"))]
