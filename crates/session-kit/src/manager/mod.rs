@@ -221,7 +221,7 @@ impl<C: Codec> SessionManager<C> {
     /// one is the session; repeats are skipped, and only the first [`MAX_INCOMING_IDS`] are
     /// looked at.
     pub fn session_for_ids(&self, ids: impl IntoIterator<Item = SessionId>) -> Session<C> {
-        let mut incoming: Vec<SessionId> = Vec::new();
+        let mut incoming = session::IncomingIds::new();
         for id in ids {
             if incoming.len() == MAX_INCOMING_IDS {
                 break;

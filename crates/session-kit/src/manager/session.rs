@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::{SessionEvent, SessionManager};
 use crate::codec::{Codec, MessagePack, Values};
@@ -34,7 +35,11 @@ pub enum Expiry {
     Persistent,
 }
 
-type UpdateFn = Arc<dyn Fn(Option<&[u8]>) -> Result<Vec<u8>> + Send + Sync>;
+/// An `update` closure, given the value's key (for its errors) and current bytes.
+/// The ids a request came with: nearly always one, held without an allocation.
+pub(crate) type IncomingIds = SmallVec<[SessionId; 1]>;
+
+type UpdateFn = Arc<dyn Fn(&str, Option<&[u8]>) -> Result<Vec<u8>> + Send + Sync>;
 
 /// One change a request made, kept so it can be re-applied on top of a concurrent writer's
 /// values after a version conflict.
@@ -69,7 +74,8 @@ struct State {
     values: Values,
     owner: Option<String>,
     expiry: Option<Expiry>,
-    ops: Vec<Op>,
+    /// Nearly every request makes one change or none, so one is held without an allocation.
+    ops: SmallVec<[Op; 1]>,
     modified: bool,
     id_changed: bool,
     /// The session the request came with is gone (destroyed here, expired, or unknown): the
@@ -100,6 +106,16 @@ fn decode_value<T: DeserializeOwned, C: Codec>(codec: &C, key: &str, bytes: &[u8
     }
 }
 
+/// Sets `key` to `value`, reusing the key's `String` when it is there already.
+fn set(values: &mut Values, key: &str, value: Vec<u8>) {
+    match values.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            values.insert(key.to_owned(), value);
+        }
+    }
+}
+
 /// What a session holds besides its values, replayed with them after a conflict.
 #[derive(Default)]
 struct Props {
@@ -110,16 +126,14 @@ struct Props {
 impl State {
     fn apply(values: &mut Values, props: &mut Props, op: &Op) -> Result<()> {
         match op {
-            Op::Insert(k, v) => {
-                values.insert(k.clone(), v.clone());
-            }
+            Op::Insert(k, v) => set(values, k, v.clone()),
             Op::Remove(k) => {
                 values.remove(k);
             }
             Op::Clear => values.clear(),
             Op::Update(k, f) => {
-                let new = f(values.get(k).map(Vec::as_slice))?;
-                values.insert(k.clone(), new);
+                let new = f(k, values.get(k).map(Vec::as_slice))?;
+                set(values, k, new);
             }
             Op::SetOwner(o) => props.owner.clone_from(o),
             Op::SetExpiry(e) => props.expiry = *e,
@@ -240,7 +254,7 @@ struct Inner<C: Codec> {
     manager: SessionManager<C>,
     /// The well-formed ids the request came with, in order, at most
     /// [`MAX_INCOMING_IDS`](super::MAX_INCOMING_IDS).
-    incoming: Vec<SessionId>,
+    incoming: IncomingIds,
     /// Which of `incoming` was found live.
     live: OnceLock<usize>,
     /// Whether anything read or changed the session, so the response may depend on the cookie.
@@ -294,7 +308,7 @@ impl<C: Codec> fmt::Debug for Session<C> {
 }
 
 impl<C: Codec> Session<C> {
-    pub(crate) fn new(manager: SessionManager<C>, incoming: Vec<SessionId>) -> Self {
+    pub(crate) fn new(manager: SessionManager<C>, incoming: IncomingIds) -> Self {
         Self {
             inner: Arc::new(Inner {
                 manager,
@@ -453,19 +467,18 @@ impl<C: Codec> Session<C> {
         F: Fn(Option<T>) -> T + Send + Sync + 'static,
     {
         let codec = self.inner.manager.config.codec.clone();
-        let name = key.to_owned();
-        let run = move |old: Option<&[u8]>| -> Result<(T, Vec<u8>)> {
-            let old = old.map(|b| decode_value(&codec, &name, b)).transpose()?;
+        let run = move |name: &str, old: Option<&[u8]>| -> Result<(T, Vec<u8>)> {
+            let old = old.map(|b| decode_value(&codec, name, b)).transpose()?;
             let new = f(old);
             let bytes = codec.encode(&new)?;
             Ok((new, bytes))
         };
         let mut st = self.loaded().await?;
-        let (value, bytes) = run(st.values.get(key).map(Vec::as_slice))?;
-        st.values.insert(key.to_owned(), bytes);
+        let (value, bytes) = run(key, st.values.get(key).map(Vec::as_slice))?;
+        set(&mut st.values, key, bytes);
         st.ops.push(Op::Update(
             key.to_owned(),
-            Arc::new(move |old| run(old).map(|(_, b)| b)),
+            Arc::new(move |name, old| run(name, old).map(|(_, b)| b)),
         ));
         st.modified = true;
         Ok(value)
