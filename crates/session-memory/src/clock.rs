@@ -6,19 +6,23 @@
 //! clock, and it lags it by at most about one tick (1–4 ms). So against the coarse time `c`:
 //!
 //! - a deadline at or before `c` has passed;
-//! - a deadline more than two ticks after `c` has not;
-//! - only a deadline in between (the last few milliseconds of a session's life) is decided by
-//!   the precise clock.
+//! - a deadline more than [`WINDOW_MS`] after `c` has not: the precise clock is never that far
+//!   ahead (that would take a dozen ticks missed in a row);
+//! - only a deadline in between (the last moments of a session's life, a tiny share of its
+//!   loads) is decided by the precise clock.
 //!
 //! The answer is the one [`Timestamp::now`] would give. Where there is no coarse clock, or
 //! its tick is longer than [`MAX_TICK_MS`], every check reads the precise clock.
-
-use std::sync::OnceLock;
 
 use session_core::Timestamp;
 
 /// A coarse clock with a longer tick than this is not used.
 const MAX_TICK_MS: i64 = 10;
+
+/// How far past the coarse time a deadline is still checked against the precise clock: far
+/// more than the coarse clock lags (a tick), so that a tick delayed on a loaded machine or a
+/// virtual CPU descheduled for a moment still gets the precise answer.
+const WINDOW_MS: i64 = 50;
 
 /// Whether `deadline` has passed: `deadline <= Timestamp::now()`.
 pub(crate) fn has_passed(deadline: Timestamp) -> bool {
@@ -33,24 +37,30 @@ pub(crate) fn has_passed(deadline: Timestamp) -> bool {
     deadline <= Timestamp::now()
 }
 
-/// The coarse time and the window past it that only the precise clock decides.
+/// The coarse time and the window past it that only the precise clock decides, if the coarse
+/// clock is fine enough to use.
 #[cfg(target_os = "linux")]
 fn coarse_now() -> Option<(Timestamp, i64)> {
     use nix::sys::time::TimeSpec;
     use nix::time::{ClockId, clock_getres, clock_gettime};
+    use std::sync::OnceLock;
     fn millis(t: TimeSpec) -> i64 {
         t.tv_sec()
             .saturating_mul(1000)
             .saturating_add(t.tv_nsec() / 1_000_000)
     }
-    static WINDOW: OnceLock<Option<i64>> = OnceLock::new();
-    let window = (*WINDOW.get_or_init(|| {
-        let tick = clock_getres(ClockId::CLOCK_REALTIME_COARSE).ok()?;
-        let tick_ms = millis(tick) + i64::from(tick.tv_nsec() % 1_000_000 != 0);
-        (tick_ms > 0 && tick_ms <= MAX_TICK_MS).then_some(2 * tick_ms)
-    }))?;
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    let usable = *USABLE.get_or_init(|| {
+        clock_getres(ClockId::CLOCK_REALTIME_COARSE).is_ok_and(|tick| {
+            let tick_ms = millis(tick) + i64::from(tick.tv_nsec() % 1_000_000 != 0);
+            tick_ms > 0 && tick_ms <= MAX_TICK_MS
+        })
+    });
+    if !usable {
+        return None;
+    }
     let coarse = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).ok()?;
-    Some((Timestamp::from_unix_millis(millis(coarse)), window))
+    Some((Timestamp::from_unix_millis(millis(coarse)), WINDOW_MS))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -82,7 +92,7 @@ mod tests {
     }
 
     /// On Linux the coarse clock is in use (so the test above checks the fast path), it lags
-    /// the precise clock by less than its window, and it is never ahead of it.
+    /// the precise clock by less than the window, and it is never ahead of it.
     #[cfg(target_os = "linux")]
     #[test]
     fn the_coarse_clock_is_behind_the_precise_one_within_its_window() {

@@ -35,10 +35,10 @@ pub enum Expiry {
     Persistent,
 }
 
-/// An `update` closure, given the value's key (for its errors) and current bytes.
 /// The ids a request came with: nearly always one, held without an allocation.
 pub(crate) type IncomingIds = SmallVec<[SessionId; 1]>;
 
+/// An `update` closure, given the value's key (for its errors) and current bytes.
 type UpdateFn = Arc<dyn Fn(&str, Option<&[u8]>) -> Result<Vec<u8>> + Send + Sync>;
 
 /// One change a request made, kept so it can be re-applied on top of a concurrent writer's
