@@ -11,8 +11,10 @@
 //! - only a deadline in between (the last moments of a session's life, a tiny share of its
 //!   loads) is decided by the precise clock.
 //!
-//! The answer is the one [`Timestamp::now`] would give. Where there is no coarse clock, or
-//! its tick is longer than [`MAX_TICK_MS`], every check reads the precise clock.
+//! The answer is the one [`Timestamp::now`] would give, as long as the coarse clock lags by
+//! less than the window (if it ever lagged more, a session would outlive its deadline by the
+//! excess, never end early). Where there is no coarse clock, or its tick is longer than
+//! [`MAX_TICK_MS`], every check reads the precise clock.
 
 use session_core::Timestamp;
 
