@@ -28,21 +28,20 @@ const WINDOW_MS: i64 = 50;
 
 /// Whether `deadline` has passed: `deadline <= Timestamp::now()`.
 pub(crate) fn has_passed(deadline: Timestamp) -> bool {
-    if let Some((coarse, window)) = coarse_now() {
+    if let Some(coarse) = coarse_now() {
         if deadline <= coarse {
             return true;
         }
-        if deadline.unix_millis() > coarse.unix_millis().saturating_add(window) {
+        if deadline.unix_millis() > coarse.unix_millis().saturating_add(WINDOW_MS) {
             return false;
         }
     }
     deadline <= Timestamp::now()
 }
 
-/// The coarse time and the window past it that only the precise clock decides, if the coarse
-/// clock is fine enough to use.
+/// The coarse time, if the coarse clock is fine enough to use.
 #[cfg(target_os = "linux")]
-fn coarse_now() -> Option<(Timestamp, i64)> {
+fn coarse_now() -> Option<Timestamp> {
     use nix::sys::time::TimeSpec;
     use nix::time::{ClockId, clock_getres, clock_gettime};
     use std::sync::OnceLock;
@@ -62,11 +61,11 @@ fn coarse_now() -> Option<(Timestamp, i64)> {
         return None;
     }
     let coarse = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).ok()?;
-    Some((Timestamp::from_unix_millis(millis(coarse)), WINDOW_MS))
+    Some(Timestamp::from_unix_millis(millis(coarse)))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn coarse_now() -> Option<(Timestamp, i64)> {
+fn coarse_now() -> Option<Timestamp> {
     None
 }
 
@@ -99,10 +98,10 @@ mod tests {
     #[test]
     fn the_coarse_clock_is_behind_the_precise_one_within_its_window() {
         for _ in 0..1_000 {
-            let (coarse, window) = coarse_now().expect("Linux has a coarse clock of a few ms");
+            let coarse = coarse_now().expect("Linux has a coarse clock of a few ms");
             let precise = Timestamp::now();
             assert!(coarse <= precise, "{coarse:?} is ahead of {precise:?}");
-            assert!(precise.unix_millis() - coarse.unix_millis() <= window);
+            assert!(precise.unix_millis() - coarse.unix_millis() <= WINDOW_MS);
             std::thread::sleep(Duration::from_micros(300));
         }
     }
