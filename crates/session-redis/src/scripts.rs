@@ -57,20 +57,42 @@ index_add(KEYS[2], ARGV[3], ARGV[4])
 return 1
 ";
 
-/// Conditional `save`.
+/// The start of the scripts a request runs (`save`, `touch`): the record's header in `h`, or
+/// the script's answer when there is none (0) or it is not a record (an error). The same checks
+/// as the prelude's `header`, inline: the prelude's helpers are closures the script makes anew on
+/// every call, which on the path without an owner would be most of a save's time in Lua.
+const HOT_HEADER: &str = r"
+local h = redis.call('GETRANGE', KEYS[1], 0, 29)
+if h == '' then return 0 end
+if string.len(h) < 30 or string.byte(h, 1) ~= 1 then
+  return redis.error_reply('ERR session-redis: value under ' .. KEYS[1] .. ' is not a session record')
+end
+";
+
+/// Conditional `save`, before the prelude: a record that had no owner and gets none is written
+/// here, without making the prelude's helpers. The value keeps the stored `created_at`: it is
+/// spliced in only when the caller's differs, since copying a value in Lua is a save's largest
+/// cost after the two commands.
 ///
 /// KEYS: record, new owner's index (only when the new record has an owner). ARGV: expected
 /// version (8 bytes), new value (its `created_at` is replaced by the stored one), PXAT, score,
 /// prefix, member. Returns 1 saved, 0 no live record, -1 other version stored.
 const SAVE: &str = r"
-local h = header(KEYS[1])
-if not h then return 0 end
-if type(h) == 'table' then return h end
 if string.sub(h, 2, 9) ~= ARGV[1] then return -1 end
 local v = ARGV[2]
-local old_owner = owner_of(KEYS[1], h)
-redis.call('SET', KEYS[1], string.sub(v, 1, 9) .. string.sub(h, 10, 17) .. string.sub(v, 18), 'PXAT', ARGV[3])
+local created = string.sub(h, 10, 17)
+if string.sub(v, 10, 17) ~= created then v = string.sub(v, 1, 9) .. created .. string.sub(v, 18) end
 local has_owner = string.byte(v, 26) == 1
+if string.byte(h, 26) ~= 1 and not has_owner then
+  redis.call('SET', KEYS[1], v, 'PXAT', ARGV[3])
+  return 1
+end
+";
+
+/// The rest of `save`, after the prelude: the owner indexes.
+const SAVE_OWNED: &str = r"
+local old_owner = owner_of(KEYS[1], h)
+redis.call('SET', KEYS[1], v, 'PXAT', ARGV[3])
 if old_owner and (not has_owner or old_owner ~= string.sub(v, 31, 30 + be32(v, 27))) then
   redis.call('ZREM', ARGV[5] .. 'owner:' .. old_owner, ARGV[6])
 end
@@ -78,16 +100,19 @@ if has_owner then index_add(KEYS[2], ARGV[4], ARGV[6]) end
 return 1
 ";
 
-/// `touch`: a new deadline in the header, on the key, and in the owner index.
+/// `touch`, before the prelude: a new deadline in the header and on the key; done here for a
+/// record without an owner.
 ///
 /// KEYS: record. ARGV: PXAT, score, deadline (8 bytes), prefix, member. Returns 1 or 0 (no
 /// live record).
 const TOUCH: &str = r"
-local h = header(KEYS[1])
-if not h then return 0 end
-if type(h) == 'table' then return h end
 redis.call('SETRANGE', KEYS[1], 17, ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+if string.byte(h, 26) ~= 1 then return 1 end
+";
+
+/// The rest of `touch`, after the prelude: the new deadline in the owner index.
+const TOUCH_OWNED: &str = r"
 local o = owner_of(KEYS[1], h)
 if o then index_add(ARGV[4] .. 'owner:' .. o, ARGV[2], ARGV[5]) end
 return 1
@@ -181,10 +206,14 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        // Lua allows `local function` after the early `return`s: the helpers are made only on
+        // the path that reaches them.
+        let hot =
+            |head: &str, owned: &str| Script::new(&format!("{HOT_HEADER}{head}{PRELUDE}{owned}"));
         Self {
             create: script(CREATE),
-            save: script(SAVE),
-            touch: script(TOUCH),
+            save: hot(SAVE, SAVE_OWNED),
+            touch: hot(TOUCH, TOUCH_OWNED),
             rotate: script(ROTATE),
             list_by_owner: script(LIST_BY_OWNER),
             delete_by_owner: script(DELETE_BY_OWNER),
