@@ -172,6 +172,79 @@ async fn owner_index_is_scored_trimmed_and_expires() {
     );
 }
 
+/// Every save and touch leaves the owner indexes exact at once, on both of the scripts' paths
+/// (the one without an owner, which returns before the prelude, and the one with): a member
+/// leaves its old owner's index on the save that changes or drops the owner, joins the new
+/// one's, and a touch moves its score.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_and_touches_keep_the_owner_index_exact() {
+    let Some(mut case) = case().await else { return };
+    let mut r = record_until(Timestamp::now() + Duration::from_secs(60)).with_owner("ann");
+    must("create", case.store.create(&r)).await;
+    let member = r.key.to_hex();
+    let prefix = case.prefix.clone();
+    let score = |owner: &str| {
+        redis::cmd("ZSCORE")
+            .arg(format!("{prefix}owner:{owner}"))
+            .arg(&member)
+            .clone()
+    };
+
+    let later = Timestamp::now() + Duration::from_secs(120);
+    must("touch", case.store.touch(&r.key, later)).await;
+    let s: Option<i64> = case.raw(&score("ann")).await;
+    assert_eq!(
+        s,
+        Some(later.unix_millis()),
+        "touch moves the member's score"
+    );
+    r = match must("load", case.store.load(&r.key)).await {
+        Some(stored) => stored,
+        None => panic!("the touched session is gone"),
+    };
+
+    r.owner = Some("bob".into());
+    r.version = must("save", case.store.save(&r)).await;
+    let (ann, bob): (Option<i64>, Option<i64>) =
+        (case.raw(&score("ann")).await, case.raw(&score("bob")).await);
+    assert_eq!(
+        (ann, bob),
+        (None, Some(later.unix_millis())),
+        "a new owner moves the member"
+    );
+
+    r.owner = None;
+    r.version = must("save", case.store.save(&r)).await;
+    let bob: Option<i64> = case.raw(&score("bob")).await;
+    assert_eq!(bob, None, "dropping the owner removes the member");
+
+    r.data = session_core::Bytes::from_static(b"no owner either side");
+    r.version = must("save", case.store.save(&r)).await;
+    let loaded = must("load", case.store.load(&r.key)).await;
+    assert_eq!(
+        loaded.as_ref().map(|x| (&x.data, x.version, &x.owner)),
+        Some((&r.data, r.version, &None))
+    );
+
+    r.owner = Some("carl".into());
+    r.version = must("save", case.store.save(&r)).await;
+    let carl: Option<i64> = case.raw(&score("carl")).await;
+    assert_eq!(
+        carl,
+        Some(later.unix_millis()),
+        "an owner given to an ownerless session is indexed"
+    );
+    must("touch", case.store.touch(&r.key, r.expires_at)).await;
+    let keys: Vec<String> = case
+        .raw(redis::cmd("KEYS").arg(format!("{}owner:*", case.prefix)))
+        .await;
+    assert_eq!(
+        keys,
+        vec![case.owner_key("carl")],
+        "no other owner index is left"
+    );
+}
+
 /// `rotate` renames the key, keeping the exact Redis expiry, and moves the index member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_keeps_the_redis_expiry() {
