@@ -64,11 +64,13 @@ impl Cluster {
     }
 }
 
-/// A port that is free, and whose cluster bus port (+10000) is free too.
+/// A port that is free, and whose cluster bus port (+10000) is free too, both below Linux's
+/// ephemeral range (32768 and up), where any client socket of a test running meanwhile could
+/// take one between this check and the node's bind.
 fn free_port(taken: &[u16]) -> u16 {
     let seed = std::process::id() as usize * 7919;
     for i in 0..10_000 {
-        let port = 20_000 + ((seed + i * 13) % 10_000) as u16;
+        let port = 10_000 + ((seed + i * 13) % 12_000) as u16;
         if taken.contains(&port) {
             continue;
         }
@@ -80,15 +82,29 @@ fn free_port(taken: &[u16]) -> u16 {
     panic!("no free port pair for a cluster node");
 }
 
-fn start_cluster() -> Cluster {
-    let base: PathBuf = std::env::temp_dir().join(format!(
-        "session-redis-cluster-{}-{}",
-        std::process::id(),
-        &SessionId::generate().key().to_hex()[..8]
-    ));
-    let mut ports = Vec::new();
-    for _ in 0..NODES {
-        let port = free_port(&ports);
+/// Whether a node answers `PING` on `port` before `deadline`.
+fn answers_by(port: u16, deadline: Instant) -> bool {
+    loop {
+        let up = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        if up.is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts one cluster node under `base` on a free port not in `tried` and returns its port
+/// once it answers. A port another process took between the check and the node's bind makes
+/// the node exit at once: then another port is tried, up to three times in all.
+fn start_node(base: &std::path::Path, tried: &mut Vec<u16>) -> u16 {
+    for _ in 0..3 {
+        let port = free_port(tried);
+        tried.push(port);
         let dir = base.join(port.to_string());
         if let Err(e) = std::fs::create_dir_all(&dir) {
             panic!("cannot create {}: {e}", dir.display());
@@ -106,7 +122,7 @@ fn start_cluster() -> Cluster {
             .args(["-c", script])
             .env("PORT", port.to_string())
             .env("DIR", &dir)
-            .env("BASE", &base)
+            .env("BASE", base)
             .env("PARENT", std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -115,25 +131,24 @@ fn start_cluster() -> Cluster {
         if let Err(e) = spawned {
             panic!("could not start a cluster node: {e}");
         }
-        ports.push(port);
+        if answers_by(port, Instant::now() + Duration::from_secs(5)) {
+            return port;
+        }
+        eprintln!("cluster node on {port} did not come up; trying another port");
     }
+    panic!("no cluster node came up on any of the ports {tried:?}");
+}
+
+fn start_cluster() -> Cluster {
+    let base: PathBuf = std::env::temp_dir().join(format!(
+        "session-redis-cluster-{}-{}",
+        std::process::id(),
+        &SessionId::generate().key().to_hex()[..8]
+    ));
+    let mut tried = Vec::new();
+    let ports = (0..NODES).map(|_| start_node(&base, &mut tried)).collect();
     let cluster = Cluster { ports };
     let deadline = Instant::now() + Duration::from_secs(15);
-    for &port in &cluster.ports {
-        loop {
-            let up = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if up.is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cluster node {port} did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
     let nodes: Vec<String> = cluster
         .ports
         .iter()
