@@ -64,13 +64,14 @@ impl Cluster {
     }
 }
 
-/// A port that is free, and whose cluster bus port (+10000) is free too, both below Linux's
+/// A port that is free, and whose cluster bus port (+10000) is free too: node ports 10000–19999,
+/// bus ports 20000–29999, so no node's port is another's bus port, and both stay below Linux's
 /// ephemeral range (32768 and up), where any client socket of a test running meanwhile could
 /// take one between this check and the node's bind.
 fn free_port(taken: &[u16]) -> u16 {
     let seed = std::process::id() as usize * 7919;
     for i in 0..10_000 {
-        let port = 10_000 + ((seed + i * 13) % 12_000) as u16;
+        let port = 10_000 + ((seed + i * 13) % 10_000) as u16;
         if taken.contains(&port) {
             continue;
         }
