@@ -182,17 +182,11 @@ async fn saves_and_touches_keep_the_owner_index_exact() {
     let mut r = record_until(Timestamp::now() + Duration::from_secs(60)).with_owner("ann");
     must("create", case.store.create(&r)).await;
     let member = r.key.to_hex();
-    let prefix = case.prefix.clone();
-    let score = |owner: &str| {
-        redis::cmd("ZSCORE")
-            .arg(format!("{prefix}owner:{owner}"))
-            .arg(&member)
-            .clone()
-    };
+    let score = |zset: String| redis::cmd("ZSCORE").arg(zset).arg(&member).clone();
 
     let later = Timestamp::now() + Duration::from_secs(120);
     must("touch", case.store.touch(&r.key, later)).await;
-    let s: Option<i64> = case.raw(&score("ann")).await;
+    let s: Option<i64> = case.raw(&score(case.owner_key("ann"))).await;
     assert_eq!(
         s,
         Some(later.unix_millis()),
@@ -205,8 +199,10 @@ async fn saves_and_touches_keep_the_owner_index_exact() {
 
     r.owner = Some("bob".into());
     r.version = must("save", case.store.save(&r)).await;
-    let (ann, bob): (Option<i64>, Option<i64>) =
-        (case.raw(&score("ann")).await, case.raw(&score("bob")).await);
+    let (ann, bob): (Option<i64>, Option<i64>) = (
+        case.raw(&score(case.owner_key("ann"))).await,
+        case.raw(&score(case.owner_key("bob"))).await,
+    );
     assert_eq!(
         (ann, bob),
         (None, Some(later.unix_millis())),
@@ -215,7 +211,7 @@ async fn saves_and_touches_keep_the_owner_index_exact() {
 
     r.owner = None;
     r.version = must("save", case.store.save(&r)).await;
-    let bob: Option<i64> = case.raw(&score("bob")).await;
+    let bob: Option<i64> = case.raw(&score(case.owner_key("bob"))).await;
     assert_eq!(bob, None, "dropping the owner removes the member");
 
     r.data = session_core::Bytes::from_static(b"no owner either side");
@@ -228,7 +224,7 @@ async fn saves_and_touches_keep_the_owner_index_exact() {
 
     r.owner = Some("carl".into());
     r.version = must("save", case.store.save(&r)).await;
-    let carl: Option<i64> = case.raw(&score("carl")).await;
+    let carl: Option<i64> = case.raw(&score(case.owner_key("carl"))).await;
     assert_eq!(
         carl,
         Some(later.unix_millis()),
