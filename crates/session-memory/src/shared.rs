@@ -92,14 +92,14 @@ impl Shared {
 
     /// Takes a slot for a new record under the limit, sweeping expired records first when
     /// there is none; `Ok(false)` when there is no limit.
-    pub(crate) fn reserve(&self, now: Timestamp) -> Result<bool> {
+    pub(crate) fn reserve(&self) -> Result<bool> {
         let Some(limit) = &self.limit else {
             return Ok(false);
         };
         if limit.try_reserve() {
             return Ok(true);
         }
-        self.sweep(now);
+        self.sweep(Timestamp::now());
         if limit.try_reserve() {
             Ok(true)
         } else {

@@ -120,11 +120,10 @@ fn own(data: &Bytes) -> Bytes {
 impl SessionStore for MemoryStore {
     async fn create(&self, record: &Record) -> Result<()> {
         check_data_len(self.shared.max_data_len, record.data.len())?;
-        let now = Timestamp::now();
         let shared = &*self.shared;
         // The slot is taken before the shard is locked: a full store sweeps, which locks
         // every shard.
-        let reserved = shared.reserve(now)?;
+        let reserved = shared.reserve()?;
         // Built before the lock, which is then held only for the table's probe and insert.
         let entry = Entry {
             data: own(&record.data),
@@ -137,7 +136,7 @@ impl SessionStore for MemoryStore {
         let mut shard = shared.write_shard(key);
         let shard = &mut *shard;
         match shard.records.entry(*key) {
-            Slot::Occupied(slot) if slot.get().live(now) => {
+            Slot::Occupied(slot) if slot.get().live_now() => {
                 if reserved {
                     shared.removed();
                 }
@@ -205,9 +204,8 @@ impl SessionStore for MemoryStore {
     }
 
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
-        let now = Timestamp::now();
         let shard = self.shared.read_shard(key);
-        Ok(shard.records.get(key).is_some_and(|e| e.live(now)))
+        Ok(shard.records.get(key).is_some_and(Entry::live_now))
     }
 
     async fn rotate(&self, old: &SessionKey, new: &SessionKey) -> Result<()> {
@@ -215,11 +213,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
-        let now = Timestamp::now();
         let shared = &*self.shared;
         let mut shard = shared.write_shard(key);
         let shard = &mut *shard;
-        let Some(entry) = shard.records.get_mut(key).filter(|e| e.live(now)) else {
+        let Some(entry) = shard.records.get_mut(key).filter(|e| e.live_now()) else {
             return Err(Error::NotFound);
         };
         entry.expires_at = expires_at;
