@@ -127,7 +127,13 @@ impl Connections for Server {
             .await
             .expect("reconnect the pool");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.pool.num_idle() < 1 {
+        // Exactly one, not at least one: sqlx counts an idle connection only after queueing it,
+        // and a checkout that takes it in between subtracts first, so while the previous
+        // release's thread is held up, the count reads `usize::MAX` (0 − 1) with the connection
+        // still in its release ping. Killed then, it is found dead by that ping, the pool opens
+        // a fresh one, and the next call no longer meets a dead connection (CI saw a create on
+        // the "dead" connection succeed). The pool holds one connection, so 1 is the true count.
+        while self.pool.num_idle() != 1 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the connection never went idle"
